@@ -1,0 +1,1 @@
+"""trot.deploy."""
