@@ -1,0 +1,288 @@
+"""Robot descriptions: one folder per robot with its URDF and control contract (`robot.toml`).
+
+`load_robot("pupper_v3")` or `load_robot("path/to/folder")` returns a validated, frozen `Robot`.
+Nothing else in trot hard-codes a robot number: everything reads it from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROBOTS_DIR = Path(__file__).resolve().parent
+
+
+class ContractError(ValueError):
+    """A robot folder whose contract is missing a field or holds a value out of range."""
+
+    def __init__(self, file: Path | str, field: str, value: object, expected: str):
+        self.file, self.field, self.value, self.expected = str(file), field, value, expected
+        super().__init__(f"{file}: field '{field}' = {value!r}; expected {expected}")
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Robot:
+    """A validated robot: paths, joint order, control contract and hardware mapping."""
+
+    name: str
+    folder: Path
+    urdf_path: Path
+    base_link: str
+    foot_links: tuple[str, ...]
+    foot_radius: float
+    imu_pos: tuple[float, float, float]
+    joint_names: tuple[str, ...]
+    default_joint_pos: tuple[float, ...]
+    joint_limits: JointLimits  # from the URDF, in policy order
+    control_dt: float
+    physics_dt: float
+    kp: float
+    kd: float
+    action_scale: float
+    action_clip: float
+    torque_limit: float
+    velocity_limit: float
+    armature: float
+    damping: float
+    frictionloss: float
+    hardware: dict = field(hash=False, compare=False)
+    link_masses: dict = field(hash=False, compare=False)  # from the URDF
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def decimation(self) -> int:
+        return round(self.control_dt / self.physics_dt)
+
+    @property
+    def total_mass(self) -> float:
+        return float(sum(self.link_masses.values()))
+
+    def contract(self) -> dict:
+        """The fields a policy depends on, as plain JSON values (hashed into the bundle)."""
+        return {
+            "name": self.name,
+            "joint_names": list(self.joint_names),
+            "default_joint_pos": list(self.default_joint_pos),
+            "joint_lower": list(self.joint_limits.lower),
+            "joint_upper": list(self.joint_limits.upper),
+            "kp": self.kp,
+            "kd": self.kd,
+            "action_scale": self.action_scale,
+            "action_clip": self.action_clip,
+            "torque_limit": self.torque_limit,
+            "velocity_limit": self.velocity_limit,
+            "control_dt": self.control_dt,
+            "physics_dt": self.physics_dt,
+        }
+
+    def contract_sha256(self) -> str:
+        return contract_sha256(self.contract())
+
+
+def contract_sha256(contract: dict) -> str:
+    """Hash of a contract dict in canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(contract, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def available_robots() -> list[str]:
+    """Names of the robot folders shipped with trot."""
+    return sorted(p.parent.name for p in ROBOTS_DIR.glob("*/robot.toml"))
+
+
+def resolve_robot_dir(name_or_path: str | Path) -> Path:
+    """A robot name shipped with trot, or a folder holding a robot.toml."""
+    path = Path(name_or_path)
+    if (path / "robot.toml").is_file():
+        return path.resolve()
+    if (ROBOTS_DIR / str(name_or_path) / "robot.toml").is_file():
+        return ROBOTS_DIR / str(name_or_path)
+    raise FileNotFoundError(
+        f"robot '{name_or_path}': no robot.toml there nor in {ROBOTS_DIR}; known robots: {available_robots()}"
+    )
+
+
+def load_robot(name_or_path: str | Path) -> Robot:
+    """Load and validate a robot folder; raise ContractError naming the file and field on bad input."""
+    folder = resolve_robot_dir(name_or_path)
+    toml_path = folder / "robot.toml"
+    try:
+        with open(toml_path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ContractError(toml_path, "<file>", str(e), "valid TOML") from e
+    return _validate(raw, folder, toml_path)
+
+
+def _get(raw: dict, dotted: str, file: Path):
+    node = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ContractError(file, dotted, None, "a value (field is missing)")
+        node = node[part]
+    return node
+
+
+def _number(raw: dict, dotted: str, file: Path, lo: float, hi: float, lo_open: bool = False) -> float:
+    value = _get(raw, dotted, file)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ContractError(file, dotted, value, "a finite number")
+    below = value <= lo if lo_open else value < lo
+    if below or value > hi:
+        bracket = "(" if lo_open else "["
+        raise ContractError(file, dotted, value, f"a number in {bracket}{lo}, {hi}]")
+    return float(value)
+
+
+def _vector(raw: dict, dotted: str, file: Path, length: int, kind: type = float) -> list:
+    value = _get(raw, dotted, file)
+    if not isinstance(value, list) or len(value) != length:
+        n = len(value) if isinstance(value, list) else "not a list"
+        raise ContractError(file, dotted, value, f"a list of {length} values (got {n})")
+    ok = (int,) if kind is int else (int, float)
+    if any(isinstance(v, bool) or not isinstance(v, ok) for v in value):
+        raise ContractError(file, dotted, value, f"a list of {length} {kind.__name__}s")
+    return [kind(v) for v in value]
+
+
+def _parse_urdf(urdf_path: Path) -> tuple[dict, dict]:
+    """Joint limits {name: (lower, upper, effort, velocity)} and link masses {name: kg}."""
+    try:
+        root = ET.parse(urdf_path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise ContractError(urdf_path, "<file>", str(e), "a readable URDF") from e
+    joints = {}
+    for j in root.iter("joint"):
+        lim = j.find("limit")
+        if j.get("type") == "revolute" and lim is not None:
+            joints[j.get("name")] = tuple(
+                float(lim.get(k, "nan")) for k in ("lower", "upper", "effort", "velocity")
+            )
+    masses = {}
+    for link in root.iter("link"):
+        m = link.find("inertial/mass")
+        masses[link.get("name")] = float(m.get("value")) if m is not None else 0.0
+    return joints, masses
+
+
+def _validate(raw: dict, folder: Path, f: Path) -> Robot:
+    name = _get(raw, "robot.name", f)
+    if not isinstance(name, str) or not name:
+        raise ContractError(f, "robot.name", name, "a non-empty string")
+    urdf_path = folder / str(_get(raw, "robot.urdf", f))
+    if not urdf_path.is_file():
+        raise ContractError(f, "robot.urdf", str(urdf_path), "an existing URDF file in the robot folder")
+    urdf_joints, masses = _parse_urdf(urdf_path)
+
+    names = _get(raw, "joints.names", f)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ContractError(f, "joints.names", names, "a non-empty list of joint names")
+    if len(set(names)) != len(names):
+        raise ContractError(f, "joints.names", names, "unique joint names")
+    missing = [n for n in names if n not in urdf_joints]
+    if missing:
+        raise ContractError(
+            f, "joints.names", missing, f"revolute joints of {urdf_path.name}: {sorted(urdf_joints)}"
+        )
+    if len(names) != len(urdf_joints):
+        raise ContractError(
+            f, "joints.names", len(names), f"all {len(urdf_joints)} revolute joints of {urdf_path.name}"
+        )
+    n = len(names)
+    default = _vector(raw, "joints.default_pos", f, n)
+    lower = tuple(urdf_joints[j][0] for j in names)
+    upper = tuple(urdf_joints[j][1] for j in names)
+    for i, (q, lo, hi) in enumerate(zip(default, lower, upper)):
+        if not lo <= q <= hi:
+            raise ContractError(
+                f, f"joints.default_pos[{i}]", q, f"within {names[i]}'s URDF limits [{lo}, {hi}]"
+            )
+
+    control_dt = _number(raw, "control.control_dt", f, 0.0, 1.0, lo_open=True)
+    physics_dt = _number(raw, "control.physics_dt", f, 0.0, control_dt, lo_open=True)
+    ratio = control_dt / physics_dt
+    if abs(ratio - round(ratio)) > 1e-6:
+        raise ContractError(
+            f, "control.physics_dt", physics_dt, f"a whole fraction of control_dt={control_dt}"
+        )
+    torque_limit = _number(raw, "motor.torque_limit", f, 0.0, 1e4, lo_open=True)
+    velocity_limit = _number(raw, "motor.velocity_limit", f, 0.0, 1e4, lo_open=True)
+    for j in names:
+        effort, vel = urdf_joints[j][2], urdf_joints[j][3]
+        if not (math.isclose(effort, torque_limit) and math.isclose(vel, velocity_limit)):
+            raise ContractError(
+                f,
+                "motor.torque_limit",
+                torque_limit,
+                f"the URDF's limit of {j} (effort {effort}, velocity {vel}) to equal the contract's",
+            )
+
+    foot_links = _get(raw, "robot.foot_links", f)
+    if not isinstance(foot_links, list) or any(link not in masses for link in foot_links):
+        raise ContractError(f, "robot.foot_links", foot_links, f"link names of {urdf_path.name}")
+    base_link = _get(raw, "robot.base_link", f)
+    if base_link not in masses:
+        raise ContractError(f, "robot.base_link", base_link, f"a link of {urdf_path.name}")
+
+    hw = raw.get("hardware")
+    if not isinstance(hw, dict):
+        raise ContractError(f, "hardware", hw, "a [hardware] table")
+    hardware = {
+        "can_bus": _vector(raw, "hardware.can_bus", f, n, int),
+        "motor_id": _vector(raw, "hardware.motor_id", f, n, int),
+        "joint_sign": _vector(raw, "hardware.joint_sign", f, n, int),
+        "zero_offset": _vector(raw, "hardware.zero_offset", f, n),
+        "kp_max": _number(raw, "hardware.kp_max", f, 0.0, 1e4, lo_open=True),
+        "kd_max": _number(raw, "hardware.kd_max", f, 0.0, 1e4, lo_open=True),
+        "damping_kd": _number(raw, "hardware.damping_kd", f, 0.0, 1e4),
+        "soft_limit_margin": _number(raw, "hardware.soft_limit_margin", f, 0.0, 1.0),
+    }
+    if any(s not in (-1, 1) for s in hardware["joint_sign"]):
+        raise ContractError(f, "hardware.joint_sign", hardware["joint_sign"], "each entry +1 or -1")
+    kp = _number(raw, "control.kp", f, 0.0, hardware["kp_max"], lo_open=True)
+    kd = _number(raw, "control.kd", f, 0.0, hardware["kd_max"])
+
+    return Robot(
+        name=name,
+        folder=folder,
+        urdf_path=urdf_path,
+        base_link=base_link,
+        foot_links=tuple(foot_links),
+        foot_radius=_number(raw, "robot.foot_radius", f, 0.0, 1.0, lo_open=True),
+        imu_pos=tuple(_vector(raw, "robot.imu_pos", f, 3)),
+        joint_names=tuple(names),
+        default_joint_pos=tuple(default),
+        joint_limits=JointLimits(lower, upper),
+        control_dt=control_dt,
+        physics_dt=physics_dt,
+        kp=kp,
+        kd=kd,
+        action_scale=_number(raw, "control.action_scale", f, 0.0, 10.0, lo_open=True),
+        action_clip=_number(raw, "control.action_clip", f, 0.0, 1e3, lo_open=True),
+        torque_limit=torque_limit,
+        velocity_limit=velocity_limit,
+        armature=_number(raw, "motor.armature", f, 0.0, 1.0),
+        damping=_number(raw, "motor.damping", f, 0.0, 100.0),
+        frictionloss=_number(raw, "motor.frictionloss", f, 0.0, 100.0),
+        hardware=hardware,
+        link_masses=masses,
+    )

@@ -1,0 +1,179 @@
+"""Build the MuJoCo model of a robot from its URDF with `mujoco.MjSpec`.
+
+The URDF is the geometry truth; this adds what a URDF cannot say: the floor, the free joint,
+position-PD actuators from the contract, the IMU and foot sensors, and the joint armature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from trot.robots import Robot
+
+FOOT_TOUCH_MARGIN = 1.25  # touch-sensor sphere radius / foot radius: catches the contact point
+BASE_TOUCH_MARGIN = 0.005  # m, base touch-sensor box grows by this much on each side
+
+
+def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
+    """MjSpec of `robot` standing on a floor, with actuators and sensors in policy joint order."""
+    spec = mujoco.MjSpec.from_file(str(robot.urdf_path))
+    spec.compiler.fusestatic = False
+    spec.compiler.discardvisual = False
+    spec.option.timestep = robot.physics_dt
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.option.cone = mujoco.mjtCone.mjCONE_PYRAMIDAL
+
+    # Visual-only URDF geoms never collide; collision geoms keep default contact flags.
+    for geom in spec.geoms:
+        if geom.group != 0 or geom.classname.name == "visual":
+            geom.contype = geom.conaffinity = 0
+
+    world = spec.worldbody
+    tex = spec.add_texture(
+        name="grid",
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        rgb1=[0.25, 0.3, 0.35],
+        rgb2=[0.35, 0.4, 0.45],
+        width=256,
+        height=256,
+    )
+    mat = spec.add_material(name="grid", texrepeat=[8, 8], reflectance=0.1)
+    mat.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = tex.name
+    world.add_geom(
+        name="floor",
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=[0, 0, 0.05],
+        material="grid",
+        friction=[floor_friction, 0.005, 0.0001],
+    )
+    world.add_light(name="sun", pos=[0, 0, 3], dir=[0, 0, -1], type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
+
+    base = spec.body(robot.base_link)
+    base.add_freejoint(name="root")
+    base.pos = [0, 0, 0.5]  # replaced by the standing height in the keyframe
+    _add_base_sensors(spec, robot)
+
+    for name in robot.joint_names:
+        joint = spec.joint(name)
+        joint.armature = robot.armature
+        joint.damping = [robot.damping, 0.0, 0.0]  # MuJoCo 4: polynomial damping coefficients
+        joint.frictionloss = robot.frictionloss
+        act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        act.set_to_position(kp=robot.kp, kv=robot.kd)
+        act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        act.forcerange = [-robot.torque_limit, robot.torque_limit]
+
+    for i, link in enumerate(robot.foot_links):
+        _add_foot_sensor(spec, robot, link, i)
+    return spec
+
+
+def _add_base_sensors(spec: mujoco.MjSpec, robot: Robot) -> None:
+    base = spec.body(robot.base_link)
+    base.add_site(name="imu", pos=list(robot.imu_pos))
+    for kind, name in (
+        (mujoco.mjtSensor.mjSENS_FRAMEQUAT, "imu_quat"),
+        (mujoco.mjtSensor.mjSENS_GYRO, "imu_gyro"),
+        (mujoco.mjtSensor.mjSENS_ACCELEROMETER, "imu_accel"),
+        (mujoco.mjtSensor.mjSENS_VELOCIMETER, "imu_linvel"),
+    ):
+        spec.add_sensor(name=name, type=kind, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="imu")
+    # Body contact: a touch site slightly larger than each collision box of the base.
+    for geom in base.geoms:
+        if geom.type == mujoco.mjtGeom.mjGEOM_BOX and geom.contype:
+            site = base.add_site(
+                name="base_touch",
+                type=mujoco.mjtGeom.mjGEOM_BOX,
+                pos=geom.pos,
+                quat=geom.quat,
+                size=list(np.asarray(geom.size) + BASE_TOUCH_MARGIN),
+            )
+            spec.add_sensor(
+                name="base_touch",
+                type=mujoco.mjtSensor.mjSENS_TOUCH,
+                objtype=mujoco.mjtObj.mjOBJ_SITE,
+                objname=site.name,
+            )
+            break
+
+
+def _add_foot_sensor(spec: mujoco.MjSpec, robot: Robot, link: str, index: int) -> None:
+    body = spec.body(link)
+    spheres = [g for g in body.geoms if g.type == mujoco.mjtGeom.mjGEOM_SPHERE and g.contype]
+    if not spheres:
+        raise ValueError(f"{robot.urdf_path}: foot link '{link}' has no collision sphere")
+    name = f"foot{index}"
+    body.add_site(name=name, pos=spheres[0].pos, size=[robot.foot_radius * FOOT_TOUCH_MARGIN, 0, 0])
+    spec.add_sensor(
+        name=f"{name}_touch",
+        type=mujoco.mjtSensor.mjSENS_TOUCH,
+        objtype=mujoco.mjtObj.mjOBJ_SITE,
+        objname=name,
+    )
+    spec.add_sensor(
+        name=f"{name}_pos",
+        type=mujoco.mjtSensor.mjSENS_FRAMEPOS,
+        objtype=mujoco.mjtObj.mjOBJ_SITE,
+        objname=name,
+    )
+
+
+@dataclass(frozen=True)
+class ModelIndex:
+    """Addresses in qpos/qvel/ctrl/sensordata, looked up by name once (never hard-coded)."""
+
+    root_qpos: int
+    root_qvel: int
+    joint_qpos: np.ndarray  # (num_joints,) in policy order
+    joint_qvel: np.ndarray
+    joint_ctrl: np.ndarray  # actuator ids in policy order
+    sensor: dict  # name -> slice into sensordata
+    foot_site: np.ndarray  # site ids of the feet
+
+
+def index_model(model: mujoco.MjModel, robot: Robot) -> ModelIndex:
+    """Look up every address the simulator needs, by the robot's joint and sensor names."""
+    root = model.joint("root")
+    sensor = {}
+    for i in range(model.nsensor):
+        adr, dim = model.sensor_adr[i], model.sensor_dim[i]
+        sensor[model.sensor(i).name] = slice(int(adr), int(adr + dim))
+    return ModelIndex(
+        root_qpos=int(root.qposadr[0]),
+        root_qvel=int(root.dofadr[0]),
+        joint_qpos=np.array([model.joint(n).qposadr[0] for n in robot.joint_names]),
+        joint_qvel=np.array([model.joint(n).dofadr[0] for n in robot.joint_names]),
+        joint_ctrl=np.array([model.actuator(n).id for n in robot.joint_names]),
+        sensor=sensor,
+        foot_site=np.array([model.site(f"foot{i}").id for i in range(len(robot.foot_links))]),
+    )
+
+
+def standing_height(model: mujoco.MjModel, robot: Robot) -> float:
+    """Base height at which the default pose puts the lowest foot sphere on the floor."""
+    data = mujoco.MjData(model)
+    idx = index_model(model, robot)
+    data.qpos[idx.root_qpos : idx.root_qpos + 7] = [0, 0, 0, 1, 0, 0, 0]
+    data.qpos[idx.joint_qpos] = robot.default_joint_pos
+    mujoco.mj_kinematics(model, data)
+    lowest = data.site_xpos[idx.foot_site, 2].min()
+    return float(robot.foot_radius - lowest)
+
+
+def build_model(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjModel:
+    """Compiled model with a 'home' keyframe: default pose, feet on the floor."""
+    spec = build_spec(robot, floor_friction)
+    model = spec.compile()
+    height = standing_height(model, robot)
+    idx = index_model(model, robot)
+    qpos = model.qpos0.copy()
+    qpos[idx.root_qpos : idx.root_qpos + 7] = [0, 0, height, 1, 0, 0, 0]
+    qpos[idx.joint_qpos] = robot.default_joint_pos
+    ctrl = np.zeros(model.nu)
+    ctrl[idx.joint_ctrl] = robot.default_joint_pos
+    spec.add_key(name="home", qpos=qpos.tolist(), ctrl=ctrl.tolist())
+    return spec.compile()

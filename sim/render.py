@@ -1,0 +1,55 @@
+"""Headless MuJoCo rendering: a still of the default pose, and frames for videos."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+# Headless by default; a user with a display or EGL can override before running trot.
+os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def make_camera(lookat, distance: float = 0.7, azimuth: float = 135.0, elevation: float = -20.0):
+    cam = mujoco.MjvCamera()
+    cam.lookat[:] = lookat
+    cam.distance, cam.azimuth, cam.elevation = distance, azimuth, elevation
+    return cam
+
+
+def render_default_pose(robot_name: str, width: int = 640, height: int = 480) -> np.ndarray:
+    """RGB image (height, width, 3) of the robot standing at its default pose."""
+    from trot.robots import load_robot
+    from trot.sim.mujoco_model import build_model
+
+    robot = load_robot(robot_name)
+    model = build_model(robot)
+    data = mujoco.MjData(model)
+    mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
+    mujoco.mj_forward(model, data)
+    renderer = mujoco.Renderer(model, height=height, width=width)
+    try:
+        renderer.update_scene(data, camera=make_camera(data.qpos[:3]))
+        return renderer.render().copy()
+    finally:
+        renderer.close()
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, image)
+
+
+def run_view(args: argparse.Namespace) -> int:
+    from trot.robots import resolve_robot_dir
+
+    out = args.output or f"{resolve_robot_dir(args.robot).name}.png"
+    image = render_default_pose(args.robot, args.width, args.height)
+    save_png(out, image)
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]}, MUJOCO_GL={os.environ['MUJOCO_GL']})")
+    return 0

@@ -1,0 +1,90 @@
+"""The `trot` command: one entry point, a subcommand per stage.
+
+Each subcommand imports its stage lazily, so `trot deploy --help` works on a robot that has only
+the `deploy` extra installed (no torch, mujoco or pybullet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], str]] = {}
+
+
+def command(name: str, help: str, target: str):
+    """Register `name` with an argument builder; `target` is 'module:function' run with the args."""
+
+    def wrap(build: Callable[[argparse.ArgumentParser], None]):
+        COMMANDS[name] = (help, build, target)
+        return build
+
+    return wrap
+
+
+@command("robots", "list the robots trot knows, with mass, joints and rates", "trot.cli:run_robots")
+def _robots(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--robot", default=None, help="only this robot (name or folder)")
+
+
+@command("view", "render a robot's default pose to a PNG (headless MuJoCo)", "trot.sim.render:run_view")
+def _view(p: argparse.ArgumentParser) -> None:
+    p.add_argument("robot", help="robot name (e.g. pupper_v3) or folder with a robot.toml")
+    p.add_argument("-o", "--output", default=None, help="PNG path (default: <robot>.png)")
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+
+
+def run_robots(args: argparse.Namespace) -> int:
+    from trot.robots import available_robots, load_robot
+
+    names = [args.robot] if args.robot else available_robots()
+    print(f"{'robot':<14}{'mass kg':>9}{'joints':>8}{'control Hz':>12}{'physics Hz':>12}  folder")
+    for name in names:
+        r = load_robot(name)
+        print(
+            f"{r.name:<14}{r.total_mass:>9.3f}{r.num_joints:>8d}{1 / r.control_dt:>12.0f}"
+            f"{1 / r.physics_dt:>12.0f}  {r.folder}"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trot", description="Train a quadruped in simulation, gate it in PyBullet, run it on the robot."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help, build, target) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help)
+        build(p)
+        p.set_defaults(_target=target)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_stage_commands()
+    args = build_parser().parse_args(argv)
+    module, func = args._target.split(":")
+    import importlib
+
+    try:
+        return int(getattr(importlib.import_module(module), func)(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _register_stage_commands() -> None:
+    """Stages register their subcommands in their own `cli_args` module (argparse only, no heavy imports)."""
+    import importlib
+
+    for module in ("trot.sim.cli_args", "trot.train.cli_args", "trot.deploy.cli_args"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
