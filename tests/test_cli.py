@@ -6,9 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from trot.cli import COMMANDS, _register_stage_commands, main
-
-_register_stage_commands()
+from trot.cli import COMMANDS, main
 
 
 def run_trot(*args):
@@ -49,3 +47,12 @@ def test_unknown_robot_is_refused_with_known_names():
     out = run_trot("view", "no_such_robot")
     assert out.returncode != 0
     assert "no_such_robot" in out.stderr and "pupper_v3" in out.stderr
+
+
+def test_bench_sim_prints_task_and_raw_rollout_with_their_ratio():
+    out = run_trot("bench", "sim", "--num_envs", "8", "--seconds", "0.3")
+    assert out.returncode == 0, out.stderr
+    row = out.stdout.strip().splitlines()[-1].split()
+    num_envs, task, raw, ratio = int(row[0]), float(row[1]), float(row[2]), float(row[3])
+    assert num_envs == 8 and task > 0 and raw > 0
+    assert ratio == pytest.approx(task / raw, rel=0.02)

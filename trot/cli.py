@@ -1,7 +1,7 @@
 """The `trot` command: one entry point, a subcommand per stage.
 
-Each subcommand imports its stage lazily, so `trot deploy --help` works on a robot that has only
-the `deploy` extra installed (no torch, mujoco or pybullet).
+Subcommands are declared here with argparse only; each imports its stage when it runs, so
+`trot deploy --help` works on a robot that has only the `deploy` extra (no torch, mujoco or pybullet).
 """
 
 from __future__ import annotations
@@ -36,6 +36,26 @@ def _view(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=480)
 
 
+@command(
+    "bench",
+    "benchmarks that print figures against a reference measured in the same run",
+    "trot.cli:run_bench",
+)
+def _bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["sim"], help="sim: env-steps/s of the full task vs raw mujoco.rollout")
+    p.add_argument("--num_envs", type=int, nargs="+", default=[1024], help="one or more batch sizes")
+    p.add_argument("--sim", default="mujoco", choices=["mujoco"], help="physics backend")
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
+    p.add_argument("--robot", default="pupper_v3")
+    p.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from trot.sim.bench import run_bench_sim
+
+    return run_bench_sim(args)
+
+
 def run_robots(args: argparse.Namespace) -> int:
     from trot.robots import available_robots, load_robot
 
@@ -63,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register_stage_commands()
     args = build_parser().parse_args(argv)
     module, func = args._target.split(":")
     import importlib
@@ -72,18 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(importlib.import_module(module), func)(args) or 0)
     except KeyboardInterrupt:
         return 130
-
-
-def _register_stage_commands() -> None:
-    """Stages register their subcommands in their own `cli_args` module (argparse only, no heavy imports)."""
-    import importlib
-
-    for module in ("trot.sim.cli_args", "trot.train.cli_args", "trot.deploy.cli_args"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
 
 
 if __name__ == "__main__":

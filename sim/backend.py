@@ -1,0 +1,228 @@
+"""Batched physics behind one small interface, and its CPU implementation on `mujoco.rollout`.
+
+A backend steps N copies of one robot together: one call per control step runs `decimation`
+physics substeps for every env in MuJoCo's C code on a thread pool (the GIL is released). Per-env
+randomized physics (mass, centre of mass, friction, gains, motor strength) lives in per-env
+`MjModel` copies; actuation latency is per env at substep granularity: the control sequence of a
+step holds the previous target for the first k substeps. State comes back as batch-first numpy
+arrays viewed as torch tensors, with no per-env Python loop on the hot path.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+
+from trot.robots import Robot
+from trot.sim.mujoco_model import build_model, index_model
+
+CONTACT_FORCE_N = 1.0  # a touch sensor reading above this counts as contact
+
+
+@dataclass
+class SimState:
+    """What the task reads after a step; tensors (num_envs, ...) on the backend's device."""
+
+    base_pos: torch.Tensor  # (N, 3) world
+    base_quat: torch.Tensor  # (N, 4) w x y z
+    base_lin_vel_world: torch.Tensor  # (N, 3)
+    base_ang_vel: torch.Tensor  # (N, 3) body frame (what a gyro measures)
+    joint_pos: torch.Tensor  # (N, J) policy order
+    joint_vel: torch.Tensor  # (N, J)
+    joint_torque: torch.Tensor  # (N, J) actuator torque at the last substep
+    foot_force: torch.Tensor  # (N, F) largest normal force over the step's substeps
+    foot_pos: torch.Tensor  # (N, F, 3) world
+    foot_vel: torch.Tensor  # (N, F, 3) world
+    base_contact: torch.Tensor  # (N,) bool, base touched something during the step
+
+
+class Backend(Protocol):
+    """What the locomotion task needs from a simulator; the GPU backend implements it too."""
+
+    robot: Robot
+    num_envs: int
+    decimation: int
+    device: torch.device
+    num_qvel: int
+    root_qpos_adr: int  # free joint: position (3) then quaternion w x y z (4)
+    root_qvel_adr: int  # free joint: world linear velocity (3) then body angular velocity (3)
+
+    def step(self, joint_targets: torch.Tensor, latency_substeps: torch.Tensor) -> SimState: ...
+
+    def reset_envs(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None: ...
+
+    def add_base_velocity(self, env_ids: torch.Tensor, delta: torch.Tensor) -> None: ...
+
+    def apply_randomization(self, env_ids: torch.Tensor, values: dict[str, torch.Tensor]) -> None: ...
+
+    def read(self) -> SimState: ...
+
+    def home_qpos(self) -> torch.Tensor: ...
+
+    def joint_qpos_index(self) -> torch.Tensor: ...
+
+
+class MujocoBackend:
+    """N envs on the CPU, stepped by `mujoco.rollout` with one call per control step."""
+
+    def __init__(self, robot: Robot, num_envs: int, nthread: int | None = None, per_env_models: bool = True):
+        self.robot = robot
+        self.num_envs = num_envs
+        self.decimation = robot.decimation
+        self.device = torch.device("cpu")
+        self.model = build_model(robot)
+        self.idx = index_model(self.model, robot)
+        m = self.model
+        self.num_qvel = m.nv
+        self.root_qpos_adr, self.root_qvel_adr = self.idx.root_qpos, self.idx.root_qvel
+        # One model per env only when physics is randomized; a shared model is ~10 % faster.
+        self.models = [copy.copy(m) for _ in range(num_envs)] if per_env_models else [m] * num_envs
+        nthread = nthread or os.cpu_count() or 1
+        self._datas = [mujoco.MjData(m) for _ in range(nthread)]
+        self._rollout = rollout.Rollout(nthread=nthread)
+
+        spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self._state_spec = spec
+        self._nstate = mujoco.mj_stateSize(m, spec)
+        self._qpos_at = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
+        self._qvel_at = self._qpos_at + m.nq
+        data = mujoco.MjData(m)
+        mujoco.mj_resetDataKeyframe(m, data, m.key("home").id)
+        home = np.zeros(self._nstate)
+        mujoco.mj_getState(m, data, home, spec)
+        self._home_state = home
+        self.state = np.tile(home, (num_envs, 1))  # (N, nstate), the physics state between calls
+        self._state_out = np.zeros((num_envs, self.decimation, self._nstate))
+        self._sens_out = np.zeros((num_envs, self.decimation, m.nsensordata))
+        self._ctrl = np.tile(m.key("home").ctrl, (num_envs, self.decimation, 1))
+        self._prev_target = np.tile(np.asarray(robot.default_joint_pos), (num_envs, 1))
+        self._substep = np.arange(self.decimation)[None, :, None]
+        self._nominal = self._nominal_fields()
+        self._views()
+
+    # -- hot path --------------------------------------------------------------------------
+
+    def step(self, joint_targets: torch.Tensor, latency_substeps: torch.Tensor) -> SimState:
+        """Run one control step: each env's new target reaches its motors `latency` substeps late."""
+        target = joint_targets.detach().cpu().numpy().astype(np.float64)
+        late = latency_substeps.cpu().numpy()[:, None, None]
+        held = self._substep < late  # (N, decimation, 1)
+        self._ctrl[:, :, self.idx.joint_ctrl] = np.where(
+            held, self._prev_target[:, None, :], target[:, None, :]
+        )
+        self._prev_target = target
+        self._rollout.rollout(
+            self.models, self._datas, self.state, self._ctrl,
+            nstep=self.decimation, state=self._state_out, sensordata=self._sens_out, skip_checks=True,
+        )  # fmt: skip
+        self.state[:] = self._state_out[:, -1]
+        return self.read()
+
+    def _views(self) -> None:
+        """Torch views on the state and sensor buffers (no copies)."""
+        s = torch.from_numpy(self.state)
+        self._qpos = s[:, self._qpos_at : self._qpos_at + self.model.nq]
+        self._qvel = s[:, self._qvel_at : self._qvel_at + self.model.nv]
+        self._sens = torch.from_numpy(self._sens_out)
+        sens = self.idx.sensor
+        self._foot_touch = [sens[f"foot{i}_touch"].start for i in range(len(self.robot.foot_links))]
+        self._foot_pos = [sens[f"foot{i}_pos"].start for i in range(len(self.robot.foot_links))]
+        self._foot_vel = [sens[f"foot{i}_vel"].start for i in range(len(self.robot.foot_links))]
+        self._torque = [sens[f"{n}_torque"].start for n in self.robot.joint_names]
+        self._base_touch = sens["base_touch"].start
+        self._jq = torch.as_tensor(self.idx.joint_qpos)
+        self._jv = torch.as_tensor(self.idx.joint_qvel)
+
+    def read(self) -> SimState:
+        q, v, sens = self._qpos, self._qvel, self._sens
+        r, d = self.idx.root_qpos, self.idx.root_qvel
+        last = sens[:, -1]
+        foot_pos = torch.stack([last[:, a : a + 3] for a in self._foot_pos], 1)
+        foot_vel = torch.stack([last[:, a : a + 3] for a in self._foot_vel], 1)
+        return SimState(
+            base_pos=q[:, r : r + 3],
+            base_quat=q[:, r + 3 : r + 7],
+            base_lin_vel_world=v[:, d : d + 3],
+            base_ang_vel=v[:, d + 3 : d + 6],
+            joint_pos=q[:, self._jq],
+            joint_vel=v[:, self._jv],
+            joint_torque=last[:, self._torque],
+            foot_force=sens[:, :, self._foot_touch].amax(1),
+            foot_pos=foot_pos,
+            foot_vel=foot_vel,
+            base_contact=sens[:, :, self._base_touch].amax(1) > CONTACT_FORCE_N,
+        )
+
+    # -- resets and events -----------------------------------------------------------------
+
+    def home_qpos(self) -> torch.Tensor:
+        return torch.from_numpy(self._home_state[self._qpos_at : self._qpos_at + self.model.nq].copy())
+
+    def joint_qpos_index(self) -> torch.Tensor:
+        return self._jq
+
+    def reset_envs(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None:
+        """Set full qpos (n, nq) and qvel (n, nv) of some envs; their motors restart at the new pose."""
+        ids = env_ids.cpu().numpy()
+        self.state[ids] = self._home_state
+        self.state[ids, self._qpos_at : self._qpos_at + self.model.nq] = qpos.cpu().numpy()
+        self.state[ids, self._qvel_at : self._qvel_at + self.model.nv] = qvel.cpu().numpy()
+        self._prev_target[ids] = qpos.cpu().numpy()[:, self.idx.joint_qpos]
+        self._sens_out[ids] = 0.0
+
+    def add_base_velocity(self, env_ids: torch.Tensor, delta: torch.Tensor) -> None:
+        """Kick: add a world-frame linear velocity (n, 3) to the base of some envs."""
+        ids = env_ids.cpu().numpy()
+        at = self._qvel_at + self.idx.root_qvel
+        self.state[ids, at : at + 3] += delta.cpu().numpy()
+
+    # -- randomization ---------------------------------------------------------------------
+
+    def _nominal_fields(self) -> dict:
+        m = self.model
+        floor = m.geom("floor").id
+        feet = [
+            g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE
+        ]
+        return {
+            "body_mass": m.body_mass.copy(),
+            "body_inertia": m.body_inertia.copy(),
+            "body_ipos": m.body_ipos.copy(),
+            "friction_geoms": np.array([floor, *feet]),
+            "base": m.body(self.robot.base_link).id,
+            "act": self.idx.joint_ctrl,
+        }
+
+    def apply_randomization(self, env_ids: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
+        """Write sampled physics terms of `values` (each (n,) for env_ids) into those envs' models."""
+        if self.models[0] is self.models[-1] and self.num_envs > 1:
+            raise RuntimeError("physics randomization needs per_env_models=True")
+        nom, r = self._nominal, self.robot
+        vals = {k: v.cpu().numpy() for k, v in values.items()}
+        for row, i in enumerate(env_ids.cpu().numpy()):
+            m = self.models[i]
+            scale = vals["link_mass_scale"][row]
+            m.body_mass[:] = nom["body_mass"] * scale
+            m.body_inertia[:] = nom["body_inertia"] * scale
+            base_mass = m.body_mass[nom["base"]]
+            payload = vals["payload_mass"][row]
+            m.body_mass[nom["base"]] = base_mass + payload
+            m.body_inertia[nom["base"]] *= (base_mass + payload) / base_mass
+            m.body_ipos[nom["base"]] = nom["body_ipos"][nom["base"]] + [
+                vals["com_offset_x"][row], vals["com_offset_y"][row], vals["com_offset_z"][row],
+            ]  # fmt: skip
+            m.geom_friction[nom["friction_geoms"], 0] = vals["friction"][row]
+            strength = vals["motor_strength"][row]
+            kp = r.kp * vals["kp_scale"][row] * strength
+            kd = r.kd * vals["kd_scale"][row] * strength
+            m.actuator_gainprm[nom["act"], 0] = kp
+            m.actuator_biasprm[nom["act"], 1] = -kp
+            m.actuator_biasprm[nom["act"], 2] = -kd
+            m.actuator_forcerange[nom["act"]] = [-r.torque_limit * strength, r.torque_limit * strength]

@@ -1,0 +1,304 @@
+"""Velocity-command locomotion on flat ground as an rsl-rl `VecEnv` (the legged_gym / Isaac Lab recipe).
+
+One step: actions -> joint targets (trot.mapping) -> backend physics (decimation substeps, latency)
+-> rewards (named, weighted terms) -> terminations and resets -> commands, pushes -> observations
+(policy group with noise, latency and history; critic group noiseless with privileged terms).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from rsl_rl.env import VecEnv
+from tensordict import TensorDict
+
+from trot import mapping
+from trot.randomization import TERMS, nominal_values, sample_terms, validate
+from trot.robots import load_robot
+from trot.sim.backend import CONTACT_FORCE_N, Backend, MujocoBackend
+from trot.sim.config import EnvCfg
+from trot.sim.rewards import REWARDS
+
+PHYSICS_TERMS = (
+    "friction", "link_mass_scale", "payload_mass", "com_offset_x", "com_offset_y", "com_offset_z",
+    "motor_strength", "kp_scale", "kd_scale",
+)  # fmt: skip
+
+
+def physics_is_randomized(cfg: EnvCfg) -> bool:
+    """True when any physics term can differ from its nominal value (per-env models needed)."""
+    terms = cfg.randomization.terms
+    return any(terms[n].range != (TERMS[n].nominal, TERMS[n].nominal) for n in PHYSICS_TERMS if n in terms)
+
+
+class LocomotionEnv(VecEnv):
+    """N robots tracking random velocity commands; `step` returns rsl-rl's (obs, rew, dones, extras)."""
+
+    def __init__(self, cfg: EnvCfg, backend: Backend | None = None, nthread: int | None = None):
+        validate(cfg.randomization)
+        for spec in (cfg.observations.policy, cfg.observations.critic):
+            mapping.validate_terms(spec)
+        unknown = sorted(set(cfg.rewards.weights) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"unknown reward terms {unknown}; known: {sorted(REWARDS)}")
+        self.cfg = cfg
+        self.robot = load_robot(cfg.robot)
+        self.sim_backend = backend or MujocoBackend(
+            self.robot, cfg.num_envs, nthread=nthread, per_env_models=physics_is_randomized(cfg)
+        )
+        self.device = self.sim_backend.device
+        self.num_envs = cfg.num_envs
+        self.num_actions = self.robot.num_joints
+        self.dt = self.robot.control_dt
+        self.max_episode_length = math.ceil(cfg.episode_length_s / self.dt)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._alloc()
+        self._startup_randomization()
+        self.reset()
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    def _alloc(self) -> None:
+        n, j, f = self.num_envs, self.num_actions, len(self.robot.foot_links)
+        r = self.robot
+        self.default_joint_pos = torch.tensor(r.default_joint_pos, dtype=torch.float64)
+        self.joint_lower = torch.tensor(r.joint_limits.lower, dtype=torch.float64)
+        self.joint_upper = torch.tensor(r.joint_limits.upper, dtype=torch.float64)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long)
+        self.actions = torch.zeros(n, j, dtype=torch.float64)
+        self.last_actions = torch.zeros_like(self.actions)
+        self.commands = torch.zeros(n, 3, dtype=torch.float64)
+        self.feet_air_time = torch.zeros(n, f, dtype=torch.float64)
+        self.touchdown_air_time = torch.zeros_like(self.feet_air_time)
+        self.first_contact = torch.zeros(n, f, dtype=torch.bool)
+        self.foot_contact = torch.zeros(n, f, dtype=torch.bool)
+        self.terminated = torch.zeros(n, dtype=torch.bool)
+        self.time_outs = torch.zeros(n, dtype=torch.bool)
+        self.rand = nominal_values(n, j)
+        max_obs_latency = int(self.cfg.randomization.terms.get("observation_latency", _zero()).range[1])
+        self._imu_buf = torch.zeros(max_obs_latency + 1, n, 6, dtype=torch.float64)  # newest first
+        obs = self.cfg.observations
+        self._policy_obs = torch.zeros(n, obs.policy.size(j), dtype=torch.float32)
+        self._critic_obs = torch.zeros(n, obs.critic.size(j), dtype=torch.float32)
+        self._policy_hist = torch.zeros(n, obs.policy.size(j), dtype=torch.float64)
+        self._critic_hist = torch.zeros(n, obs.critic.size(j), dtype=torch.float64)
+        self.episode_sums = {name: torch.zeros(n, dtype=torch.float64) for name in self._active_rewards()}
+        self.common_step_counter = 0
+
+    def _active_rewards(self) -> dict:
+        return {k: w for k, w in self.cfg.rewards.weights.items() if w != 0.0}
+
+    def _startup_randomization(self) -> None:
+        all_ids = torch.arange(self.num_envs)
+        self.rand.update(
+            sample_terms(self.cfg.randomization, ("startup",), self.num_envs, self.num_actions, self.gen)
+        )
+        self._apply_physics(all_ids)
+
+    def _apply_physics(self, ids: torch.Tensor) -> None:
+        if physics_is_randomized(self.cfg):
+            self.sim_backend.apply_randomization(ids, {k: self.rand[k][ids] for k in PHYSICS_TERMS})
+
+    # -- VecEnv ----------------------------------------------------------------------------
+
+    def get_observations(self) -> TensorDict:
+        return TensorDict(
+            {"policy": self._policy_obs, "critic": self._critic_obs}, batch_size=[self.num_envs]
+        )
+
+    def reset(self) -> TensorDict:
+        self._reset_envs(torch.arange(self.num_envs))
+        self.sim = self.sim_backend.read()
+        self._derive_kinematics()
+        self._compute_observations(torch.arange(self.num_envs))
+        return self.get_observations()
+
+    def step(self, actions: torch.Tensor):
+        r = self.robot
+        self.last_actions = self.actions
+        self.actions = actions.detach().to(torch.float64).clip(-r.action_clip, r.action_clip)
+        target = mapping.action_to_target(
+            torch, self.actions, self.default_joint_pos, r.action_scale, r.action_clip
+        )
+        target = torch.maximum(torch.minimum(target, self.joint_upper), self.joint_lower)
+        # The motor controller works in encoder coordinates, which are off by the zero error.
+        self.sim = self.sim_backend.step(
+            target - self.rand["joint_zero_offset"], self.rand["actuation_latency"]
+        )
+        self.episode_length_buf += 1
+        self.common_step_counter += 1
+        self._derive_kinematics()
+        self._update_contacts()
+
+        self._check_terminations()
+        rewards = self._compute_rewards()
+        dones = self.terminated | self.time_outs
+        extras = {"time_outs": self.time_outs.clone(), "log": {}}
+        done_ids = dones.nonzero().flatten()
+        if len(done_ids):
+            extras["log"].update(self._episode_log(done_ids))
+            self._reset_envs(done_ids)
+        self._resample_commands_on_schedule()
+        self._push()
+        self.sim = self.sim_backend.read()
+        self._derive_kinematics()
+        self._compute_observations(done_ids)
+        extras["randomization"] = self.rand
+        return self.get_observations(), rewards.float(), dones, extras
+
+    # -- per-step quantities ---------------------------------------------------------------
+
+    def _derive_kinematics(self) -> None:
+        s = self.sim
+        self.base_lin_vel = mapping.quat_rotate_inverse(torch, s.base_quat, s.base_lin_vel_world)
+        self.projected_gravity = mapping.projected_gravity(torch, s.base_quat)
+        speed = self.commands[:, :2].norm(dim=1) + self.commands[:, 2].abs()
+        self.moving_command = speed > self.cfg.commands.min_speed
+
+    def _update_contacts(self) -> None:
+        """Foot contact and air time, once per physics step (the first touchdown pays the air time)."""
+        contact = self.sim.foot_force > CONTACT_FORCE_N
+        self.first_contact = (self.feet_air_time > 0) & contact
+        self.feet_air_time += self.dt
+        self.touchdown_air_time = self.feet_air_time.clone()
+        self.feet_air_time *= ~contact
+        self.foot_contact = contact
+
+    def _check_terminations(self) -> None:
+        t = self.cfg.terminations
+        tilted = self.projected_gravity[:, 2] > -math.cos(math.radians(t.max_tilt_deg))
+        self.terminated = tilted | (self.sim.base_contact if t.base_contact else torch.zeros_like(tilted))
+        self.time_outs = self.episode_length_buf >= self.max_episode_length
+        self.terminated |= self.time_outs
+
+    def _compute_rewards(self) -> torch.Tensor:
+        total = torch.zeros(self.num_envs, dtype=torch.float64)
+        for name, weight in self._active_rewards().items():
+            value = REWARDS[name](self) * (weight * self.dt)
+            self.episode_sums[name] += value
+            total += value
+        return total
+
+    def _episode_log(self, ids: torch.Tensor) -> dict:
+        log = {}
+        for name, sums in self.episode_sums.items():
+            log[f"reward/{name}"] = (sums[ids] / self.cfg.episode_length_s).mean()
+            sums[ids] = 0.0
+        log["termination/time_out"] = self.time_outs[ids].float().mean()
+        log["termination/fall"] = (self.terminated[ids] & ~self.time_outs[ids]).float().mean()
+        log["episode/length_s"] = self.episode_length_buf[ids].float().mean() * self.dt
+        for name, values in self.rand.items():
+            log[f"randomization/{name}"] = values[ids].float().mean()
+        return log
+
+    # -- resets, commands, events ----------------------------------------------------------
+
+    def _reset_envs(self, ids: torch.Tensor) -> None:
+        n = len(ids)
+        self._store_samples(
+            ids, sample_terms(self.cfg.randomization, ("reset",), n, self.num_actions, self.gen)
+        )
+        self._apply_physics(ids)
+        qpos = self.sim_backend.home_qpos().repeat(n, 1)
+        jq = self.sim_backend.joint_qpos_index()
+        noise = self.cfg.init.joint_pos_noise
+        qpos[:, jq] += noise * (2 * torch.rand(n, len(jq), generator=self.gen, dtype=torch.float64) - 1)
+        qpos[:, jq] = torch.maximum(torch.minimum(qpos[:, jq], self.joint_upper), self.joint_lower)
+        yaw = (2 * torch.rand(n, generator=self.gen, dtype=torch.float64) - 1) * math.pi
+        rq, rv = self.sim_backend.root_qpos_adr, self.sim_backend.root_qvel_adr
+        qpos[:, rq + 3 : rq + 7] = torch.stack([torch.cos(yaw / 2), 0 * yaw, 0 * yaw, torch.sin(yaw / 2)], 1)
+        qvel = torch.zeros(n, self.sim_backend.num_qvel, dtype=torch.float64)
+        v = self.cfg.init.base_vel_noise
+        qvel[:, rv : rv + 6] = v * (2 * torch.rand(n, 6, generator=self.gen, dtype=torch.float64) - 1)
+        self.sim_backend.reset_envs(ids, qpos, qvel)
+        self.actions[ids] = 0.0
+        self.last_actions[ids] = 0.0
+        self.feet_air_time[ids] = 0.0
+        self.episode_length_buf[ids] = 0
+        self._sample_commands(ids)
+
+    def _store_samples(self, ids: torch.Tensor, values: dict) -> None:
+        for name, v in values.items():
+            self.rand[name][ids] = v.to(self.rand[name].dtype)
+
+    def _sample_commands(self, ids: torch.Tensor) -> None:
+        c, n = self.cfg.commands, len(ids)
+        lo = torch.tensor([c.vx[0], c.vy[0], c.yaw_rate[0]], dtype=torch.float64)
+        hi = torch.tensor([c.vx[1], c.vy[1], c.yaw_rate[1]], dtype=torch.float64)
+        cmd = lo + (hi - lo) * torch.rand(n, 3, generator=self.gen, dtype=torch.float64)
+        small = cmd[:, :2].norm(dim=1) < c.min_speed
+        cmd[small, :2] = 0.0
+        standing = torch.rand(n, generator=self.gen) < c.standing_fraction
+        cmd[standing] = 0.0
+        self.commands[ids] = cmd
+
+    def _resample_commands_on_schedule(self) -> None:
+        every = max(1, round(self.cfg.commands.resample_s / self.dt))
+        due = ((self.episode_length_buf % every) == 0) & (self.episode_length_buf > 0)
+        ids = due.nonzero().flatten()
+        if len(ids):
+            self._sample_commands(ids)
+
+    def _push(self) -> None:
+        term = self.cfg.randomization.terms.get("push_velocity")
+        p = self.cfg.randomization.push_probability
+        if term is None or term.range[1] <= 0 or p <= 0:
+            return
+        hit = torch.rand(self.num_envs, generator=self.gen) < p
+        ids = hit.nonzero().flatten()
+        if not len(ids):
+            return
+        speed = sample_terms(self.cfg.randomization, ("interval",), len(ids), self.num_actions, self.gen)
+        speed = speed["push_velocity"]
+        angle = 2 * math.pi * torch.rand(len(ids), generator=self.gen, dtype=torch.float64)
+        delta = torch.stack([speed * torch.cos(angle), speed * torch.sin(angle), 0 * speed], 1)
+        self.rand["push_velocity"][ids] = speed
+        self.sim_backend.add_base_velocity(ids, delta)
+
+    # -- observations ----------------------------------------------------------------------
+
+    def _compute_observations(self, reset_ids: torch.Tensor) -> None:
+        s, obs_cfg = self.sim, self.cfg.observations
+        imu_now = torch.cat([s.base_ang_vel, self.projected_gravity], 1)
+        self._imu_buf = torch.cat([imu_now[None], self._imu_buf[:-1]], 0)
+        if len(reset_ids):
+            self._imu_buf[:, reset_ids] = imu_now[reset_ids]
+        lat = self.rand["observation_latency"].clamp(max=self._imu_buf.shape[0] - 1)
+        imu = self._imu_buf[lat, torch.arange(self.num_envs)]
+        measured = mapping.raw_terms(
+            torch,
+            quat_wxyz=s.base_quat,
+            gyro=s.base_ang_vel,
+            joint_pos=s.joint_pos + self.rand["joint_zero_offset"],
+            joint_vel=s.joint_vel,
+            default_joint_pos=self.default_joint_pos,
+            command=self.commands,
+            last_action=self.actions,
+            base_lin_vel=self.base_lin_vel,
+        )
+        policy_terms = dict(measured, base_ang_vel=imu[:, :3], projected_gravity=imu[:, 3:])
+        if obs_cfg.add_noise:
+            for t in obs_cfg.policy.terms:
+                if t.noise > 0:
+                    x = policy_terms[t.name]
+                    policy_terms[t.name] = x + t.noise * torch.randn(
+                        x.shape, generator=self.gen, dtype=x.dtype
+                    )
+        self._policy_hist = self._update_history(obs_cfg.policy, self._policy_hist, policy_terms, reset_ids)
+        self._critic_hist = self._update_history(obs_cfg.critic, self._critic_hist, measured, reset_ids)
+        self._policy_obs[:] = self._policy_hist.clip(-obs_cfg.clip, obs_cfg.clip)
+        self._critic_obs[:] = self._critic_hist.clip(-obs_cfg.clip, obs_cfg.clip)
+
+    def _update_history(self, spec, hist, terms, reset_ids):
+        frame = mapping.assemble_frame(torch, spec, terms)
+        hist = mapping.push_history(torch, hist, frame)
+        if len(reset_ids) and spec.history > 1:
+            hist[reset_ids] = frame[reset_ids].repeat(1, spec.history)
+        return hist
+
+
+def _zero():
+    from trot.randomization import Term
+
+    return Term((0, 0))

@@ -1,0 +1,76 @@
+"""Reward terms: name -> small function of the env returning (num_envs,). Weights live in RewardCfg."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from trot.sim.locomotion import LocomotionEnv
+
+
+def track_lin_vel_xy(env: LocomotionEnv) -> torch.Tensor:
+    err = (env.commands[:, :2] - env.base_lin_vel[:, :2]).square().sum(1)
+    return torch.exp(-err / env.cfg.rewards.tracking_sigma)
+
+
+def track_ang_vel_z(env: LocomotionEnv) -> torch.Tensor:
+    err = (env.commands[:, 2] - env.sim.base_ang_vel[:, 2]).square()
+    return torch.exp(-err / env.cfg.rewards.tracking_sigma)
+
+
+def lin_vel_z(env: LocomotionEnv) -> torch.Tensor:
+    return env.base_lin_vel[:, 2].square()
+
+
+def ang_vel_xy(env: LocomotionEnv) -> torch.Tensor:
+    return env.sim.base_ang_vel[:, :2].square().sum(1)
+
+
+def orientation(env: LocomotionEnv) -> torch.Tensor:
+    return env.projected_gravity[:, :2].square().sum(1)
+
+
+def torques(env: LocomotionEnv) -> torch.Tensor:
+    return env.sim.joint_torque.square().sum(1)
+
+
+def action_rate(env: LocomotionEnv) -> torch.Tensor:
+    return (env.actions - env.last_actions).square().sum(1)
+
+
+def feet_air_time(env: LocomotionEnv) -> torch.Tensor:
+    """Reward steps longer than the target air time, paid at touchdown, only when asked to move."""
+    reward = ((env.touchdown_air_time - env.cfg.rewards.air_time_target_s) * env.first_contact).sum(1)
+    return reward * env.moving_command
+
+
+def stand_still(env: LocomotionEnv) -> torch.Tensor:
+    return (env.sim.joint_pos - env.default_joint_pos).abs().sum(1) * ~env.moving_command
+
+
+def foot_slip(env: LocomotionEnv) -> torch.Tensor:
+    return (env.sim.foot_vel[:, :, :2].square().sum(2) * env.foot_contact).sum(1)
+
+
+def termination(env: LocomotionEnv) -> torch.Tensor:
+    return (env.terminated & ~env.time_outs).float()
+
+
+REWARDS = {
+    f.__name__: f
+    for f in (
+        track_lin_vel_xy,
+        track_ang_vel_z,
+        lin_vel_z,
+        ang_vel_xy,
+        orientation,
+        torques,
+        action_rate,
+        feet_air_time,
+        stand_still,
+        foot_slip,
+        termination,
+    )
+}

@@ -1,0 +1,351 @@
+"""Serial protocol codec: round trips, streaming, resynchronization, fuzzing, handshake."""
+
+import time
+import zlib
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from trot.deploy import protocol
+from trot.deploy.protocol import (
+    Command,
+    ControlMode,
+    Decoder,
+    EStop,
+    EStopReason,
+    Heartbeat,
+    Hello,
+    HelloAck,
+    MessageType,
+    ProtocolError,
+    State,
+    StatusFlags,
+    check_version,
+    encode,
+    frame_size,
+    payload_size,
+    seq_delta,
+)
+
+PUPPER_JOINTS = 12
+
+
+def make_message(rng: np.random.Generator, msg_type: MessageType, num_joints: int, seq: int):
+    """A message of the given type filled with random values."""
+    vec = lambda size: rng.standard_normal(size).astype(np.float32)  # noqa: E731
+    if msg_type == MessageType.HELLO:
+        return Hello(num_joints, rng.bytes(32), version=int(rng.integers(0, 1 << 16)))
+    if msg_type == MessageType.HELLO_ACK:
+        return HelloAck(num_joints, b"pupper-fw 1.0", version=int(rng.integers(0, 1 << 16)))
+    if msg_type == MessageType.STATE:
+        quat = vec(4)
+        status = StatusFlags(int(rng.integers(0, 1 << 16)))
+        n = num_joints
+        return State(seq, int(rng.integers(0, 1 << 63)), vec(n), vec(n), vec(n), quat, vec(3), vec(3), status)
+    if msg_type == MessageType.COMMAND:
+        mode = ControlMode(int(rng.integers(0, len(ControlMode))))
+        n = num_joints
+        return Command(seq, mode, vec(n), np.full(n, 5.0), np.full(n, 0.1), np.zeros(n))
+    if msg_type == MessageType.HEARTBEAT:
+        return Heartbeat(seq, int(rng.integers(0, 1 << 63)))
+    return EStop(seq, int(rng.integers(0, 256)))
+
+
+def one_of_each(num_joints: int, seed: int = 0) -> list:
+    """One random message of every type."""
+    rng = np.random.default_rng(seed)
+    return [make_message(rng, t, num_joints, seq) for seq, t in enumerate(MessageType)]
+
+
+def forge(body: bytes) -> bytes:
+    """A well-framed frame with a correct CRC around an arbitrary body (type byte + payload)."""
+    body += zlib.crc32(body).to_bytes(4, "little")
+    return b"\x00" + protocol._cobs_encode(body) + b"\x00"
+
+
+def garbage(rng: np.random.Generator, size: int) -> bytes:
+    """Random bytes with no 0x00, so that they cannot end a frame."""
+    return rng.integers(1, 256, size, dtype=np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("num_joints", [1, PUPPER_JOINTS, 40])
+def test_every_message_type_round_trips_with_equal_float32_values(num_joints):
+    sent = one_of_each(num_joints)
+    decoder = Decoder(num_joints)
+    received = [msg for m in sent for msg in decoder.feed(encode(m))]
+    assert received == sent
+    for msg in received:
+        for value in vars(msg).values():
+            if isinstance(value, np.ndarray):
+                assert value.dtype == np.float32
+    assert decoder.frames_decoded == len(sent)
+    assert decoder.crc_errors == decoder.framing_errors == decoder.payload_errors == 0
+
+
+def test_decoded_fields_keep_their_values_and_types():
+    state = State(7, 123456789012, [0.5] * 3, [1.5] * 3, [2.5] * 3, [1, 0, 0, 0], [0, 0, 0.25], [0, 0, 9.81])
+    (got,) = Decoder(3).feed(encode(state))
+    assert got.seq == 7 and got.timestamp_us == 123456789012
+    assert got.status == StatusFlags(0) and isinstance(got.status, StatusFlags)
+    np.testing.assert_array_equal(got.accel, np.float32([0, 0, 9.81]))
+    cmd = Command(8, ControlMode.DAMPING, [0.1] * 3, [4] * 3, [0.2] * 3, [0] * 3)
+    (got,) = Decoder(3).feed(encode(cmd))
+    assert got.mode is ControlMode.DAMPING
+
+
+@pytest.mark.parametrize("num_joints", [1, PUPPER_JOINTS, 16, 40])
+def test_frame_size_matches_encoded_length(num_joints):
+    for msg in one_of_each(num_joints):
+        size = frame_size(msg.msg_type, num_joints)
+        body_size = 1 + payload_size(msg.msg_type, num_joints) + 4
+        if body_size <= 254:
+            assert len(encode(msg)) == size
+        else:
+            assert len(encode(msg)) <= size
+
+
+def test_frame_sizes_for_the_pupper_match_the_specification():
+    sizes = {t.name: frame_size(t, PUPPER_JOINTS) for t in MessageType}
+    assert sizes == {"HELLO": 44, "HELLO_ACK": 28, "STATE": 206, "COMMAND": 205, "HEARTBEAT": 20, "ESTOP": 13}
+
+
+def test_cobs_matches_the_published_examples():
+    run = bytes(range(1, 255))  # 254 non-zero bytes
+    examples = {
+        b"\x00": b"\x01\x01",
+        b"\x00\x00": b"\x01\x01\x01",
+        b"\x00\x11\x00": b"\x01\x02\x11\x01",
+        b"\x11\x22\x00\x33": b"\x03\x11\x22\x02\x33",
+        b"\x11\x22\x33\x44": b"\x05\x11\x22\x33\x44",
+        b"\x11\x00\x00\x00": b"\x02\x11\x01\x01\x01",
+        run: b"\xff" + run,
+        b"\x00" + run: b"\x01\xff" + run,
+        run + b"\xff": b"\xff" + run + b"\x02\xff",
+        run + b"\x00": b"\xff" + run + b"\x01\x01",
+    }
+    for raw, cobs in examples.items():
+        assert protocol._cobs_encode(raw) == cobs
+        assert protocol._cobs_decode(cobs) == raw
+
+
+def test_golden_frame_in_the_specification_matches_the_encoder():
+    # Firmware authors check their encoder against this frame; keep PROTOCOL.md in step.
+    frame = encode(Heartbeat(seq=1, timestamp_us=1000))
+    spec = (resources.files("trot.deploy") / "PROTOCOL.md").read_text()
+    assert frame.hex(" ") in spec
+
+
+def test_stream_split_at_every_byte_boundary_gives_the_same_messages():
+    sent = one_of_each(PUPPER_JOINTS)
+    stream = b"".join(encode(m) for m in sent)
+    for split in range(len(stream) + 1):
+        decoder = Decoder(PUPPER_JOINTS)
+        received = decoder.feed(stream[:split]) + decoder.feed(stream[split:])
+        assert received == sent, f"split at byte {split}"
+        assert decoder.bytes_discarded == 0
+    decoder = Decoder(PUPPER_JOINTS)
+    assert [m for i in range(len(stream)) for m in decoder.feed(stream[i : i + 1])] == sent
+
+
+def test_garbage_before_and_between_frames_is_skipped_and_counted():
+    rng = np.random.default_rng(1)
+    sent = one_of_each(PUPPER_JOINTS)
+    runs = [garbage(rng, int(size)) for size in rng.integers(1, 300, len(sent))]
+    stream = b"".join(run + encode(m) for run, m in zip(runs, sent, strict=True))
+    decoder = Decoder(PUPPER_JOINTS)
+    assert decoder.feed(stream) == sent
+    assert decoder.bytes_discarded == sum(map(len, runs))
+    # The run before the first delimiter is a partial frame, expected on opening the port.
+    assert decoder.framing_errors + decoder.crc_errors == len(runs) - 1
+    assert decoder.payload_errors == 0
+
+
+def test_garbage_containing_delimiters_loses_no_frame():
+    rng = np.random.default_rng(2)
+    sent = one_of_each(PUPPER_JOINTS)
+    stream = b"".join(rng.bytes(100) + b"\x00\x00" + rng.bytes(50) + encode(m) for m in sent)
+    assert Decoder(PUPPER_JOINTS).feed(stream) == sent
+
+
+def test_opening_the_port_mid_frame_drops_the_partial_frame_without_an_error():
+    sent = one_of_each(PUPPER_JOINTS)
+    stream = b"".join(encode(m) for m in sent)
+    decoder = Decoder(PUPPER_JOINTS)
+    assert decoder.feed(stream[30:]) == sent[1:]
+    assert decoder.crc_errors == decoder.framing_errors == 0
+    assert decoder.bytes_discarded == len(encode(sent[0])) - 30 - 1
+
+
+def test_endless_bytes_without_delimiter_are_bounded_and_counted_once():
+    decoder = Decoder(PUPPER_JOINTS)
+    decoder.feed(b"\x00")
+    noise = b"\x01" * 4096
+    for _ in range(256):
+        decoder.feed(noise)
+        assert len(decoder._pending) <= decoder.max_encoded_size
+    beat = Heartbeat(5, 6)
+    assert decoder.feed(encode(beat)) == [beat]
+    assert decoder.framing_errors == 1
+    assert decoder.bytes_discarded == 256 * len(noise)
+
+
+def test_wrong_num_joints_payload_is_rejected():
+    for msg in one_of_each(PUPPER_JOINTS)[2:4]:  # State and Command
+        for joints in (PUPPER_JOINTS - 1, PUPPER_JOINTS + 1):
+            decoder = Decoder(joints)
+            assert decoder.feed(encode(msg)) == []
+            assert decoder.payload_errors == 1 and decoder.crc_errors == 0
+
+
+def test_handshake_frames_decode_whatever_the_joint_count():
+    # So that a joint-count mismatch is reported by check_version, not lost as a bad frame.
+    hello = Hello(PUPPER_JOINTS, b"\x12" * 32)
+    ack = HelloAck(PUPPER_JOINTS, b"fw")
+    assert Decoder(3).feed(encode(hello) + encode(ack)) == [hello, ack]
+
+
+def test_unknown_type_and_unknown_mode_are_rejected_even_with_a_valid_crc():
+    decoder = Decoder(PUPPER_JOINTS)
+    cmd = one_of_each(PUPPER_JOINTS)[3]
+    payload = cmd._payload()
+    bad_mode = payload[:4] + bytes([len(ControlMode)]) + payload[5:]
+    frames = forge(bytes([0x7F]) + payload) + forge(bytes([MessageType.COMMAND]) + bad_mode)
+    assert decoder.feed(frames + encode(cmd)) == [cmd]
+    assert decoder.payload_errors == 2
+
+
+def test_estop_with_an_unknown_reason_is_still_delivered():
+    stops = [EStop(1, EStopReason.BUTTON), EStop(2, 250)]
+    assert Decoder(PUPPER_JOINTS).feed(b"".join(map(encode, stops))) == stops
+
+
+def test_nan_and_inf_survive_encoding():
+    n = PUPPER_JOINTS
+    pos = np.zeros(n, np.float32)
+    pos[3] = np.nan
+    state = State(1, 2, pos, np.zeros(n), np.zeros(n), [np.nan, 0, 0, 0], [np.inf, 0, 0], np.zeros(3))
+    cmd = Command(3, ControlMode.POSITION, np.zeros(n), np.full(n, np.nan), np.zeros(n), np.zeros(n))
+    got_state, got_cmd = Decoder(n).feed(encode(state) + encode(cmd))
+    assert np.isnan(got_state.joint_pos[3]) and np.isnan(got_state.imu_quat[0])
+    assert np.isposinf(got_state.gyro[0])
+    assert np.isnan(got_cmd.kp).all()
+    assert got_state == state and got_cmd == cmd
+
+
+def test_check_version_mismatch_names_both_versions():
+    with pytest.raises(ProtocolError, match=r"version 3.*version 7"):
+        check_version(HelloAck(PUPPER_JOINTS, b"fw", version=7), PUPPER_JOINTS, version=3)
+    with pytest.raises(ProtocolError, match=r"version 1.*host speaks version 2"):
+        check_version(Hello(PUPPER_JOINTS, b"id", version=2), PUPPER_JOINTS, version=1)
+    check_version(HelloAck(PUPPER_JOINTS, b"fw"), PUPPER_JOINTS)
+
+
+def test_check_version_joint_count_mismatch_names_both_counts():
+    with pytest.raises(ProtocolError, match=r"expects 12 joints.*reports 8"):
+        check_version(HelloAck(8, b"fw"), PUPPER_JOINTS)
+
+
+def test_messages_are_immutable_and_do_not_freeze_the_callers_arrays():
+    target = np.zeros(PUPPER_JOINTS, np.float32)
+    cmd = Command(1, ControlMode.OFF, target, target, target, target)
+    assert target.flags.writeable
+    assert not cmd.kp.flags.writeable
+    with pytest.raises(AttributeError):
+        cmd.seq = 2
+
+
+def test_constructors_reject_inconsistent_or_out_of_range_fields():
+    z = np.zeros(PUPPER_JOINTS)
+    with pytest.raises(ValueError, match="kp"):
+        Command(1, ControlMode.POSITION, z, z[:-1], z, z)
+    with pytest.raises(ValueError, match="gyro"):
+        State(1, 2, z, z, z, [1, 0, 0, 0], [0, 0], [0, 0, 0])
+    with pytest.raises(ValueError, match="seq"):
+        Heartbeat(1 << 32, 0)
+    with pytest.raises(ValueError, match="robot_id"):
+        Hello(PUPPER_JOINTS, b"x" * 33)
+    with pytest.raises(ValueError, match="ControlMode"):
+        Command(1, 9, z, z, z, z)
+
+
+def test_encode_refuses_a_message_for_another_joint_count():
+    cmd = one_of_each(PUPPER_JOINTS)[3]
+    with pytest.raises(ValueError, match="12 joints, expected 8"):
+        encode(cmd, num_joints=8)
+    assert encode(cmd, num_joints=PUPPER_JOINTS) == encode(cmd)
+
+
+def test_seq_delta_counts_lost_frames_across_wraparound():
+    assert seq_delta(5, 6) == 1
+    assert seq_delta(5, 9) == 4
+    assert seq_delta((1 << 32) - 1, 1) == 2
+    assert seq_delta(9, 5) == -4  # went backwards: the microcontroller restarted
+
+
+def _fuzz_stream(rng: np.random.Generator, count: int, num_joints: int):
+    """A stream of `count` frames: intact, random bytes, truncated, bit-flipped, forged with a valid CRC.
+
+    Returns the stream, the messages sent intact (in order) and how many forged frames it holds.
+    """
+    types = list(MessageType)
+    pool = [make_message(rng, types[i % len(types)], num_joints, i) for i in range(600)]
+    frames = [encode(m) for m in pool]
+    kinds = rng.integers(0, 5, count)
+    picks = rng.integers(0, len(pool), count)
+    cuts = rng.random(count)
+    flips = rng.random((count, 3))
+    bits = rng.integers(0, 8, (count, 3))
+    num_flips = rng.integers(1, 4, count)
+    noise = rng.bytes(1 << 20)
+    noise_at = rng.integers(0, len(noise) - 300, count)
+    noise_len = rng.integers(1, 300, count)
+    forged_type = rng.integers(0, 256, count)
+    forged_len = rng.integers(0, 150, count)
+
+    pieces, intact, forged = [], [], 0
+    for i in range(count):
+        frame = frames[picks[i]]
+        kind = kinds[i]
+        if kind == 0:
+            pieces.append(frame)
+            intact.append(pool[picks[i]])
+        elif kind == 1:
+            pieces.append(noise[noise_at[i] : noise_at[i] + noise_len[i]])
+        elif kind == 2:  # keep the leading delimiter and lose at least one byte of the body
+            pieces.append(frame[: 1 + int(cuts[i] * (len(frame) - 2))])
+        elif kind == 3:
+            flipped = bytearray(frame)
+            for j in range(num_flips[i]):
+                flipped[int(flips[i, j] * len(frame))] ^= 1 << int(bits[i, j])
+            pieces.append(bytes(flipped))
+            if flipped == frame:  # two flips of the same bit cancel
+                intact.append(pool[picks[i]])
+        else:
+            msg_type, size = int(forged_type[i]), int(forged_len[i])
+            if msg_type in protocol._CLASSES and size == payload_size(msg_type, num_joints):
+                size += 1
+            start = noise_at[i]
+            pieces.append(forge(bytes([msg_type]) + noise[start : start + size]))
+            forged += 1
+    return b"".join(pieces), intact, forged
+
+
+def test_fuzz_never_raises_and_accepts_exactly_the_frames_sent_intact():
+    rng = np.random.default_rng(20240611)
+    count = 120_000
+    stream, intact, forged = _fuzz_stream(rng, count, PUPPER_JOINTS)
+    chunk_ends = np.cumsum(rng.integers(1, 8192, len(stream) // 2000))
+    bounds = [0, *chunk_ends[chunk_ends < len(stream)].tolist(), len(stream)]
+
+    decoder = Decoder(PUPPER_JOINTS)
+    start = time.perf_counter()
+    received = [m for a, b in zip(bounds[:-1], bounds[1:], strict=True) for m in decoder.feed(stream[a:b])]
+    elapsed = time.perf_counter() - start
+
+    # Every intact frame is self-delimited, so none may be lost; nothing else may get through.
+    assert len(received) == len(intact)
+    assert received == intact
+    assert decoder.payload_errors == forged
+    assert decoder.crc_errors > 1000 and decoder.framing_errors > 1000
+    print(f"fuzz: {count} frames, {len(stream) / 1e6:.1f} MB decoded in {elapsed:.2f} s")

@@ -1,0 +1,122 @@
+"""The locomotion task as an rsl-rl VecEnv: batching, layout, runner compatibility, rewards."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from trot.randomization import RandomizationCfg
+from trot.robots import load_robot
+from trot.sim.backend import MujocoBackend
+from trot.sim.config import EnvCfg, RewardCfg
+from trot.sim.locomotion import LocomotionEnv
+from trot.train.config import preset, to_rsl_rl
+
+ROBOT = load_robot("pupper_v3")
+
+
+def test_batched_stepping_equals_stepping_each_env_alone():
+    gen = torch.Generator().manual_seed(0)
+    n, steps = 3, 40
+    default = torch.tensor(ROBOT.default_joint_pos, dtype=torch.float64)
+    targets = default + 0.3 * torch.randn(steps, n, ROBOT.num_joints, generator=gen, dtype=torch.float64)
+    latency = torch.tensor([0, 2, 5])
+    batched = MujocoBackend(ROBOT, n, nthread=2)
+    for t in range(steps):
+        batched.step(targets[t], latency)
+    for i in range(n):
+        alone = MujocoBackend(ROBOT, 1, nthread=1)
+        for t in range(steps):
+            alone.step(targets[t, i : i + 1], latency[i : i + 1])
+        np.testing.assert_array_equal(alone.state[0], batched.state[i])
+
+
+def test_observation_layout_matches_its_metadata():
+    env = LocomotionEnv(
+        replace(
+            EnvCfg(), num_envs=4, randomization=RandomizationCfg.nominal(),
+            observations=replace(EnvCfg().observations, add_noise=False),
+        )
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        env.step(torch.randn(4, 12, generator=gen))
+    obs = env.get_observations()
+    for group, spec in (("policy", env.cfg.observations.policy), ("critic", env.cfg.observations.critic)):
+        meta = spec.metadata(env.num_actions)
+        assert [t["name"] for t in meta["terms"]] == [t.name for t in spec.terms]
+        frame = sum(t["size"] for t in meta["terms"])
+        assert obs[group].shape == (4, frame * meta["history"])
+        expected = {
+            "base_lin_vel": env.base_lin_vel,
+            "projected_gravity": env.projected_gravity,
+            "velocity_command": env.commands,
+            "joint_pos_rel": env.sim.joint_pos - env.default_joint_pos,
+            "joint_vel": env.sim.joint_vel,
+            "last_action": env.actions,
+            "base_ang_vel": env.sim.base_ang_vel,
+        }
+        start = 0
+        for t in meta["terms"]:
+            got = obs[group][:, start : start + t["size"]]
+            np.testing.assert_allclose(got, expected[t["name"]] * t["scale"], atol=1e-5, err_msg=t["name"])
+            start += t["size"]
+    assert "base_lin_vel" not in [t.name for t in env.cfg.observations.policy.terms]
+
+
+def test_vecenv_runs_on_policy_runner_unchanged(tmp_path):
+    from rsl_rl.runners import OnPolicyRunner
+
+    cfg = preset("cpu")
+    cfg = replace(cfg, env=replace(cfg.env, num_envs=16))
+    env = LocomotionEnv(cfg.env)
+    runner = OnPolicyRunner(env, to_rsl_rl(cfg), log_dir=str(tmp_path), device="cpu")
+    runner.learn(2)
+    assert runner.current_learning_iteration == 1
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_timeouts_are_reported_apart_from_falls():
+    env = LocomotionEnv(
+        replace(EnvCfg(), num_envs=2, episode_length_s=0.1, randomization=RandomizationCfg.nominal())
+    )
+    for _ in range(4):
+        _, _, dones, extras = env.step(torch.zeros(2, 12))
+        assert not dones.any()
+    _, _, dones, extras = env.step(torch.zeros(2, 12))
+    assert dones.all() and extras["time_outs"].all()
+    assert extras["log"]["termination/time_out"] == 1.0 and extras["log"]["termination/fall"] == 0.0
+
+
+def test_tipping_over_terminates_and_is_penalised():
+    env = LocomotionEnv(replace(EnvCfg(), num_envs=2, randomization=RandomizationCfg.nominal()))
+    qpos = env.sim_backend.home_qpos().repeat(2, 1)
+    rq = env.sim_backend.root_qpos_adr
+    qpos[1, rq + 3 : rq + 7] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # upside down
+    qpos[1, rq + 2] = 0.3
+    env.sim_backend.reset_envs(
+        torch.arange(2), qpos, torch.zeros(2, env.sim_backend.num_qvel, dtype=torch.float64)
+    )
+    _, rewards, dones, extras = env.step(torch.zeros(2, 12))
+    assert dones.tolist() == [False, True] and not extras["time_outs"].any()
+    assert rewards[1] < rewards[0] - 1.0
+
+
+def test_each_reward_term_is_logged_and_zero_weight_disables_it():
+    weights = dict(RewardCfg().weights, orientation=0.0)
+    cfg = replace(EnvCfg(), num_envs=4, episode_length_s=0.1, rewards=replace(RewardCfg(), weights=weights))
+    env = LocomotionEnv(cfg)
+    logs = {}
+    for _ in range(5):
+        _, _, _, extras = env.step(torch.zeros(4, 12))
+        logs.update(extras["log"])
+    active = {name for name, w in weights.items() if w != 0}
+    assert {k.split("/", 1)[1] for k in logs if k.startswith("reward/")} == active
+    assert "reward/orientation" not in logs
+
+
+def test_unknown_reward_term_is_refused():
+    weights = dict(RewardCfg().weights, moonwalk=1.0)
+    with pytest.raises(ValueError, match="unknown reward terms \\['moonwalk'\\]"):
+        LocomotionEnv(replace(EnvCfg(), num_envs=1, rewards=replace(RewardCfg(), weights=weights)))
