@@ -8,6 +8,7 @@ One step: actions -> joint targets (trot.mapping) -> backend physics (decimation
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from rsl_rl.env import VecEnv
@@ -123,9 +124,11 @@ class LocomotionEnv(VecEnv):
         )
         target = torch.maximum(torch.minimum(target, self.joint_upper), self.joint_lower)
         # The motor controller works in encoder coordinates, which are off by the zero error.
+        started = time.perf_counter()
         self.sim = self.sim_backend.step(
             target - self.rand["joint_zero_offset"], self.rand["actuation_latency"]
         )
+        physics_s = time.perf_counter() - started
         self.episode_length_buf += 1
         self.common_step_counter += 1
         self._derive_kinematics()
@@ -134,7 +137,7 @@ class LocomotionEnv(VecEnv):
         self._check_terminations()
         rewards = self._compute_rewards()
         dones = self.terminated | self.time_outs
-        extras = {"time_outs": self.time_outs.clone(), "log": {}}
+        extras = {"time_outs": self.time_outs.clone(), "log": {"perf/physics_ms_per_step": 1e3 * physics_s}}
         done_ids = dones.nonzero().flatten()
         if len(done_ids):
             extras["log"].update(self._episode_log(done_ids))

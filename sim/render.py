@@ -6,11 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-# Headless by default; a user with a display or EGL can override before running trot.
-os.environ.setdefault("MUJOCO_GL", "osmesa")
-
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+import mujoco
+import numpy as np
 
 
 def make_camera(lookat, distance: float = 0.7, azimuth: float = 135.0, elevation: float = -20.0):

@@ -35,7 +35,7 @@ class PolicyCfg:
     actor_hidden_dims: tuple[int, ...] = (128, 128, 128)
     critic_hidden_dims: tuple[int, ...] = (128, 128, 128)
     activation: str = "elu"
-    init_noise_std: float = 1.0
+    init_noise_std: float = 0.5
     obs_normalization: bool = True
 
 
@@ -127,4 +127,34 @@ def _parse_like(old, text: str, name: str):
         value = tuple(value)
     if old is not None and not isinstance(value, type(old)):
         raise ValueError(f"config: '{name}' expects {type(old).__name__}, got {text!r}")
+    return value
+
+
+def from_dict(cls, data):
+    """Rebuild a (nested, frozen) config dataclass from `to_dict` output, e.g. a checkpoint's config."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _from_value(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _from_value(hint, value):
+    import typing
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value)
+    if origin is tuple:
+        inner = args[0] if args else None
+        if inner is not None and dataclasses.is_dataclass(inner):
+            return tuple(from_dict(inner, v) for v in value)
+        if len(args) == 2 and args[1] is not Ellipsis:
+            return tuple(value)
+        return tuple(value)
+    if origin is dict and args and dataclasses.is_dataclass(args[1]):
+        return {k: from_dict(args[1], v) for k, v in value.items()}
     return value

@@ -56,6 +56,47 @@ def run_bench(args: argparse.Namespace) -> int:
     return run_bench_sim(args)
 
 
+@command("train", "train a policy with rsl-rl-lib PPO in batched MuJoCo", "trot.train.runner:run_train")
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--robot", default="pupper_v3", help="robot name or folder")
+    p.add_argument("--task", default="walk", help="task name (walk)")
+    p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"], help="cpu: 2-core default; gpu: mjwarp")
+    p.add_argument("--num_envs", type=int, default=None, help="parallel environments (preset default)")
+    p.add_argument(
+        "--max_iterations", type=int, default=None, help="PPO iterations to run (more, on --resume)"
+    )
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--run_name", default="", help="suffix of the run folder name")
+    p.add_argument("--resume", action="store_true", help="continue a run from its checkpoint")
+    p.add_argument("--load_run", default=None, help="run folder (name or path) to resume; default: latest")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to resume (N or file); default: latest")
+    p.add_argument("--headless", action="store_true", help="accepted for habit: trot never opens a window")
+    p.add_argument("--device", default=None, help="torch device for learning (cpu, cuda:0)")
+    p.add_argument("--sim", default="mujoco", choices=["mujoco", "mjwarp"], help="physics backend")
+    p.add_argument("--logger", default=None, choices=["tensorboard", "wandb", "neptune"])
+    p.add_argument("--log_root", default="logs", help="runs go to LOG_ROOT/<robot>/<task>/<time>_<run_name>")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help="override any config field, e.g. --set env.rewards.weights.orientation=-2 (repeatable)",
+    )  # fmt: skip
+
+
+@command("play", "evaluate a checkpoint in MuJoCo: table, MP4 and plots", "trot.train.evaluate:run_play")
+def _play(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument(
+        "--checkpoint", default=None, help="checkpoint in the run folder (N or file); default: latest"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="per command")
+    p.add_argument("-o", "--output", default=None, help="folder for play.mp4 and plots (default: RUN/play)")
+    p.add_argument("--fps", type=int, default=20)
+    p.add_argument("--no_video", action="store_true")
+    p.add_argument(
+        "--headless", action="store_true", help="accepted for habit: rendering is always offscreen"
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 unless every command passes")
+
+
 def run_robots(args: argparse.Namespace) -> int:
     from trot.robots import available_robots, load_robot
 

@@ -1,0 +1,121 @@
+"""Checkpoints: written atomically, refused clearly when corrupt or for another robot.
+
+A checkpoint is rsl-rl's own dict (model, optimizer, normalizer inside the model, iteration) plus a
+`trot` entry: robot name and contract hash, the resolved config, the code revision, and RNG state.
+It is written to a temporary file in the same folder, fsynced and renamed, so a process killed at
+any moment leaves either the previous file set or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_RE = re.compile(r"^model_(\d+)\.pt$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that can't be used, with the file and the reason."""
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, robot=None) -> dict:
+    """Load a trot checkpoint; refuse a corrupt file or one trained for another robot contract."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "trot" not in ckpt or "actor_state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a trot checkpoint (missing 'trot' or 'actor_state_dict')")
+    if robot is not None:
+        meta = ckpt["trot"]["robot"]
+        if meta["contract_sha256"] != robot.contract_sha256():
+            raise CheckpointError(
+                f"{path}: trained for robot '{meta['name']}' with contract {meta['contract_sha256'][:12]}, "
+                f"but the robot here is '{robot.name}' with contract {robot.contract_sha256()[:12]}"
+            )
+    return ckpt
+
+
+def find_checkpoint(run_dir: Path, checkpoint: str | None = None) -> Path:
+    """`model_<N>.pt` in run_dir: the given one (a number or a file name), or the highest N."""
+    if checkpoint:
+        p = Path(checkpoint)
+        for candidate in (p, run_dir / p, run_dir / f"model_{checkpoint}.pt"):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(f"{run_dir}: no checkpoint '{checkpoint}'")
+    found = [(int(m.group(1)), p) for p in run_dir.glob("model_*.pt") if (m := CHECKPOINT_RE.match(p.name))]
+    if not found:
+        raise CheckpointError(f"{run_dir}: no model_<N>.pt checkpoint in this run folder")
+    return max(found)[1]
+
+
+def find_run(log_root: Path, load_run: str | None) -> Path:
+    """A run folder under log_root: by name, by path, or the most recent one."""
+    if load_run:
+        for candidate in (Path(load_run), log_root / load_run):
+            if candidate.is_dir():
+                return candidate
+        raise CheckpointError(f"no run '{load_run}' in {log_root}")
+    runs = sorted(p for p in log_root.iterdir() if p.is_dir()) if log_root.is_dir() else []
+    if not runs:
+        raise CheckpointError(f"no runs in {log_root} to resume")
+    return runs[-1]
+
+
+def code_revision() -> str:
+    """`<commit>` or `<commit>-dirty` of the trot source tree, or 'unknown' outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev + ("-dirty" if dirty else "")) if rev else "unknown"

@@ -1,0 +1,167 @@
+"""`trot train`: rsl-rl-lib's OnPolicyRunner (unforked) on the trot task, with run folders,
+atomic checkpoints that carry RNG state and the robot contract, resume, and a progress line.
+
+The subclass only overrides `save`/`load` (the runner's own extension points) so checkpoints are
+written atomically and hold what trot needs; the training loop is rsl-rl's `learn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import sys
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rsl_rl.runners import OnPolicyRunner
+
+from trot.sim.locomotion import LocomotionEnv
+from trot.train.checkpoint import (
+    atomic_torch_save,
+    atomic_write_text,
+    code_revision,
+    find_checkpoint,
+    find_run,
+    load_checkpoint,
+)
+from trot.train.config import TrainCfg, override, preset, to_dict, to_rsl_rl
+from trot.train.progress import Progress
+
+TASKS = ("walk",)
+
+
+class TrotRunner(OnPolicyRunner):
+    """OnPolicyRunner whose checkpoints are atomic and self-describing."""
+
+    def __init__(self, env: LocomotionEnv, cfg: TrainCfg, run_dir: Path | None, run_name: str = ""):
+        self.trot_cfg = cfg
+        self.run_dir = run_dir
+        self.revision = code_revision()
+        super().__init__(
+            env, to_rsl_rl(cfg, run_name), log_dir=str(run_dir) if run_dir else None, device=cfg.device
+        )
+        self.on_iteration = None
+        log = self.logger.log
+
+        def log_and_report(**kw):
+            log(**kw)
+            if self.on_iteration is not None:
+                self.on_iteration(self, kw)
+
+        self.logger.log = log_and_report  # report progress after rsl-rl's own logging
+
+    def save(self, path: str, infos: dict | None = None) -> None:
+        saved = self.alg.save()
+        saved["iter"] = self.current_learning_iteration
+        saved["infos"] = infos
+        env: LocomotionEnv = self.env
+        saved["trot"] = {
+            "robot": {"name": env.robot.name, "contract_sha256": env.robot.contract_sha256()},
+            "task": self.trot_cfg.task,
+            "config": to_dict(self.trot_cfg),
+            "code_revision": self.revision,
+            "run": self.run_dir.name if self.run_dir else "",
+            "env_steps": int(self.logger.tot_timesteps),
+            "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),  # noqa: NPY002  (the global state libraries use)
+                "python": random.getstate(),
+                "env": env.gen.get_state(),
+            },
+            "curriculum": {},  # the walk task has no curriculum yet; resumed as-is when it does
+        }
+        atomic_torch_save(saved, path)
+        self.logger.save_model(path, self.current_learning_iteration)
+
+    def load(self, path: str, load_cfg: dict | None = None, strict: bool = True, map_location=None) -> dict:
+        ckpt = load_checkpoint(path, self.env.robot)
+        self.alg.load(ckpt, load_cfg, strict)
+        self.current_learning_iteration = int(ckpt["iter"]) + 1  # continue after the saved iteration
+        self.logger.tot_timesteps = ckpt["trot"].get("env_steps", 0)
+        rng = ckpt["trot"]["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])  # noqa: NPY002
+        random.setstate(rng["python"])
+        self.env.gen.set_state(rng["env"])
+        return ckpt["infos"]
+
+
+def build_cfg(args: argparse.Namespace) -> TrainCfg:
+    """Preset, then the named flags, then `--set key=value` overrides, in that order."""
+    if args.task not in TASKS:
+        raise SystemExit(f"trot train: unknown task '{args.task}'; known: {', '.join(TASKS)}")
+    cfg = preset(args.preset)
+    env = replace(cfg.env, robot=args.robot)
+    if args.num_envs:
+        env = replace(env, num_envs=args.num_envs)
+    if args.seed is not None:
+        env = replace(env, seed=args.seed)
+    runner = cfg.runner
+    if args.max_iterations is not None:
+        runner = replace(runner, max_iterations=args.max_iterations)
+    if args.logger:
+        runner = replace(runner, logger=args.logger)
+    cfg = replace(cfg, task=args.task, env=env, runner=runner, device=args.device or cfg.device, sim=args.sim)
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"trot train: --set expects key=value, got '{item}'")
+        try:
+            cfg = override(cfg, key, value)
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"trot train: {e}") from None
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: TrainCfg, log_root: Path, run_name: str = "", resume_from: Path | None = None, quiet=False
+) -> Path:
+    """Train; return the run folder. With `resume_from`, continue that checkpoint's run in its folder."""
+    if cfg.sim != "mujoco":
+        raise SystemExit(f"trot train: --sim {cfg.sim} is not available in this build (only 'mujoco')")
+    if resume_from is not None:
+        run_dir = resume_from.parent
+    else:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        run_dir = log_root / f"{stamp}_{run_name}" if run_name else log_root / stamp
+        run_dir.mkdir(parents=True, exist_ok=False)
+    seed_everything(cfg.env.seed)
+    env = LocomotionEnv(cfg.env)
+    runner = TrotRunner(env, cfg, run_dir, run_name)
+    atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+    atomic_write_text(run_dir / "code_revision.txt", runner.revision + "\n")
+    if resume_from is not None:
+        runner.load(str(resume_from))
+    start = runner.current_learning_iteration
+    progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet)
+    runner.on_iteration = progress.update
+    with open(run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        runner.learn(cfg.runner.max_iterations, init_at_random_ep_len=resume_from is None)
+    progress.close()
+    return run_dir
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = build_cfg(args)
+    log_root = Path(args.log_root) / cfg.env.robot / cfg.task
+    resume_from = None
+    if args.resume:
+        run = find_run(log_root, args.load_run)
+        resume_from = find_checkpoint(run, args.checkpoint)
+        print(f"trot train: resuming {resume_from}")
+    run_dir = train(cfg, log_root, args.run_name or "", resume_from)
+    print(f"trot train: run folder {run_dir}")
+    print(f"trot train: latest checkpoint {find_checkpoint(run_dir)}")
+    return 0
