@@ -1,3 +1,31 @@
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A one-iteration training run (random-ish weights, real normalizer): its latest checkpoint."""
+    root = tmp_path_factory.mktemp("tiny_logs")
+    out = subprocess.run(
+        [sys.executable, "-m", "trot.cli", "train", "--max_iterations", "1", "--num_envs", "8",
+         "--log_root", str(root), "--set", "runner.num_steps_per_env=8"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    (ckpt,) = list(root.glob("pupper_v3/walk/*/model_0.pt"))
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    from trot.train.export import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny.onnx"
+    export_bundle(tiny_checkpoint, out)
+    return out

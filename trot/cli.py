@@ -97,6 +97,26 @@ def _play(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 unless every command passes")
 
 
+@command("export", "export a checkpoint to the one-file ONNX policy bundle", "trot.train.export:run_export")
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (N or file); default: latest")
+    p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
+
+
+@command("inspect", "print a policy bundle's metadata", "trot.deploy.bundle:run_inspect")
+def _inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="policy bundle (.onnx)")
+    p.add_argument("--json", action="store_true", help="raw JSON")
+
+
+@command("emulate", "PyBullet robot behind a pty, speaking the serial protocol", "trot.sim.emulator:run_cli")
+def _emulate(p: argparse.ArgumentParser) -> None:
+    from trot.sim.emulator import add_args  # argparse only: no PyBullet until it runs
+
+    add_args(p)
+
+
 def run_robots(args: argparse.Namespace) -> int:
     from trot.robots import available_robots, load_robot
 
