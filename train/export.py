@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -63,10 +64,12 @@ def export_bundle(checkpoint: Path, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         raw = Path(tmp) / "policy.onnx"
-        torch.onnx.export(
-            module, module.get_dummy_inputs(), str(raw), input_names=["obs"], output_names=["actions"],
-            dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17, dynamo=False,
-        )  # fmt: skip
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for an MLP
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                module, module.get_dummy_inputs(), str(raw), input_names=["obs"], output_names=["actions"],
+                dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17, dynamo=False,
+            )  # fmt: skip
         model = onnx.load(str(raw))
         model.doc_string = f"trot policy for {meta['robot']['name']} ({meta['training']['run']})"
         del model.metadata_props[:]

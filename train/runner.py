@@ -138,16 +138,17 @@ def train(
         run_dir = log_root / f"{stamp}_{run_name}" if run_name else log_root / stamp
         run_dir.mkdir(parents=True, exist_ok=False)
     seed_everything(cfg.env.seed)
-    env = LocomotionEnv(cfg.env)
-    runner = TrotRunner(env, cfg, run_dir, run_name)
-    atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-    atomic_write_text(run_dir / "code_revision.txt", runner.revision + "\n")
-    if resume_from is not None:
-        runner.load(str(resume_from))
-    start = runner.current_learning_iteration
-    progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet)
-    runner.on_iteration = progress.update
+    # rsl-rl prints a block per iteration: it goes to train.log, the terminal gets a progress line.
     with open(run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        env = LocomotionEnv(cfg.env)
+        runner = TrotRunner(env, cfg, run_dir, run_name)
+        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+        atomic_write_text(run_dir / "code_revision.txt", runner.revision + "\n")
+        if resume_from is not None:
+            runner.load(str(resume_from))
+        start = runner.current_learning_iteration
+        progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet)
+        runner.on_iteration = progress.update
         runner.learn(cfg.runner.max_iterations, init_at_random_ep_len=resume_from is None)
     progress.close()
     return run_dir

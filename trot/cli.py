@@ -117,6 +117,18 @@ def _emulate(p: argparse.ArgumentParser) -> None:
     add_args(p)
 
 
+@command("flash", "copy a policy bundle and its systemd unit to the robot", "trot.deploy.flash:run_flash")
+def _flash(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", nargs="?", help="policy bundle (.onnx); not needed with --rollback")
+    p.add_argument("--target", required=True, help="user@host (OpenSSH) or a folder, e.g. a mounted SD card")
+    p.add_argument("--remote_dir", default="trot", help="folder on the robot for user@host targets (default ~/trot)")
+    p.add_argument("--robot", default=None, help="robot to check against (default: the bundle's)")
+    p.add_argument("--transport", default="serial", choices=["serial", "ros2"], help="what the unit runs")
+    p.add_argument("--port", default="/dev/ttyACM0", help="serial port for the unit")
+    p.add_argument("--rollback", action="store_true", help="put the previous policy back")
+    p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
+
+
 def run_robots(args: argparse.Namespace) -> int:
     from trot.robots import available_robots, load_robot
 
