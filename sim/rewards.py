@@ -12,12 +12,12 @@ if TYPE_CHECKING:
 
 def track_lin_vel_xy(env: LocomotionEnv) -> torch.Tensor:
     err = (env.commands[:, :2] - env.base_lin_vel[:, :2]).square().sum(1)
-    return torch.exp(-err / env.cfg.rewards.tracking_sigma)
+    return torch.exp(-err / env.cfg.rewards.tracking_sigma_lin)
 
 
 def track_ang_vel_z(env: LocomotionEnv) -> torch.Tensor:
     err = (env.commands[:, 2] - env.sim.base_ang_vel[:, 2]).square()
-    return torch.exp(-err / env.cfg.rewards.tracking_sigma)
+    return torch.exp(-err / env.cfg.rewards.tracking_sigma_ang)
 
 
 def lin_vel_z(env: LocomotionEnv) -> torch.Tensor:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -153,7 +155,8 @@ def load_policy(checkpoint: Path):
     cfg = replace(
         cfg, device="cpu", env=replace(cfg.env, num_envs=1, randomization=RandomizationCfg.nominal())
     )
-    runner = TrotRunner(LocomotionEnv(cfg.env), cfg, run_dir=None)
+    with contextlib.redirect_stdout(io.StringIO()):  # rsl-rl prints the model structure
+        runner = TrotRunner(LocomotionEnv(cfg.env), cfg, run_dir=None)
     runner.alg.load(ckpt, None, True)
     policy = runner.get_inference_policy("cpu")
     return policy, cfg, ckpt
