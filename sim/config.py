@@ -59,9 +59,13 @@ class RewardCfg:
             "feet_air_time": 0.2,
             "stand_still": -0.5,
             "foot_slip": -0.1,
-            "termination": -100.0,
+            "termination": -5.0,
         }
     )
+    # legged_gym's `only_positive_rewards`: the sum of the other terms is clipped at 0 before the
+    # termination term is added, so early clumsy steps are never worse than standing still, and a
+    # fall costs the reward it forfeits. Without it PPO settles on standing still.
+    only_positive: bool = True
     # exp(-error^2 / sigma). Pupper commands are a third of ANYmal's speeds, so the linear sigma is
     # scaled by ~(1/3)^2 from legged_gym's 0.25: with 0.25, standing still at a 0.3 m/s command
     # still earns 70 % of the tracking reward and PPO settles on standing.

@@ -177,11 +177,17 @@ class LocomotionEnv(VecEnv):
 
     def _compute_rewards(self) -> torch.Tensor:
         total = torch.zeros(self.num_envs, dtype=torch.float64)
+        terminal = torch.zeros(self.num_envs, dtype=torch.float64)
         for name, weight in self._active_rewards().items():
             value = REWARDS[name](self) * (weight * self.dt)
             self.episode_sums[name] += value
-            total += value
-        return total
+            if name == "termination":
+                terminal += value
+            else:
+                total += value
+        if self.cfg.rewards.only_positive:
+            total = total.clamp(min=0.0)
+        return total + terminal
 
     def _episode_log(self, ids: torch.Tensor) -> dict:
         log = {}

@@ -149,6 +149,15 @@ class PyBulletRobot:
             )
             c.stepSimulation()
 
+    def add_base_velocity(self, delta) -> None:
+        """Kick: add a world-frame linear velocity (3,) to the base."""
+        v, w = self.client.getBaseVelocity(self.body)
+        self.client.resetBaseVelocity(self.body, (np.array(v) + np.asarray(delta, dtype=float)).tolist(), w)
+
+    def base_contact(self) -> bool:
+        """Whether the base link touches the floor."""
+        return len(self.client.getContactPoints(self.body, self.floor, -1, -1)) > 0
+
     def close(self) -> None:
         if self.client is not None:
             self.client.disconnect()

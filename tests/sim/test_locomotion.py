@@ -100,7 +100,27 @@ def test_tipping_over_terminates_and_is_penalised():
     )
     _, rewards, dones, extras = env.step(torch.zeros(2, 12))
     assert dones.tolist() == [False, True] and not extras["time_outs"].any()
-    assert rewards[1] < rewards[0] - 1.0
+    penalty = env.cfg.rewards.weights["termination"] * env.dt
+    assert penalty < 0
+    # Only the fallen env is logged, its termination sum is one penalty (logged per episode second).
+    assert extras["log"]["reward/termination"].item() == pytest.approx(penalty / env.cfg.episode_length_s)
+    assert rewards[1] < 0 <= rewards[0]
+
+
+def test_only_positive_clips_the_shaping_terms_but_not_the_fall_penalty():
+    weights = {"orientation": -5.0, "termination": -5.0}
+    rewards_cfg = replace(RewardCfg(), weights=weights)
+    env = LocomotionEnv(replace(EnvCfg(), num_envs=1, rewards=rewards_cfg, randomization=RandomizationCfg.nominal()))
+    qpos = env.sim_backend.home_qpos()[None].clone()
+    rq = env.sim_backend.root_qpos_adr
+    qpos[0, rq + 3 : rq + 7] = torch.tensor([0.966, 0.259, 0.0, 0.0], dtype=torch.float64)  # 30 deg roll
+    env.sim_backend.reset_envs(torch.arange(1), qpos, torch.zeros(1, env.sim_backend.num_qvel, dtype=torch.float64))
+    _, clipped, _, _ = env.step(torch.zeros(1, 12))
+    assert clipped.item() == 0.0
+    env_raw = LocomotionEnv(replace(env.cfg, rewards=replace(rewards_cfg, only_positive=False)))
+    env_raw.sim_backend.reset_envs(torch.arange(1), qpos, torch.zeros(1, env.sim_backend.num_qvel, dtype=torch.float64))
+    _, raw, _, _ = env_raw.step(torch.zeros(1, 12))
+    assert raw.item() < -0.01
 
 
 def test_each_reward_term_is_logged_and_zero_weight_disables_it():
