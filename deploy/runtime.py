@@ -38,6 +38,7 @@ class PolicyRuntime:
         self.default_joint_pos = np.asarray(meta["default_joint_pos"], dtype=np.float64)[None]
         self.action_scale = float(meta["action_scale"])
         self.action_clip = float(meta["action_clip"])
+        self.control_dt = float(meta["control_dt"])
         self.obs_clip = float(meta["observation"].get("clip", DEFAULT_OBS_CLIP))
         self.obs_size = self.spec.size(self.num_joints)
         self.reset()
@@ -45,6 +46,7 @@ class PolicyRuntime:
     def reset(self) -> None:
         self.last_action = np.zeros((1, self.num_joints))
         self.history: np.ndarray | None = None
+        self.steps = 0  # policy steps since reset: drives the gait clock, as episode steps do in training
 
     def observe(self, quat_wxyz, gyro, joint_pos, joint_vel, command) -> np.ndarray:
         """Push one frame from sensor readings into the history; return the (1, obs_size) input."""
@@ -57,7 +59,9 @@ class PolicyRuntime:
             default_joint_pos=self.default_joint_pos,
             command=np.asarray(command, dtype=np.float64).reshape(1, 3),
             last_action=self.last_action,
+            phase=mapping.gait_phase(np, np.array([self.steps]), self.control_dt, self.spec.gait_frequency_hz),
         )
+        self.steps += 1
         frame = mapping.assemble_frame(np, self.spec, terms)
         if self.history is None:  # first frame after a reset fills the whole history, as in training
             self.history = np.tile(frame, (1, self.spec.history))

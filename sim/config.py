@@ -15,7 +15,9 @@ POLICY_TERMS = (
     ObsTerm("joint_pos_rel", scale=1.0, noise=0.058),
     ObsTerm("joint_vel", scale=0.05, noise=0.5),
     ObsTerm("last_action", scale=1.0),
+    ObsTerm("gait_phase", scale=1.0),
 )
+GAIT_FREQUENCY_HZ = 2.5  # trot clock: each diagonal pair swings for half of a 0.4 s cycle
 IMU_TERMS = ("base_ang_vel", "projected_gravity")  # delayed by observation_latency
 
 
@@ -33,11 +35,12 @@ class CommandCfg:
 
 @dataclass(frozen=True)
 class ObsCfg:
-    policy: ObsSpec = ObsSpec(POLICY_TERMS, history=3)
+    policy: ObsSpec = ObsSpec(POLICY_TERMS, history=3, gait_frequency_hz=GAIT_FREQUENCY_HZ)
     # The critic sees noiseless terms and the privileged base velocity.
     critic: ObsSpec = ObsSpec(
         (ObsTerm("base_lin_vel", scale=2.0),) + tuple(ObsTerm(t.name, t.scale) for t in POLICY_TERMS),
         history=1,
+        gait_frequency_hz=GAIT_FREQUENCY_HZ,
     )
     clip: float = 100.0
     add_noise: bool = True
@@ -57,6 +60,7 @@ class RewardCfg:
             "torques": -2e-4,
             "action_rate": -0.01,
             "feet_air_time": 0.2,
+            "gait_contact": 1.0,
             "stand_still": -0.5,
             "foot_slip": -0.1,
             "termination": -5.0,
@@ -67,9 +71,9 @@ class RewardCfg:
     # fall costs the reward it forfeits. Without it PPO settles on standing still.
     only_positive: bool = True
     # exp(-error^2 / sigma). Pupper commands are a third of ANYmal's speeds, so the linear sigma is
-    # scaled by ~(1/3)^2 from legged_gym's 0.25: with 0.25, standing still at a 0.3 m/s command
+    # scaled down from legged_gym's 0.25: with 0.25, standing still at a 0.3 m/s command
     # still earns 70 % of the tracking reward and PPO settles on standing.
-    tracking_sigma_lin: float = 0.05
+    tracking_sigma_lin: float = 0.1
     tracking_sigma_ang: float = 0.25
     air_time_target_s: float = 0.2
 

@@ -158,6 +158,8 @@ class LocomotionEnv(VecEnv):
         self.projected_gravity = mapping.projected_gravity(torch, s.base_quat)
         speed = self.commands[:, :2].norm(dim=1) + self.commands[:, 2].abs()
         self.moving_command = speed > self.cfg.commands.min_speed
+        f = self.cfg.observations.policy.gait_frequency_hz
+        self.gait_clock = (self.episode_length_buf * (self.dt * f)) % 1.0  # cycle fraction, 0 at reset
 
     def _update_contacts(self) -> None:
         """Foot contact and air time, once per physics step (the first touchdown pays the air time)."""
@@ -285,6 +287,7 @@ class LocomotionEnv(VecEnv):
             command=self.commands,
             last_action=self.actions,
             base_lin_vel=self.base_lin_vel,
+            phase=mapping.gait_phase(torch, self.episode_length_buf, self.dt, obs_cfg.policy.gait_frequency_hz),
         )
         policy_terms = dict(measured, base_ang_vel=imu[:, :3], projected_gravity=imu[:, 3:])
         if obs_cfg.add_noise:

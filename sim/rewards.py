@@ -46,6 +46,15 @@ def feet_air_time(env: LocomotionEnv) -> torch.Tensor:
     return reward * env.moving_command
 
 
+def gait_contact(env: LocomotionEnv) -> torch.Tensor:
+    """Share of feet whose contact matches the trot clock (diagonal pairs alternate); all down when standing."""
+    stance_a = (env.gait_clock < 0.5)[:, None]  # FR and BL in stance during the first half cycle
+    pair_a = torch.tensor([True, False, False, True])
+    desired = torch.where(pair_a, stance_a, ~stance_a)
+    desired |= ~env.moving_command[:, None]
+    return (env.foot_contact == desired).double().mean(1)
+
+
 def stand_still(env: LocomotionEnv) -> torch.Tensor:
     return (env.sim.joint_pos - env.default_joint_pos).abs().sum(1) * ~env.moving_command
 
@@ -69,6 +78,7 @@ REWARDS = {
         torques,
         action_rate,
         feet_air_time,
+        gait_contact,
         stand_still,
         foot_slip,
         termination,

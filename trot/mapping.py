@@ -21,6 +21,7 @@ OBS_VOCABULARY = {
     "joint_pos_rel": (lambda n: n, "joint position minus default, rad"),
     "joint_vel": (lambda n: n, "joint velocity, rad/s"),
     "last_action": (lambda n: n, "previous raw policy output"),
+    "gait_phase": (lambda n: 2, "sin, cos of the gait clock 2*pi*frac(steps * control_dt * gait_frequency_hz)"),
 }
 
 
@@ -37,6 +38,7 @@ class ObsSpec:
 
     terms: tuple[ObsTerm, ...]
     history: int = 1
+    gait_frequency_hz: float = 0.0  # clock of the gait_phase term; steps count from the policy's start
 
     def sizes(self, num_joints: int) -> list[int]:
         return [OBS_VOCABULARY[t.name][0](num_joints) for t in self.terms]
@@ -56,18 +58,21 @@ class ObsSpec:
             ],
             "history": self.history,
             "order": "newest_first",
+            "gait_frequency_hz": self.gait_frequency_hz,
         }
 
     @staticmethod
     def from_metadata(meta: dict) -> ObsSpec:
         terms = tuple(ObsTerm(t["name"], float(t["scale"])) for t in meta["terms"])
-        return ObsSpec(terms, int(meta["history"]))
+        return ObsSpec(terms, int(meta["history"]), float(meta.get("gait_frequency_hz", 0.0)))
 
 
 def validate_terms(spec: ObsSpec) -> None:
     unknown = [t.name for t in spec.terms if t.name not in OBS_VOCABULARY]
     if unknown:
         raise ValueError(f"unknown observation terms {unknown}; known: {sorted(OBS_VOCABULARY)}")
+    if any(t.name == "gait_phase" for t in spec.terms) and not spec.gait_frequency_hz > 0:
+        raise ValueError(f"observation term gait_phase needs gait_frequency_hz > 0, got {spec.gait_frequency_hz}")
 
 
 def quat_rotate_inverse(xp, quat_wxyz, vec):
@@ -94,8 +99,15 @@ def projected_gravity(xp, quat_wxyz):
     return quat_rotate_inverse(xp, quat_wxyz, down)
 
 
+def gait_phase(xp, steps, control_dt: float, frequency_hz: float):
+    """(B, 2) sin and cos of the gait clock after `steps` (B,) policy steps."""
+    angle = 2.0 * 3.141592653589793 * ((steps * (control_dt * frequency_hz)) % 1.0)
+    return xp.stack([xp.sin(angle), xp.cos(angle)], 1)
+
+
 def raw_terms(
-    xp, *, quat_wxyz, gyro, joint_pos, joint_vel, default_joint_pos, command, last_action, base_lin_vel=None
+    xp, *, quat_wxyz, gyro, joint_pos, joint_vel, default_joint_pos, command, last_action, base_lin_vel=None,
+    phase=None,
 ):
     """Every vocabulary term from sensor-level quantities, unscaled, each (B, size)."""
     terms = {
@@ -108,6 +120,8 @@ def raw_terms(
     }
     if base_lin_vel is not None:
         terms["base_lin_vel"] = base_lin_vel
+    if phase is not None:
+        terms["gait_phase"] = phase
     return terms
 
 

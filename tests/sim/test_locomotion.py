@@ -56,6 +56,9 @@ def test_observation_layout_matches_its_metadata():
             "joint_vel": env.sim.joint_vel,
             "last_action": env.actions,
             "base_ang_vel": env.sim.base_ang_vel,
+            "gait_phase": torch.stack(
+                [torch.sin(2 * torch.pi * env.gait_clock), torch.cos(2 * torch.pi * env.gait_clock)], 1
+            ),
         }
         start = 0
         for t in meta["terms"]:
@@ -78,9 +81,7 @@ def test_vecenv_runs_on_policy_runner_unchanged(tmp_path):
 
 
 def test_timeouts_are_reported_apart_from_falls():
-    env = LocomotionEnv(
-        replace(EnvCfg(), num_envs=2, episode_length_s=0.1, randomization=RandomizationCfg.nominal())
-    )
+    env = LocomotionEnv(replace(EnvCfg(), num_envs=2, episode_length_s=0.1, randomization=RandomizationCfg.nominal()))
     for _ in range(4):
         _, _, dones, extras = env.step(torch.zeros(2, 12))
         assert not dones.any()
@@ -95,9 +96,7 @@ def test_tipping_over_terminates_and_is_penalised():
     rq = env.sim_backend.root_qpos_adr
     qpos[1, rq + 3 : rq + 7] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=torch.float64)  # upside down
     qpos[1, rq + 2] = 0.3
-    env.sim_backend.reset_envs(
-        torch.arange(2), qpos, torch.zeros(2, env.sim_backend.num_qvel, dtype=torch.float64)
-    )
+    env.sim_backend.reset_envs(torch.arange(2), qpos, torch.zeros(2, env.sim_backend.num_qvel, dtype=torch.float64))
     _, rewards, dones, extras = env.step(torch.zeros(2, 12))
     assert dones.tolist() == [False, True] and not extras["time_outs"].any()
     penalty = env.cfg.rewards.weights["termination"] * env.dt
