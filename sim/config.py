@@ -61,6 +61,7 @@ class RewardCfg:
             "action_rate": -0.01,
             "feet_air_time": 0.2,
             "gait_contact": 1.0,
+            "swing_height": 1.0,
             "stand_still": -0.5,
             "foot_slip": -0.1,
             "termination": -5.0,
@@ -76,6 +77,7 @@ class RewardCfg:
     tracking_sigma_lin: float = 0.1
     tracking_sigma_ang: float = 0.25
     air_time_target_s: float = 0.2
+    swing_height_m: float = 0.04  # foot clearance rewarded in swing (linearly up to this height)
 
 
 @dataclass(frozen=True)

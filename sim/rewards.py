@@ -46,13 +46,24 @@ def feet_air_time(env: LocomotionEnv) -> torch.Tensor:
     return reward * env.moving_command
 
 
-def gait_contact(env: LocomotionEnv) -> torch.Tensor:
-    """Share of feet whose contact matches the trot clock (diagonal pairs alternate); all down when standing."""
-    stance_a = (env.gait_clock < 0.5)[:, None]  # FR and BL in stance during the first half cycle
+def _desired_stance(env: LocomotionEnv) -> torch.Tensor:
+    """(N, feet) trot schedule: FR+BL stand in the first half of the clock, FL+BR in the second."""
+    stance_a = (env.gait_clock < 0.5)[:, None]
     pair_a = torch.tensor([True, False, False, True])
-    desired = torch.where(pair_a, stance_a, ~stance_a)
-    desired |= ~env.moving_command[:, None]
-    return (env.foot_contact == desired).double().mean(1)
+    return torch.where(pair_a, stance_a, ~stance_a) | ~env.moving_command[:, None]
+
+
+def gait_contact(env: LocomotionEnv) -> torch.Tensor:
+    """Share of feet whose contact matches the trot clock; all feet down when standing."""
+    return (env.foot_contact == _desired_stance(env)).double().mean(1)
+
+
+def swing_height(env: LocomotionEnv) -> torch.Tensor:
+    """Clearance of the feet the clock says are in swing, up to the target: a dense signal to lift them."""
+    target = env.cfg.rewards.swing_height_m
+    clearance = env.sim.foot_pos[:, :, 2] - env.robot.foot_radius
+    lifted = (clearance.clamp(0.0, target) / target) * ~_desired_stance(env)
+    return lifted.sum(1) / 2.0  # two feet swing at a time
 
 
 def stand_still(env: LocomotionEnv) -> torch.Tensor:
@@ -79,6 +90,7 @@ REWARDS = {
         action_rate,
         feet_air_time,
         gait_contact,
+        swing_height,
         stand_still,
         foot_slip,
         termination,
