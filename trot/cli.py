@@ -129,6 +129,13 @@ def _flash(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
 
 
+@command("gate", "test a policy bundle in PyBullet over commands x perturbations", "trot.sim.gate:run_cli")
+def _gate(p: argparse.ArgumentParser) -> None:
+    from trot.sim.gate import add_args  # argparse only: no PyBullet until it runs
+
+    add_args(p)
+
+
 def run_robots(args: argparse.Namespace) -> int:
     from trot.robots import available_robots, load_robot
 
