@@ -15,3 +15,7 @@ RUN=$(ls -d "$OUT"/logs/pupper_v3/walk/*_pipeline | tail -n 1)
 trot export "$RUN" -o "$OUT/walk.onnx"
 trot inspect "$OUT/walk.onnx"
 trot play "$RUN" --seconds 5 --no_video -o "$OUT/play"
+
+# The onboard loop against the emulated robot (PyBullet behind a pty), then its telemetry as plots.
+trot bench deploy "$OUT/walk.onnx" --seconds 5 --telemetry "$OUT/deploy.jsonl"
+trot log plot "$OUT/deploy.jsonl" -o "$OUT/deploy_plots"

@@ -85,6 +85,9 @@ class EmulatorOptions:
     push_velocity: float = 0.5  # m/s along the base's y axis
     tip_at: float | None = None  # the base is rolled onto its side
     estop_at: float | None = None  # the e-stop button is pressed: latch and send EStop(BUTTON)
+    # Physics waits for the first session: the robot stands where it was placed, as if held up at power-on,
+    # instead of collapsing limp before any host connects (the soft start can't stand it up from the floor).
+    wait_for_host: bool = True
 
     def __post_init__(self) -> None:
         for name in ("drop", "corrupt"):
@@ -317,7 +320,8 @@ class Emulator:
         if self.disconnected:
             return
         target, kp, kd, tau_ff, status = self._actuation(t)
-        self.sim.step(target, kp, kd, tau_ff)
+        if self._first_session_t is not None or not self.options.wait_for_host:
+            self.sim.step(target, kp, kd, tau_ff)
         self.stats.ticks += 1
         imu = self._read_imu()
         self._state_phase += self._state_every
@@ -629,6 +633,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--ignore_robot_id", dest="check_robot_id", action="store_false", help="accept any Hello.robot_id"
     )
     p.add_argument("--firmware", default=d.firmware, help="firmware name in HelloAck")
+    p.add_argument(
+        "--start_limp", dest="wait_for_host", action="store_false",
+        help="run physics from start-up (the limp robot collapses) instead of waiting for the first session",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the fault generator")
     f = p.add_argument_group("fault injection (times in s on the fault clock)")
     f.add_argument(

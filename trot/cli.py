@@ -36,24 +36,42 @@ def _view(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, default=480)
 
 
-@command(
-    "bench",
-    "benchmarks that print figures against a reference measured in the same run",
-    "trot.cli:run_bench",
-)
+@command("bench", "benchmarks that print figures against a reference measured in the same run", "trot.cli:run_bench")
 def _bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["sim"], help="sim: env-steps/s of the full task vs raw mujoco.rollout")
-    p.add_argument("--num_envs", type=int, nargs="+", default=[1024], help="one or more batch sizes")
-    p.add_argument("--sim", default="mujoco", choices=["mujoco"], help="physics backend")
-    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
-    p.add_argument("--robot", default="pupper_v3")
-    p.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
+    sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    s = sub.add_parser("sim", help="env-steps/s of the full task vs raw mujoco.rollout")
+    s.add_argument("--num_envs", type=int, nargs="+", default=[1024], help="one or more batch sizes")
+    s.add_argument("--sim", default="mujoco", choices=["mujoco"], help="physics backend")
+    s.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
+    s.add_argument("--robot", default="pupper_v3")
+    s.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
+    from trot.deploy.cli import add_bench_args  # argparse only
+
+    add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.what == "deploy":
+        from trot.deploy.cli import run_bench as run_bench_deploy
+
+        return run_bench_deploy(args)
     from trot.sim.bench import run_bench_sim
 
     return run_bench_sim(args)
+
+
+@command("deploy", "run a policy on the robot: real-time loop with its safety layer", "trot.deploy.cli:run_deploy")
+def _deploy(p: argparse.ArgumentParser) -> None:
+    from trot.deploy.cli import add_deploy_args  # argparse only
+
+    add_deploy_args(p)
+
+
+@command("log", "deploy telemetry: PNG plots (plot) or timing and transitions (summary)", "trot.deploy.cli:run_log")
+def _log(p: argparse.ArgumentParser) -> None:
+    from trot.deploy.cli import add_log_args
+
+    add_log_args(p)
 
 
 @command("train", "train a policy with rsl-rl-lib PPO in batched MuJoCo", "trot.train.runner:run_train")

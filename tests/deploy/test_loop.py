@@ -1,0 +1,310 @@
+"""The deploy loop against a fake transport: fixed rate without drift, a command every tick, telemetry, command
+sources, CLI refusals, and the import rule for the robot side."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from trot.deploy.bundle import load_bundle
+from trot.deploy.commands import (
+    CommandError,
+    ConstantCommand,
+    GamepadCommand,
+    KeyboardCommand,
+    ScriptedCommand,
+    clip_to_ranges,
+    parse_velocity,
+)
+from trot.deploy.loop import LoopConfig, run_loop
+from trot.deploy.protocol import ControlMode, MessageType, frame_size
+from trot.deploy.safety import SafetyLimits
+from trot.deploy.telemetry import read_telemetry
+from trot.deploy.transport import Poll, Sample
+from trot.robots import load_robot
+
+ROBOT = load_robot("pupper_v3")
+FAST = SafetyLimits(soft_start_s=0.2, fade_in_s=0.2, shutdown_damping_s=0.1)
+
+
+class FakeTransport:
+    """A robot standing still at the default pose; one State per poll; records every command."""
+
+    name = "fake"
+    describe = "fake transport"
+
+    def __init__(self, poll_hook=None):
+        self.sent: list[tuple[float, ControlMode, np.ndarray]] = []
+        self.estops: list[int] = []
+        self.seq = 0
+        self.poll_hook = poll_hook
+        self.closed = False
+
+    def open(self, timeout_s: float) -> str:
+        return "fake peer"
+
+    def poll(self) -> Poll:
+        if self.poll_hook:
+            self.poll_hook(self)
+        self.seq += 1
+        q = np.array(ROBOT.default_joint_pos)
+        accel = np.array([0.0, 0.0, 9.81 + 1e-4 * (self.seq % 5)])
+        s = Sample(time.monotonic(), self.seq, 4000 * self.seq, q, np.zeros(12), np.zeros(12),
+                   np.array([1.0, 0, 0, 0]), np.zeros(3), accel, 0)  # fmt: skip
+        return Poll(sample=s, received=1, seq_gap=1, raw=b"\x00abc\x00")
+
+    def send(self, mode, target, kp, kd):
+        self.sent.append((time.monotonic(), ControlMode(mode), np.array(target)))
+        return None
+
+    def estop(self, reason: int) -> None:
+        self.estops.append(reason)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+def run_fake(bundle, tmp_path, duration=1.0, limits=FAST, transport=None, commands=None, ready=None, runtime=None):
+    transport = transport or FakeTransport()
+    path = tmp_path / "t.jsonl"
+    result = run_loop(bundle, ROBOT, transport, commands or ConstantCommand(), path, limits,
+                      LoopConfig(duration_s=duration), runtime=runtime, ready=ready)  # fmt: skip
+    return result, transport, read_telemetry(path)
+
+
+def test_loop_runs_on_the_deadline_grid_without_drift_and_commands_every_tick(bundle, tmp_path):
+    result, transport, tel = run_fake(bundle, tmp_path, duration=1.0)
+    period = bundle.meta["control_dt"]
+    assert result.exit_code == 0 and result.summary["end_state"] == "DONE"
+    assert len(transport.sent) == len(tel.ticks) == result.summary["ticks"]
+    # Each tick started at t0 + k·period + its measured lateness, k a whole number: no drift, whatever the load.
+    t = tel.series("t")
+    grid = (t - t[0] - tel.series("late_ms") / 1e3 + tel.ticks[0]["late_ms"] / 1e3) / period
+    np.testing.assert_allclose(grid, np.round(grid), atol=1e-3)
+    assert np.all(np.diff(np.round(grid)) >= 1)
+    assert result.summary["rate_hz"] == pytest.approx(1 / period, rel=0.05)
+    assert transport.closed
+
+
+def test_states_and_modes_follow_soft_start_fade_in_running_shutdown(bundle, tmp_path):
+    result, transport, tel = run_fake(bundle, tmp_path, duration=1.0)
+    assert [tr["dst"] for tr in tel.transitions] == ["HANDSHAKE", "SOFT_START", "FADE_IN", "RUNNING", "SHUTDOWN",
+                                                     "DONE"]  # fmt: skip
+    modes = {tick["state"]: tick["mode"] for tick in tel.ticks}
+    assert modes["SOFT_START"] == modes["FADE_IN"] == modes["RUNNING"] == "POSITION"
+    assert modes["SHUTDOWN"] == "DAMPING"
+    assert tel.ticks[-1]["state"] == "DONE" and tel.ticks[-1]["mode"] == "DAMPING"
+    # The policy runs only once the soft start is over, and its observations are in the log.
+    policy_ticks = [tick for tick in tel.ticks if "action" in tick]
+    assert {tick["state"] for tick in policy_ticks} <= {"FADE_IN", "RUNNING"}
+    assert len(policy_ticks[0]["obs"]) == bundle.obs_size
+
+
+def test_fade_in_blends_from_the_default_pose_to_the_policy_target(bundle, tmp_path):
+    _, _, tel = run_fake(bundle, tmp_path, duration=0.8)
+    default = np.array(ROBOT.default_joint_pos)
+    fade = [tick for tick in tel.ticks if tick["state"] == "FADE_IN"]
+    first = fade[0]
+    np.testing.assert_allclose(first["target"], default, atol=1e-5)  # weight 0 on the policy at first
+    for tick in fade[1:]:
+        weight = np.linalg.norm(np.subtract(tick["target"], default)) / max(
+            np.linalg.norm(np.subtract(tick["policy_target"], default)), 1e-9
+        )
+        assert 0.0 <= weight <= 1.0 + 1e-6
+
+
+def test_telemetry_records_every_byte_received_and_every_transition(bundle, tmp_path):
+    _, transport, tel = run_fake(bundle, tmp_path, duration=0.5)
+    assert tel.complete and not tel.truncated
+    assert tel.header["robot"]["name"] == "pupper_v3" and tel.header["control_dt"] == bundle.meta["control_dt"]
+    assert tel.received_bytes() == b"\x00abc\x00" * len(tel.ticks)
+    assert tel.summary["transitions"][-1]["line"].startswith("SHUTDOWN -> DONE")
+    assert tel.series("joint_pos").shape == (len(tel.ticks), 12)
+
+
+def test_telemetry_reader_skips_a_truncated_last_line(bundle, tmp_path):
+    _, _, tel = run_fake(bundle, tmp_path, duration=0.3)
+    path = tmp_path / "t.jsonl"
+    data = path.read_bytes()
+    cut = data[: data.rindex(b'"kind":"tick"') + 40]  # the process died in the middle of a tick record
+    path.write_bytes(cut)
+    partial = read_telemetry(path)
+    assert partial.truncated and not partial.complete and partial.summary is None
+    assert 0 < len(partial.ticks) < len(tel.ticks)
+
+
+def test_log_plot_writes_pngs(bundle, tmp_path):
+    run_fake(bundle, tmp_path, duration=0.6)
+    from trot.deploy.cli import main
+
+    assert main(["log", "plot", str(tmp_path / "t.jsonl"), "-o", str(tmp_path / "plots")]) == 0
+    names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert names == ["currents.png", "joints.png", "orientation.png", "states.png", "timing.png"]
+    assert main(["log", "summary", str(tmp_path / "t.jsonl")]) == 0
+
+
+def test_slow_inference_damps_in_the_same_tick(bundle, tmp_path):
+    from trot.deploy.runtime import PolicyRuntime
+
+    runtime = PolicyRuntime(bundle, ROBOT)
+    act, calls = runtime.act, []
+
+    def slow_act(obs):
+        calls.append(1)
+        if len(calls) == 30:  # the warm-up makes 20 calls; the 10th in the loop is slow
+            time.sleep(1.5 * bundle.meta["control_dt"])
+        return act(obs)
+
+    runtime.act = slow_act
+    result, transport, tel = run_fake(bundle, tmp_path, duration=1.0, runtime=runtime)
+    (fault,) = [tr for tr in tel.transitions if tr["dst"] == "DAMPING"]
+    assert fault["cause"] == "inference" and result.exit_code == 1
+    tick = tel.ticks[fault["tick"]]
+    assert tick["inference_ms"] > 1e3 * bundle.meta["control_dt"] and tick["mode"] == "DAMPING"
+
+
+def test_overruns_and_missed_ticks_are_counted(bundle, tmp_path):
+    polls = []
+
+    def stall(transport):
+        polls.append(1)
+        if len(polls) == 10:
+            time.sleep(2.5 * bundle.meta["control_dt"])
+
+    result, _, _ = run_fake(bundle, tmp_path, duration=0.6, transport=FakeTransport(poll_hook=stall),
+                            limits=SafetyLimits(soft_start_s=5.0))  # fmt: skip
+    assert result.summary["overruns"] >= 1 and result.summary["missed_ticks"] >= 1
+
+
+def test_host_estop_sends_estop_frames_then_damping_then_off(bundle, tmp_path):
+    loops = []
+    transport = FakeTransport(poll_hook=lambda t: loops[0].request_estop("test") if len(t.sent) == 5 else None)
+    limits = SafetyLimits(soft_start_s=0.2, fade_in_s=0.2, estop_damping_s=0.3)
+    result, transport, tel = run_fake(bundle, tmp_path, 1.6, limits, transport, ready=loops.append)
+    assert [tr["dst"] for tr in tel.transitions][2:] == ["ESTOP_DAMPING", "OFF", "DONE"]
+    assert result.exit_code == 1
+    assert transport.estops and all(r == 2 for r in transport.estops)  # EStopReason.HOST, repeated
+    modes = [m for _, m, _ in transport.sent]
+    first_estop = next(i for i, tick in enumerate(tel.ticks) if tick["state"] == "ESTOP_DAMPING")
+    assert set(modes[first_estop:]) <= {ControlMode.DAMPING, ControlMode.OFF}
+    assert modes[-1] == ControlMode.OFF
+
+
+def test_a_crash_in_the_loop_sends_damping_and_keeps_the_telemetry(bundle, tmp_path):
+    def crash(transport):
+        if transport.seq == 10:
+            raise RuntimeError("sensor driver bug")
+
+    transport = FakeTransport(poll_hook=crash)
+    with pytest.raises(RuntimeError, match="sensor driver bug"):
+        run_fake(bundle, tmp_path, transport=transport)
+    tel = read_telemetry(tmp_path / "t.jsonl")
+    assert tel.summary["exit_code"] == 1 and not tel.truncated
+    assert any(e["what"] == "error" and "sensor driver bug" in e["message"] for e in tel.events)
+    assert [mode for _, mode, _ in transport.sent[-3:]] == [ControlMode.DAMPING] * 3
+    assert transport.closed
+
+
+# ---- command sources ----------------------------------------------------------------------------
+
+
+def test_scripted_commands_are_piecewise_constant(tmp_path):
+    path = tmp_path / "cmds.txt"
+    path.write_text('# t vx vy yaw\n0 0.1 0 0\n2.0, 0.3, 0, 0.5\n{"t": 4, "vx": -0.2}\n')
+    cmds = ScriptedCommand(path)
+    assert np.allclose(cmds.poll(None), 0) and np.allclose(cmds.poll(1.0), [0.1, 0, 0])
+    assert np.allclose(cmds.poll(2.0), [0.3, 0, 0.5]) and np.allclose(cmds.poll(99), [-0.2, 0, 0])
+
+
+@pytest.mark.parametrize("text, match", [("0 0.1 0\n", ":1:"), ("1 0 0 0\n0 0 0 0\n", "before"), ("", "no command")])
+def test_bad_command_files_are_refused_naming_the_line(tmp_path, text, match):
+    path = tmp_path / "cmds.txt"
+    path.write_text(text)
+    with pytest.raises(CommandError, match=match):
+        ScriptedCommand(path)
+
+
+def test_constant_command_parsing_and_clipping_to_the_bundle_ranges(bundle):
+    assert np.allclose(parse_velocity("0.2,0,-0.5"), [0.2, 0, -0.5])
+    with pytest.raises(CommandError, match="vx,vy,yaw"):
+        parse_velocity("0.2,0")
+    clipped = clip_to_ranges([9.0, -9.0, 0.1], bundle.meta["commands"])
+    assert clipped[0] == bundle.meta["commands"]["vx"][1] and clipped[1] == bundle.meta["commands"]["vy"][0]
+
+
+def test_keyboard_on_a_tty_steers_and_space_is_an_estop():
+    master, slave = os.openpty()
+    try:
+        keys = KeyboardCommand(fd=slave)
+        os.write(master, b"ww")
+        assert np.allclose(keys.poll(0.0), [0.1, 0, 0])
+        os.write(master, b"aqx")
+        assert np.allclose(keys.poll(0.0), 0)
+        os.write(master, b"e ")
+        keys.poll(0.0)
+        assert keys.estop is not None
+        keys.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_keyboard_without_a_tty_is_refused(tmp_path):
+    with open(tmp_path / "f", "w") as f, pytest.raises(CommandError, match="not a terminal"):
+        KeyboardCommand(fd=f.fileno())
+
+
+def test_gamepad_sticks_and_estop_button(tmp_path, bundle):
+    import struct
+
+    fifo = tmp_path / "js0"
+    os.mkfifo(fifo)
+    pad = GamepadCommand(str(fifo), bundle.meta["commands"])
+    writer = os.open(fifo, os.O_WRONLY)
+    try:
+        event = struct.Struct("<IhBB")
+        os.write(writer, event.pack(0, -32767, 0x02, 1) + event.pack(0, 0, 0x02, 0))  # left stick full up
+        v = pad.poll(0.0)
+        assert v[0] == pytest.approx(max(abs(x) for x in bundle.meta["commands"]["vx"])) and v[1] == 0
+        os.write(writer, event.pack(0, 1, 0x01, pad.estop_button))
+        pad.poll(0.0)
+        assert pad.estop is not None
+    finally:
+        os.close(writer)
+        pad.close()
+
+
+def test_missing_gamepad_is_refused(tmp_path, bundle):
+    with pytest.raises(CommandError, match="cannot open"):
+        GamepadCommand(str(tmp_path / "js9"), bundle.meta["commands"])
+
+
+# ---- CLI refusals and figures -------------------------------------------------------------------
+
+
+def test_link_budget_matches_the_protocol_table():
+    from trot.deploy.bench import link_budget
+
+    state, command = link_budget(12, state_hz=50.0, command_hz=50.0, baud=1_000_000)
+    assert state["bytes"] == frame_size(MessageType.STATE, 12) == 206
+    assert state["bytes_per_s"] == 10_300 and state["load"] == pytest.approx(0.103)
+    assert command["bytes"] == 205
+
+
+def test_deploy_modules_import_no_torch_mujoco_pybullet_or_matplotlib():
+    modules = ["loop", "safety", "transport", "commands", "telemetry", "bench", "cli"]
+    code = (
+        f"import sys\nfor m in {modules!r}: __import__('trot.deploy.' + m)\n"
+        "bad = sorted(m for m in ('torch', 'mujoco', 'pybullet', 'matplotlib') if m in sys.modules)\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"trot.deploy pulled in {out.stdout.strip()}"
