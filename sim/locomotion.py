@@ -299,8 +299,10 @@ class LocomotionEnv(VecEnv):
                     )
         self._policy_hist = self._update_history(obs_cfg.policy, self._policy_hist, policy_terms, reset_ids)
         self._critic_hist = self._update_history(obs_cfg.critic, self._critic_hist, measured, reset_ids)
-        self._policy_obs[:] = self._policy_hist.clip(-obs_cfg.clip, obs_cfg.clip)
-        self._critic_obs[:] = self._critic_hist.clip(-obs_cfg.clip, obs_cfg.clip)
+        # New tensors every step, never written in place: rsl-rl keeps a reference to the observation
+        # an action was computed from until after the next step, and stores it then.
+        self._policy_obs = self._policy_hist.clip(-obs_cfg.clip, obs_cfg.clip).float()
+        self._critic_obs = self._critic_hist.clip(-obs_cfg.clip, obs_cfg.clip).float()
 
     def _update_history(self, spec, hist, terms, reset_ids):
         frame = mapping.assemble_frame(torch, spec, terms)

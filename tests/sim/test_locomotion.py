@@ -139,3 +139,14 @@ def test_unknown_reward_term_is_refused():
     weights = dict(RewardCfg().weights, moonwalk=1.0)
     with pytest.raises(ValueError, match="unknown reward terms \\['moonwalk'\\]"):
         LocomotionEnv(replace(EnvCfg(), num_envs=1, rewards=replace(RewardCfg(), weights=weights)))
+
+
+def test_step_never_mutates_an_observation_already_handed_out():
+    """rsl-rl stores the observation an action came from after the next step; it must still be that one."""
+    env = LocomotionEnv(replace(EnvCfg(), num_envs=4))
+    first = env.get_observations()
+    kept = {k: first[k].clone() for k in ("policy", "critic")}
+    second, _, _, _ = env.step(torch.randn(4, 12, generator=torch.Generator().manual_seed(0)))
+    for k in kept:
+        assert torch.equal(first[k], kept[k]), k
+        assert not torch.equal(second[k], kept[k]), k
