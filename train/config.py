@@ -35,7 +35,7 @@ class PolicyCfg:
     actor_hidden_dims: tuple[int, ...] = (128, 128, 128)
     critic_hidden_dims: tuple[int, ...] = (128, 128, 128)
     activation: str = "elu"
-    init_noise_std: float = 0.5
+    init_noise_std: float = 1.0
     obs_normalization: bool = True
 
 

@@ -63,7 +63,7 @@ def test_short_vector_is_refused(tmp_path):
 
 
 def test_contract_hash_changes_with_a_contract_field(tmp_path):
-    folder = broken_copy(tmp_path, "action_scale = 0.5", "action_scale = 0.4")
+    folder = broken_copy(tmp_path, "action_scale = 0.25", "action_scale = 0.3")
     assert load_robot(folder).contract_sha256() != load_robot("pupper_v3").contract_sha256()
 
 
