@@ -23,10 +23,30 @@ def add_deploy_args(p: argparse.ArgumentParser) -> None:
     """Flags of `trot deploy`."""
     p.add_argument("--bundle", required=True, help="policy bundle (.onnx)")
     p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
-    p.add_argument("--transport", default="serial", choices=["serial"], help="link to the robot")
+    p.add_argument("--transport", default="serial", choices=["serial", "ros2"], help="link to the robot")
     p.add_argument("--port", default=None, help="serial port, e.g. /dev/ttyACM0 or the emulator's --link")
     p.add_argument("--baud", type=int, default=1_000_000, help="serial baud rate (default 1000000)")
-    src = p.add_argument_group("velocity command (one of; default: stand, 0,0,0)").add_mutually_exclusive_group()
+    from trot.deploy.ros2.args import add_ros2_args  # argparse only
+
+    ros2 = p.add_argument_group("ROS 2 (--transport ros2; see deploy/ROS2.md)")
+    add_ros2_args(ros2)
+    ros2.add_argument(
+        "--ros2_backend",
+        choices=["auto", "rclpy", "dds"],
+        default="auto",
+        help="auto: rclpy where it imports, else raw Cyclone DDS",
+    )
+    ros2.add_argument(
+        "--dds_loopback",
+        action="store_true",
+        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate --transport ros2` uses",
+    )
+    ros2.add_argument(
+        "--cmd_vel_timeout_s", type=float, default=0.5, help="cmd_vel: zero command after this long without a Twist"
+    )
+    src = p.add_argument_group(
+        "velocity command (one of; default: stand, 0,0,0; with --transport ros2 the cmd_vel topic)"
+    ).add_mutually_exclusive_group()
     src.add_argument("--command", dest="velocity", default=None, metavar="VX,VY,YAW", help="constant: m/s, m/s, rad/s")
     src.add_argument(
         "--commands", default=None, metavar="FILE", help="scripted: lines 't vx vy yaw' (t from policy start)"
@@ -89,7 +109,7 @@ def _refuse(message: str) -> int:
     return EXIT_REFUSED
 
 
-def _command_source(args: argparse.Namespace, bundle):
+def _command_source(args: argparse.Namespace, bundle, transport=None):
     from trot.deploy.commands import ConstantCommand, GamepadCommand, KeyboardCommand, ScriptedCommand, parse_velocity
 
     if args.commands:
@@ -98,6 +118,10 @@ def _command_source(args: argparse.Namespace, bundle):
         return KeyboardCommand()
     if args.gamepad:
         return GamepadCommand(None if args.gamepad == "auto" else args.gamepad, bundle.meta["commands"])
+    if args.velocity is None and getattr(transport, "name", None) == "ros2":
+        from trot.deploy.ros2.transport import CmdVelCommand
+
+        return CmdVelCommand(transport)
     return ConstantCommand(parse_velocity(args.velocity) if args.velocity else (0.0, 0.0, 0.0))
 
 
@@ -141,9 +165,12 @@ class _Signals:
 def _transport(args: argparse.Namespace, robot):
     """The transport `--transport` names, not opened yet; or why it cannot be used (a refusal, nothing sent).
 
-    A new transport (ros2) adds its branch here and its name to `--transport`'s choices.
+    A new transport adds its branch here and its name to `--transport`'s choices.
     """
     from trot.deploy.transport import SerialTransport
+
+    if args.transport == "ros2":
+        return _ros2_transport(args, robot)
 
     if args.transport == "serial":
         if not args.port:
@@ -154,7 +181,35 @@ def _transport(args: argparse.Namespace, robot):
                 f"emulator, start `trot emulate --link {args.port}` first)"
             )
         return SerialTransport(args.port, args.baud, robot.num_joints, bytes.fromhex(robot.contract_sha256()))
-    return f"unknown transport {args.transport!r}; expected one of: serial"
+    return f"unknown transport {args.transport!r}; expected one of: serial, ros2"
+
+
+def _ros2_transport(args: argparse.Namespace, robot):
+    """The ROS 2 transport (rclpy or raw DDS), or why it cannot be used."""
+    from trot.deploy.ros2.args import topics_from_args
+    from trot.deploy.ros2.transport import make_ros2_transport
+
+    if args.port:
+        return "--port is for --transport serial; --transport ros2 finds the robot by its topics"
+    if not args.cmd_vel_timeout_s > 0:
+        return f"--cmd_vel_timeout_s {args.cmd_vel_timeout_s}: expected > 0"
+    try:
+        topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos)
+        if args.dds_loopback:  # before any participant exists; rclpy reads it too (rmw_cyclonedds_cpp)
+            from trot.deploy.ros2.dds import loopback_config_xml, use_config
+
+            use_config(loopback_config_xml())
+        return make_ros2_transport(
+            args.ros2_backend,
+            joint_names=robot.joint_names,
+            topics=topics,
+            domain_id=args.domain_id,
+            hardware_id=robot.name,
+            control_dt=robot.control_dt,
+            cmd_vel_timeout_s=args.cmd_vel_timeout_s,
+        )
+    except (ValueError, ImportError) as e:
+        return str(e)
 
 
 def run_deploy(args: argparse.Namespace) -> int:
@@ -190,7 +245,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _refuse(str(e))
     try:
-        commands = _command_source(args, bundle)
+        commands = _command_source(args, bundle, transport)
     except CommandError as e:
         return _refuse(str(e))
     telemetry = args.telemetry or time.strftime("deploy_%Y%m%d_%H%M%S.jsonl")

@@ -116,6 +116,7 @@ class DeployLoop:
         self._estop_frames_until_seen = False
         self._last_estop_sent = -math.inf
         self._seen_transitions = 0
+        self._report = getattr(transport, "report", None)  # a transport with a status channel (ros2 diagnostics)
         # Timing and counters.
         self.tick_starts: list[float] = []
         self.lateness: list[float] = []
@@ -205,6 +206,8 @@ class DeployLoop:
         host_estop = self._estop_reason or self.commands.estop
         if host_estop and m.estop(now, "estop_host", f"e-stop: {host_estop}"):
             self._estop_frames_until_seen = True
+        if poll.peer_estop_from:
+            m.estop(now, "estop_topic", f"e-stop: {poll.peer_estop_from}")
         if poll.peer_estop is not None:
             try:
                 name = EStopReason(poll.peer_estop).name
@@ -239,6 +242,9 @@ class DeployLoop:
         self.compute.append(time.monotonic() - self.t0 - now)
         record["compute_ms"] = round(1e3 * self.compute[-1], 4)
         self.telemetry.write(record)
+        if self._report is not None:
+            reason = m.transitions[-1].reason if m.transitions else ""
+            self._report(record, overruns=self.overruns, missed_ticks=self.missed, reason=reason)
 
     def _command(self, now: float, out) -> tuple:
         """(mode, target, kp, kd, clamp counts) for this tick's state."""

@@ -4,12 +4,14 @@ A transport opens the link (handshake), hands the loop everything that arrived s
 blocking (`Poll`: the newest `Sample` and the link's health), sends one motor command per tick, and raises
 an e-stop on the robot side. The serial transport speaks `deploy/PROTOCOL.md` through pyserial.
 
-A ROS 2 transport implements the same methods: `poll` builds a `Sample` from the newest joint_states and
-imu/data messages (joints reordered to the contract's order; `seq` and `timestamp_us` None, so the sequence
-check is skipped; `status` 0, or `StatusFlags.ESTOP` while the estop topic says true), sets `peer_estop`
-when the estop topic turns true, leaves `link_errors`, `payload_errors` and `raw` at zero; `send` publishes
-the targets and, when they change (DAMPING: kp 0), the gains; `lost` reports a publisher or DDS failure.
-The safety checks on the loop's side (stale, NaN, fall, inference time...) then apply unchanged.
+The ROS 2 transport (`deploy/ros2/transport.py`, ROS2.md) implements the same methods: `open` waits for the
+first Imu and JointState; `poll` builds a `Sample` from the newest of each (joints reordered to the contract's
+order by name; `rx_time` the older topic's receive time, so either topic going quiet is a stale State; `seq`
+None, so the sequence check is skipped; `timestamp_us` the JointState's header stamp; `status` 0, or
+`StatusFlags.ESTOP` while the estop topic says true) and sets `peer_estop_from` when the estop topic turns
+true; `send` publishes the targets and, when they change (DAMPING: kp 0), the gains; `lost` reports a
+publish failure or a message that does not convert. It also takes the loop's tick records (`report`) for its
+diagnostics topic. The safety checks on the loop's side (stale, NaN, fall, inference time...) apply unchanged.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class Poll:
     link_errors: int = 0  # cumulative frames refused for framing or CRC (line noise)
     payload_errors: int = 0  # cumulative frames with a valid CRC but a wrong type or size (peer mismatch)
     peer_estop: int | None = None  # EStopReason code of an e-stop raised by the robot side
+    peer_estop_from: str | None = None  # an e-stop raised without an EStop frame: by what (ros2: the estop topic)
     lost: str | None = None  # the link is gone, and why
     raw: bytes = b""  # every byte read, for telemetry (empty where the transport has no byte stream)
     frames: dict = field(default_factory=dict)  # message type name -> count, for telemetry

@@ -613,6 +613,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `trot emulate`; names match EmulatorOptions fields."""
     p, d = parser, _DEFAULTS
     p.add_argument("--robot", default="pupper_v3", help="robot name or folder (default: pupper_v3)")
+    p.add_argument(
+        "--transport",
+        choices=["serial", "ros2"],
+        default="serial",
+        help="serial: the protocol behind a pty (default); ros2: Imu and JointState topics over DDS on loopback",
+    )
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     p.add_argument("--link", default=None, help="create a symlink at this path to the pty slave")
     p.add_argument(
@@ -664,6 +670,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     f.add_argument("--tip_at", type=float, default=None, help="roll the robot onto its side")
     f.add_argument("--estop_at", type=float, default=None, help="press the e-stop button (EStop frame sent)")
+    from trot.sim import emulator_ros2  # argparse only until it runs
+
+    emulator_ros2.add_args(p.add_argument_group("ROS 2 (--transport ros2; see docs/emulator.md)"))
 
 
 def options_from_args(args: argparse.Namespace) -> EmulatorOptions:
@@ -678,9 +687,15 @@ def run_cli(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="emulator: %(message)s", stream=sys.stderr)
     robot = load_robot(args.robot)
-    with Emulator(robot, options_from_args(args)) as emulator:
+    if getattr(args, "transport", "serial") == "ros2":
+        from trot.sim.emulator_ros2 import emulator_from_args
+
+        emulator, label = emulator_from_args(robot, args), ""
+    else:
+        emulator, label = Emulator(robot, options_from_args(args)), "serial port "
+    with emulator:
         port = emulator.start()
-        print(f"emulator: serial port {port}", flush=True)
+        print(f"emulator: {label}{port}", flush=True)
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: emulator.stop())

@@ -1,0 +1,285 @@
+"""Robot emulator over ROS 2: the PyBullet robot of `sim/emulator.py` with ROS 2 topics in place of the pty.
+
+It publishes `sensor_msgs/Imu` and `sensor_msgs/JointState` at a steady rate and applies the joint targets
+and gains that `trot deploy --transport ros2` publishes (`deploy/ROS2.md`), through raw Cyclone DDS, so
+the deploy loop runs against it unchanged. `trot emulate --transport ros2` keeps DDS on the loopback
+interface (`dds.loopback_config_xml()`) unless CYCLONEDDS_URI already is a loopback-only configuration.
+
+`Ros2Emulator` is the serial `Emulator` with its link swapped: the physics, motor model, IMU kinematics,
+real-time loop, command watchdog, e-stop latch and the push, tip, NaN, frozen-IMU, drop, delay, disconnect
+and e-stop-button faults are that class's; this one overrides where commands come from (`_receive`) and
+where readings go (`_send_state`, `_flush`, `_send_estop`, `_close_pty`). What ROS 2 changes:
+
+- No Hello: a session opens with the first command message (physics waits for it, as for the Hello).
+- Commands: `joint_targets` (JointState: position = target, effort = feed-forward torque) or, with
+  `command_topic="joint_commands"`, the forward command controller's Float64MultiArray. The mode follows
+  the latched `joint_gains`: kp > 0 on some joint is POSITION, kp all zero DAMPING (with the kd), kp and kd
+  all zero OFF. Until a gains message arrives, the contract's kp and kd apply (a hardware interface
+  configured with the bundle's gains). A gains message re-applies the last target at once.
+- Watchdog: no command message for `watchdog_ms` -> damping with `damping_kd`, as over serial.
+- The e-stop topic (unless `listen_estop` is off): true latches the e-stop (damping, then motors off),
+  false releases it. The e-stop button fault publishes true there, latched.
+- No status flags: ROS 2 has no State frame. A frozen IMU (`freeze_imu_at`) repeats its last message,
+  stamp and all (a driver republishing stale data); `freeze_imu_silent` keeps stamping it fresh.
+- Faults of their own: `stop_imu_at`, `stop_joint_states_at` (that topic stops being published).
+- JointState `effort` is the applied motor torque in N·m (ROS's unit); `torque_constant` does not apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trot.deploy.protocol import Command, ControlMode, EStopReason
+from trot.deploy.ros2 import convert
+from trot.deploy.ros2.topics import Ros2Topics
+from trot.robots import Robot
+from trot.sim.emulator import Emulator, EmulatorOptions, options_from_args
+
+log = logging.getLogger("trot.sim.emulator")
+
+COMMAND_TOPICS = ("joint_targets", "joint_commands")
+
+
+@dataclass(frozen=True)
+class Ros2EmulatorOptions:
+    """The ROS 2 side of the emulator; the physics, watchdog and shared faults stay in EmulatorOptions."""
+
+    topics: Ros2Topics = field(default_factory=Ros2Topics)
+    domain_id: int | None = None  # None: $ROS_DOMAIN_ID, else 0
+    command_topic: str = "joint_targets"  # or "joint_commands" (Float64MultiArray)
+    listen_estop: bool = True  # latch on true on the estop topic, release on false
+    stop_imu_at: float | None = None  # Imu stops being published (fault clock)
+    stop_joint_states_at: float | None = None  # JointState stops being published (fault clock)
+
+    def __post_init__(self) -> None:
+        if self.command_topic not in COMMAND_TOPICS:
+            raise ValueError(
+                f"Ros2EmulatorOptions.command_topic={self.command_topic!r}, expected one of {', '.join(COMMAND_TOPICS)}"
+            )
+
+
+class Ros2Emulator(Emulator):
+    """The emulated robot, publishing Imu and JointState and taking joint commands over ROS 2 (raw DDS)."""
+
+    def __init__(self, robot: Robot, options: EmulatorOptions | None = None, ros2: Ros2EmulatorOptions | None = None):
+        o = options or EmulatorOptions()
+        serial_only = [name for name, used in (("corrupt", o.corrupt > 0), ("link", o.link is not None)) if used]
+        if serial_only:
+            raise ValueError(f"EmulatorOptions {', '.join(serial_only)}: serial link only, no meaning over ROS 2")
+        super().__init__(robot, o)
+        self.ros2 = ros2 or Ros2EmulatorOptions()
+        n = robot.num_joints
+        self._gains = (np.full(n, robot.kp), np.full(n, robot.kd))  # until a joint_gains message says otherwise
+        self._target: np.ndarray | None = None
+        self._tau_ff = np.zeros(n)
+        self._node = None
+        self._queue: deque[tuple[float, str, object]] = deque()  # (due, topic, message), for delay_ms
+        self._stopped: set[str] = set()
+        self._frozen_stamp: float | None = None
+        self._commands_received = 0
+        self._refusing = False
+        self.last_published: dict[str, float] = {}  # topic -> host monotonic time of its last publication
+        self.command_modes: list[tuple[float, str]] = []  # (t, mode) each time the commanded mode changes
+
+    # ---- lifetime -------------------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Join the ROS 2 graph and start the clock; return what it publishes and takes, for people."""
+        if self._node is not None:
+            return self.port
+        from trot.deploy.ros2 import dds, msgs
+
+        self._types = msgs.IDL_TYPES
+        node = self._node = dds.DdsNode(self.ros2.topics, self.ros2.domain_id)
+        command = self.ros2.command_topic
+        self._writers = {
+            "imu": node.writer("imu", msgs.Imu),
+            "joint_states": node.writer("joint_states", msgs.JointState),
+            "estop": node.writer("estop", msgs.Bool),
+        }
+        self._readers = {
+            "command": node.reader(command, msgs.JointState if command == "joint_targets" else msgs.Float64MultiArray),
+            "joint_gains": node.reader("joint_gains", msgs.Float64MultiArray),
+        }
+        if self.ros2.listen_estop:
+            self._readers["estop"] = node.reader("estop", msgs.Bool)
+        name = self.ros2.topics.ros_name
+        rate = 1.0 / self.robot.physics_dt if self.options.state_rate_hz is None else self.options.state_rate_hz
+        self.port = (
+            f"ros2 domain {node.domain_id}: publishing {name('imu')} and {name('joint_states')} at {rate:g} Hz, "
+            f"commands from {name(command)} with gains from {name('joint_gains')}"
+        )
+        self._t0 = time.monotonic()
+        return self.port
+
+    def _close_pty(self) -> None:  # the serial emulator's disconnect and close: here the DDS participant goes
+        if self._node is not None:
+            self._node.close()
+            self._node = None
+
+    # ---- receiving ------------------------------------------------------------------------------
+
+    def _take(self, reader: str) -> list:
+        return [s for s in self._readers[reader].take(N=64) if s.sample_info.valid_data]
+
+    def _receive(self, t: float) -> None:
+        if self._node is None:
+            return
+        n = self.robot.num_joints
+        gains_changed = False
+        gains = self._take("joint_gains")
+        if gains:
+            try:
+                self._gains = convert.float64_multiarray_to_gains(gains[-1], n)
+                gains_changed = True
+            except ValueError as e:
+                self._refuse("joint_gains", e)
+        for msg in self._take("estop") if "estop" in self._readers else []:
+            if msg.data:
+                self._latch_estop(t, EStopReason.HOST, f"a true on {self.ros2.topics.ros_name('estop')}")
+            elif self._estop_t is not None:
+                self._estop_t, self._estop_repeat = None, False
+                log.info("e-stop released by a false on %s at t=%.2f s", self.ros2.topics.ros_name("estop"), t)
+        commands = self._take("command")
+        if commands:
+            try:
+                if self.ros2.command_topic == "joint_targets":
+                    target, _, effort = convert.joint_state_to_arrays(commands[-1], self.robot.joint_names)
+                    tau_ff = np.where(np.isfinite(effort), effort, 0.0)
+                else:
+                    target, tau_ff = convert.float64_multiarray_to_command(commands[-1], n), np.zeros(n)
+            except ValueError as e:
+                self._refuse(self.ros2.command_topic, e)
+                return
+            self._refusing = False
+            if self._session_t is None:
+                self._session_t = t
+                if self._first_session_t is None:
+                    self._first_session_t = t
+                log.info("session opened at t=%.2f s: first command on %s", t, self.ros2.command_topic)
+            self._target, self._tau_ff = target, tau_ff
+            self._apply(t)
+        elif gains_changed and self._target is not None:
+            self._apply(t)
+
+    def _apply(self, t: float) -> None:
+        """The last target with the gains in force, as the serial emulator's Command (its clamps and checks)."""
+        kp, kd = self._gains
+        if not kp.any():
+            mode = ControlMode.DAMPING if kd.any() else ControlMode.OFF
+        else:
+            mode = ControlMode.POSITION
+        self._commands_received += 1
+        self._on_command(Command(self._commands_received % (1 << 32), mode, self._target, kp, kd, self._tau_ff), t)
+        if not self.command_modes or self.command_modes[-1][1] != mode.name:
+            self.command_modes.append((t, mode.name))
+
+    def _refuse(self, topic: str, error: Exception) -> None:
+        self.stats.rx_errors += 1
+        if not self._refusing:
+            log.warning("%s message refused: %s", topic, error)
+        self._refusing = True
+
+    # ---- sending --------------------------------------------------------------------------------
+
+    def _send_state(self, t: float, status, imu: tuple) -> None:
+        o, r, ft = self.options, self.ros2, self._fault_time(t)
+        q, qd = self.sim.joint_state()
+        if o.nan_at is not None and ft is not None and ft >= o.nan_at:
+            q[self._nan_joint] = np.nan
+        stamp = time.time()
+        imu_stamp = stamp
+        if o.freeze_imu_at is not None and ft is not None and ft >= o.freeze_imu_at:
+            if self._frozen_imu is None:
+                self._frozen_imu, self._frozen_stamp = imu, stamp
+                log.warning("fault: IMU frozen at t=%.2f s", t)
+            imu = self._frozen_imu
+            if not o.freeze_imu_silent:
+                imu_stamp = self._frozen_stamp  # the driver repeats its last message
+        T, topics = self._types, r.topics
+        messages = []
+        if not self._stops("imu", r.stop_imu_at, ft, t):
+            messages.append(("imu", convert.arrays_to_imu(T, *imu, stamp=imu_stamp, frame_id=topics.imu_frame_id)))
+        if not self._stops("joint_states", r.stop_joint_states_at, ft, t):
+            torque = self.sim.last_torque
+            js = convert.arrays_to_joint_state(T, self.robot.joint_names, q, qd, torque, stamp, topics.joint_frame_id)
+            messages.append(("joint_states", js))
+        due = time.monotonic() + 1e-3 * o.delay_ms
+        for topic, msg in messages:
+            if o.drop > 0 and self._rng.random() < o.drop:
+                self.stats.states_dropped += 1
+                continue
+            self._queue.append((due, topic, msg))
+
+    def _stops(self, topic: str, at: float | None, ft: float | None, t: float) -> bool:
+        """Whether `topic` has stopped being published (its stop_*_at fault); logged once."""
+        if at is None or ft is None or ft < at:
+            return False
+        if topic not in self._stopped:
+            self._stopped.add(topic)
+            log.warning("fault: %s stops being published at t=%.2f s", self.ros2.topics.ros_name(topic), t)
+        return True
+
+    def _flush(self, now: float) -> None:
+        if self._node is None:
+            return
+        while self._queue and self._queue[0][0] <= now:
+            _, topic, msg = self._queue.popleft()
+            self._writers[topic].write(msg)
+            self.last_published[topic] = time.monotonic()
+            if topic == "joint_states":
+                self.stats.states_sent += 1
+
+    def _send_estop(self, t: float) -> None:
+        """The e-stop button: true on the estop topic (latched)."""
+        self._estop_sent_t = t
+        if self._node is not None:
+            self._writers["estop"].write(convert.make_bool(self._types, True))
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+def add_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Flags of `trot emulate --transport ros2` (argparse only)."""
+    from trot.deploy.ros2.args import add_ros2_args
+
+    add_ros2_args(p)
+    p.add_argument(
+        "--command_topic",
+        choices=COMMAND_TOPICS,
+        default="joint_targets",
+        help="take the targets from the JointState topic (default) or the forward command Float64MultiArray",
+    )
+    p.add_argument(
+        "--ignore_estop_topic", dest="listen_estop", action="store_false", help="do not latch on the estop topic"
+    )
+    p.add_argument("--stop_imu_at", type=float, default=None, help="fault: stop publishing Imu at this time")
+    p.add_argument(
+        "--stop_joint_states_at", type=float, default=None, help="fault: stop publishing JointState at this time"
+    )
+
+
+def emulator_from_args(robot: Robot, args: argparse.Namespace) -> Ros2Emulator:
+    """A Ros2Emulator from `trot emulate` flags, with DDS kept on the loopback interface."""
+    from trot.deploy.ros2 import dds
+    from trot.deploy.ros2.args import topics_from_args
+
+    if dds.loopback_config_problems():
+        dds.use_config(dds.loopback_config_xml())
+        log.info("CYCLONEDDS_URI set to the loopback-only configuration (give `trot deploy` --dds_loopback)")
+    ros2 = Ros2EmulatorOptions(
+        topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos),
+        domain_id=args.domain_id,
+        command_topic=args.command_topic,
+        listen_estop=args.listen_estop,
+        stop_imu_at=args.stop_imu_at,
+        stop_joint_states_at=args.stop_joint_states_at,
+    )
+    return Ros2Emulator(robot, options_from_args(args), ros2)

@@ -1,0 +1,404 @@
+"""Hardware in the loop over ROS 2: the deploy loop's ROS 2 transport (raw Cyclone DDS) against the emulator
+over ROS 2 (PyBullet), the counterpart of test_hil_serial.py.
+
+DDS stays on the loopback interface: the module's fixture points CYCLONEDDS_URI at the loopback
+configuration (interface lo, no multicast, peer 127.0.0.1), asserts it is in force, and the test that runs
+`trot deploy` in a second process checks what both processes' Cyclone DDS applied and used. Domain 43 and
+a namespace per test keep concurrent runs apart. Fault times are on the emulator's session clock (from the
+first command). The walking test needs the shipped policy (robots/pupper_v3/policies/walk.onnx, or
+TROT_WALK_BUNDLE) and skips without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pybullet")
+pytest.importorskip("cyclonedds")
+
+from trot.deploy.bundle import load_bundle  # noqa: E402
+from trot.deploy.commands import ConstantCommand  # noqa: E402
+from trot.deploy.loop import LoopConfig, run_loop  # noqa: E402
+from trot.deploy.protocol import ControlMode  # noqa: E402
+from trot.deploy.ros2 import convert, dds, msgs  # noqa: E402
+from trot.deploy.ros2.msgs import IDL_TYPES as T  # noqa: E402
+from trot.deploy.ros2.topics import Ros2Topics  # noqa: E402
+from trot.deploy.ros2.transport import CmdVelCommand, Ros2Transport  # noqa: E402
+from trot.deploy.safety import SafetyLimits, tilt_deg  # noqa: E402
+from trot.deploy.telemetry import read_telemetry  # noqa: E402
+from trot.deploy.transport import TransportError  # noqa: E402
+from trot.robots import load_robot  # noqa: E402
+from trot.sim.emulator import EmulatorOptions  # noqa: E402
+from trot.sim.emulator_ros2 import Ros2Emulator, Ros2EmulatorOptions  # noqa: E402
+
+ROBOT = load_robot("pupper_v3")
+N = ROBOT.num_joints
+DT = ROBOT.control_dt
+DOMAIN_ID = 43  # not ROS's default 0, nor test_dds_loopback's 42
+# Short phases so that each fault test reaches RUNNING in 0.6 s; faults at 1.0 s on the session clock.
+FAST = SafetyLimits(soft_start_s=0.3, fade_in_s=0.3, estop_damping_s=0.3, shutdown_damping_s=0.2)
+FAULT_AT = 1.0
+STATE_RATE_HZ = 125  # Imu and JointState each, like a ros2_control broadcaster; spares the shared CPUs
+SLACK_S = 0.025  # scheduling on a shared 2-core machine
+SHIPPED_POLICY = ROBOT.folder / "policies" / "walk.onnx"
+
+
+@pytest.fixture(scope="module")
+def loopback(tmp_path_factory):
+    """CYCLONEDDS_URI = the loopback-only configuration for this module (each process tracing to a folder)."""
+    traces = tmp_path_factory.mktemp("dds_traces")
+    previous = os.environ.get("CYCLONEDDS_URI")
+    dds.use_config(dds.loopback_config_xml(str(traces / "dds-${CYCLONEDDS_PID}.log")))
+    uri = os.environ["CYCLONEDDS_URI"]
+    assert '<NetworkInterface name="lo"/>' in uri and "<AllowMulticast>false</AllowMulticast>" in uri
+    assert '<Peer address="127.0.0.1"/>' in uri
+    assert dds.loopback_config_problems() == []
+    yield traces
+    if previous is None:
+        os.environ.pop("CYCLONEDDS_URI", None)
+    else:
+        os.environ["CYCLONEDDS_URI"] = previous
+
+
+@pytest.fixture
+def topics(loopback, request) -> Ros2Topics:
+    """The default topics under a namespace of this test's own."""
+    return Ros2Topics(namespace=re.sub(r"\W", "_", f"trot_hil_{os.getpid()}_{request.node.name}"))
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_bundle):
+    return load_bundle(tiny_bundle)
+
+
+@contextmanager
+def emulator(topics: Ros2Topics, start_physics: bool = True, ros2: dict | None = None, **options):
+    """An emulator over ROS 2, its physics in a thread; always stopped and closed."""
+    emu = Ros2Emulator(
+        ROBOT,
+        EmulatorOptions(fault_clock="session", state_rate_hz=STATE_RATE_HZ, **options),
+        Ros2EmulatorOptions(topics=topics, domain_id=DOMAIN_ID, **(ros2 or {})),
+    )
+    thread = threading.Thread(target=emu.run, name="emulator", daemon=True)
+    try:
+        emu.start()
+        if start_physics:
+            thread.start()
+        yield emu
+    finally:
+        emu.stop()
+        if thread.is_alive():
+            thread.join(timeout=5.0)
+        emu.close()
+
+
+def transport(topics: Ros2Topics) -> Ros2Transport:
+    return Ros2Transport(ROBOT.joint_names, topics, DOMAIN_ID, ROBOT.name, DT)
+
+
+def deploy(bundle, topics, tmp_path, duration=2.0, limits=FAST, ready=None):
+    """Run the loop in this thread over ROS 2; return the result and the telemetry, checked complete."""
+    path = tmp_path / "telemetry.jsonl"
+    result = run_loop(bundle, ROBOT, transport(topics), ConstantCommand((0.0, 0.0, 0.0)), path, limits,
+                      LoopConfig(duration_s=duration), None, ready)  # fmt: skip
+    tel = read_telemetry(path)
+    assert tel.complete, "telemetry file incomplete"
+    assert len(tel.ticks) == result.summary["ticks"] and tel.summary["exit_code"] == result.exit_code
+    return result, tel
+
+
+def only_fault(tel, cause: str) -> dict:
+    """The one transition to a safe state; checks its cause, its log line and that it left POSITION at once."""
+    faults = [tr for tr in tel.transitions if tr["dst"] in ("DAMPING", "ESTOP_DAMPING")]
+    assert len(faults) == 1, [tr["line"] for tr in tel.transitions]
+    (fault,) = faults
+    assert fault["cause"] == cause, fault["line"]
+    assert fault["src"] == "RUNNING", fault["line"]
+    after = tel.ticks[fault["tick"] :]
+    assert after[0]["mode"] == "DAMPING", "the tick of the transition must already send the safe command"
+    assert all(t["mode"] in ("DAMPING", "OFF") for t in after)
+    return fault
+
+
+def take_within(reader, timeout_s: float = 2.0):
+    """The newest valid sample a reader gets within timeout_s, or None."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        samples = [s for s in reader.take(N=64) if s.sample_info.valid_data]
+        if samples:
+            return samples[-1]
+        time.sleep(0.005)
+    return None
+
+
+def assert_loopback_only(traces: Path, processes: int) -> None:
+    """What each process's Cyclone DDS applied and every address it used: loopback only."""
+    files = sorted(traces.glob("dds-*.log"))
+    assert len(files) >= processes, files
+    for trace in files:
+        assert dds.loopback_trace_problems(trace.read_text()) == [], trace
+
+
+# ---- the transport on its own -------------------------------------------------------------------
+
+
+def test_ros2_transport_imports_no_torch_mujoco_pybullet_cyclonedds_or_rclpy():
+    code = (
+        "import sys, trot.deploy.ros2.transport, trot.deploy.ros2.args, trot.deploy.cli\n"
+        "bad = sorted(m for m in ('torch', 'mujoco', 'pybullet', 'cyclonedds', 'rclpy') if m in sys.modules)\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"importing the ROS 2 transport pulled in {out.stdout.strip()}"
+
+
+def test_no_sensor_topics_is_a_refusal_naming_them(topics):
+    link = transport(topics)
+    try:
+        with pytest.raises(TransportError, match=r"no Imu on /trot_hil_\w+/imu/data and JointState on /\w+"):
+            link.open(0.3)
+    finally:
+        link.close()
+
+
+def test_joint_states_of_another_robot_are_refused_at_open(topics):
+    with dds.DdsNode(topics, DOMAIN_ID) as robot:
+        imu, joints = robot.writer("imu", msgs.Imu), robot.writer("joint_states", msgs.JointState)
+        link = transport(topics)
+        stop = threading.Event()
+
+        def publish():
+            while not stop.is_set():
+                imu.write(convert.arrays_to_imu(T, [1, 0, 0, 0], [0, 0, 0], [0, 0, 9.81], time.time()))
+                joints.write(convert.arrays_to_joint_state(T, ["hip", "knee"], [0.0, 0.0], stamp=time.time()))
+                time.sleep(0.01)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        try:
+            with pytest.raises(TransportError, match=r"JointState on .* refused: .*missing \['leg_front_r_1'"):
+                link.open(2.0)
+        finally:
+            stop.set()
+            publisher.join()
+            link.close()
+
+
+def test_transport_maps_sensors_in_and_commands_gains_diagnostics_out(topics):
+    """Joints reordered by name, cmd_vel as the velocity command, DAMPING/OFF as gains with the measured pose."""
+    rng = np.random.default_rng(0)
+    order = rng.permutation(N)
+    names = [ROBOT.joint_names[i] for i in order]
+    pos, vel = rng.uniform(-0.5, 0.5, N), rng.standard_normal(N)
+    damping_kd = np.full(N, ROBOT.hardware["damping_kd"])
+    with dds.DdsNode(topics, DOMAIN_ID) as robot:
+        imu, joints = robot.writer("imu", msgs.Imu), robot.writer("joint_states", msgs.JointState)
+        cmd_vel = robot.writer("cmd_vel", msgs.Twist)
+        readers = {
+            t: robot.reader(t, c)
+            for t, c in (("joint_commands", msgs.Float64MultiArray), ("joint_targets", msgs.JointState),
+                         ("joint_gains", msgs.Float64MultiArray), ("diagnostics", msgs.DiagnosticArray))
+        }  # fmt: skip
+        link = transport(topics)
+        stop = threading.Event()
+
+        def publish():
+            while not stop.is_set():
+                imu.write(convert.arrays_to_imu(T, [1, 0, 0, 0], [0.1, 0.2, 0.3], [0, 0, 9.81], time.time()))
+                joints.write(convert.arrays_to_joint_state(T, names, pos[order], vel[order], stamp=time.time()))
+                cmd_vel.write(convert.command_to_twist(T, [0.3, -0.1, 0.5]))
+                time.sleep(0.01)
+
+        publisher = threading.Thread(target=publish, daemon=True)
+        publisher.start()
+        try:
+            link.open(3.0)
+            time.sleep(0.05)
+            poll = link.poll()
+            np.testing.assert_allclose(poll.sample.joint_pos, pos)
+            np.testing.assert_allclose(poll.sample.joint_vel, vel)
+            assert np.isnan(poll.sample.joint_current).all()  # effort not reported
+            assert poll.sample.seq is None and poll.received >= 1
+            np.testing.assert_allclose(CmdVelCommand(link).poll(None), [0.3, -0.1, 0.5])
+
+            target, kp, kd = rng.uniform(-0.5, 0.5, N), np.full(N, ROBOT.kp), np.full(N, ROBOT.kd)
+            got = []
+            for mode, gains in (
+                (ControlMode.POSITION, (kp, kd)),
+                (ControlMode.DAMPING, (np.zeros(N), damping_kd)),
+                (ControlMode.OFF, (np.zeros(N), np.zeros(N))),
+            ):
+                assert link.send(mode, target, *gains) is None
+                sent = {t: take_within(r) for t, r in readers.items() if t != "diagnostics"}
+                got.append((mode, gains, sent))
+            link.report({"t": 0.0, "state": "DAMPING", "mode": "DAMPING", "late_ms": 0.5}, overruns=0,
+                        missed_ticks=0, reason="state stale 70 ms > 60 ms: damping")  # fmt: skip
+            diagnostics = take_within(readers["diagnostics"])
+        finally:
+            stop.set()
+            publisher.join()
+            link.close()
+    for mode, (kp_sent, kd_sent), sent in got:
+        expected = target if mode == ControlMode.POSITION else pos  # DAMPING and OFF hold the measured pose
+        np.testing.assert_allclose(convert.float64_multiarray_to_command(sent["joint_commands"], N), expected)
+        np.testing.assert_allclose(convert.joint_state_to_targets(sent["joint_targets"], ROBOT.joint_names), expected)
+        assert list(sent["joint_targets"].name) == list(ROBOT.joint_names)
+        kp_got, kd_got = convert.float64_multiarray_to_gains(sent["joint_gains"], N)
+        np.testing.assert_array_equal(kp_got, kp_sent)
+        np.testing.assert_array_equal(kd_got, kd_sent)
+    (status,) = diagnostics.status
+    values = convert.status_values(status)
+    assert convert.status_level(status) == convert.ERROR and status.hardware_id == ROBOT.name
+    assert status.message == "DAMPING: state stale 70 ms > 60 ms: damping"
+    assert values["state"] == "DAMPING" and float(values["imu_age_ms"]) >= 0 and values["backend"] == "dds"
+
+
+# ---- faults against the emulator ----------------------------------------------------------------
+
+
+# The robot takes the JointState targets in one case, the forward command controller's array in the other.
+@pytest.mark.parametrize("topic, command_topic", [("imu", "joint_targets"), ("joint_states", "joint_commands")])
+def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_path, topic, command_topic):
+    loops = []
+    with emulator(topics, ros2={f"stop_{topic}_at": FAULT_AT, "command_topic": command_topic}) as emu:
+        result, tel = deploy(bundle, topics, tmp_path, ready=loops.append)
+        last_published = emu.last_published[topic]
+    fault = only_fault(tel, "stale")
+    tick = tel.ticks[fault["tick"]]
+    bound_ms = 1e3 * FAST.stale_periods * DT
+    # The State's age is the older topic's: it crossed the stale limit in this tick, not before.
+    assert tick["age_ms"] > bound_ms and tel.ticks[fault["tick"] - 1]["age_ms"] <= bound_ms
+    assert tick["age_ms"] <= bound_ms + 1e3 * (DT + SLACK_S)  # documented: stale limit + one period
+    kind = {"imu": "Imu", "joint_states": "JointState"}[topic]
+    other = {"Imu": "JointState", "JointState": "Imu"}[kind]
+    quiet = tel.ticks[fault["tick"] - 2 : fault["tick"] + 1]  # at least the 3 periods of the stale limit
+    assert all(kind not in t["frames"] for t in quiet) and all(other in t["frames"] for t in quiet), [
+        t["frames"] for t in quiet
+    ]
+    since_publish = fault["t"] + loops[0].t0 - last_published
+    print(f"stale {topic}: damped at State age {tick['age_ms']:.0f} ms (bound {bound_ms + 1e3 * DT:.0f} ms), "
+          f"{1e3 * since_publish:.0f} ms after the last {kind} was published")  # fmt: skip
+    assert since_publish <= FAST.stale_periods * DT + 2 * DT + SLACK_S  # + up to a period until the first poll
+    assert result.exit_code == 1 and tel.summary["end_state"] == "DONE"
+    assert [mode for _, mode in emu.command_modes][-2:] == ["POSITION", "DAMPING"]  # applied by the robot
+
+
+def deploy_process(*args) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--transport", "ros2", *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_state(telemetry: Path, state: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        if telemetry.exists() and f'"state":"{state}"' in telemetry.read_text(errors="replace"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"never reached {state}")
+
+
+def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_path, loopback):
+    """`trot deploy --transport ros2` in its own process; an operator's latched Bool on the estop topic."""
+    telemetry = tmp_path / "t.jsonl"
+    # The emulator ignores the estop topic here, so that what it applies is what the loop commands.
+    with emulator(topics, ros2={"listen_estop": False}) as emu, dds.DdsNode(topics, DOMAIN_ID) as operator:
+        estop = operator.writer("estop", msgs.Bool)
+        proc = deploy_process("--bundle", tiny_bundle, "--telemetry", telemetry, "--domain_id", DOMAIN_ID,
+                              "--ros_namespace", topics.namespace, "--soft_start_s", 0.3, "--fade_in_s", 0.3,
+                              "--duration", 3.0)  # fmt: skip
+        try:
+            wait_for_state(telemetry, "RUNNING", proc)
+            time.sleep(0.3)
+            pressed = time.monotonic()
+            estop.write(convert.make_bool(T, True))
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        modes = [(emu._t0 + t, mode) for t, mode in emu.command_modes]
+    assert proc.returncode == 1, err[-2000:]
+    tel = read_telemetry(telemetry)
+    fault = only_fault(tel, "estop_topic")
+    assert fault["reason"].startswith(f"e-stop: {topics.ros_name('estop')} is true")
+    first_bool = next(i for i, t in enumerate(tel.ticks) if "Bool" in t["frames"])
+    assert fault["tick"] == first_bool  # damping in the tick the message arrived
+    assert [tr["dst"] for tr in tel.transitions][-3:] == ["ESTOP_DAMPING", "OFF", "DONE"]
+    assert tel.ticks[-1]["mode"] == "OFF" and (tel.ticks[-1]["kp"], tel.ticks[-1]["kd"]) == (0.0, 0.0)
+    # What the robot applied: POSITION, then DAMPING (kp 0, damping kd) within a period, OFF after estop_damping_s.
+    assert [mode for _, mode in modes][-3:] == ["POSITION", "DAMPING", "OFF"], modes
+    (damped, _), (off, _) = modes[-2], modes[-1]
+    print(f"e-stop: robot damped {1e3 * (damped - pressed):.0f} ms after the Bool was published "
+          f"(bound {1e3 * DT:.0f} ms + delivery), motors off {off - damped:.2f} s later")  # fmt: skip
+    assert 0 < damped - pressed <= DT + ROBOT.physics_dt + SLACK_S
+    assert off - damped == pytest.approx(SafetyLimits().estop_damping_s, abs=DT + SLACK_S)  # the CLI's default
+    assert "-> ESTOP_DAMPING" in err and "cmd_vel" in out  # the default command source over ROS 2
+    assert_loopback_only(loopback, processes=2)
+
+
+# ---- walking with the shipped policy ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopback):
+    policy = Path(os.environ.get("TROT_WALK_BUNDLE", SHIPPED_POLICY))
+    if not policy.is_file():
+        pytest.skip(f"no shipped policy at {policy}: train and export one to run the 20 s walk over ROS 2")
+    from trot.sim.gate import GateThresholds
+
+    threshold = GateThresholds().max_lin_err
+    command = np.array([0.2, 0.0])
+    telemetry = tmp_path / "walk.jsonl"
+    samples = []  # (wall time, base velocity world, base quat, base height)
+    with emulator(topics) as emu, dds.DdsNode(topics, DOMAIN_ID) as teleop:
+        cmd_vel = teleop.writer("cmd_vel", msgs.Twist)
+        twist = convert.command_to_twist(T, [0.2, 0.0, 0.0])
+        proc = deploy_process("--bundle", policy, "--telemetry", telemetry, "--domain_id", DOMAIN_ID,
+                              "--ros_namespace", topics.namespace, "--duration", 20)  # fmt: skip
+        try:
+            while proc.poll() is None:
+                cmd_vel.write(twist)  # the velocity command comes over cmd_vel, as from a teleop node
+                gt = emu.ground_truth()
+                samples.append((time.monotonic(), gt["base_lin_vel"], gt["base_quat"], gt["base_pos"][2]))
+                time.sleep(0.05)
+            end = time.monotonic()
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    tel = read_telemetry(telemetry)
+    assert proc.returncode == 0, err[-2000:]
+    assert tel.complete and tel.summary["end_state"] == "DONE"
+    assert tel.summary["overrun_pct"] <= 1.0, tel.summary
+    # The last 10 s of walking: before the 0.5 s of shutdown damping and the process exit.
+    stop = end - 0.8
+    window = [s for s in samples if stop - 10.0 <= s[0] <= stop]
+    assert len(window) > 100
+    errors, forward = [], []
+    for _, vel, quat, _ in window:
+        w, x, y, z = quat
+        yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        c, s = math.cos(yaw), math.sin(yaw)
+        body = np.array([c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1]])  # heading frame
+        errors.append(np.linalg.norm(body - command))
+        forward.append(body[0])
+    print(
+        f"walk over ROS 2: mean forward {np.mean(forward):.3f} m/s, mean |v - cmd| {np.mean(errors):.3f} m/s "
+        f"(threshold {threshold} from GateThresholds.max_lin_err), overruns {tel.summary['overrun_pct']:.2f} %"
+    )
+    assert min(s[3] for s in samples[len(samples) // 4 :]) > 0.08, "the robot went down"
+    assert max(tilt_deg(s[2]) for s in samples) < 50
+    assert np.mean(errors) <= threshold
+    assert_loopback_only(loopback, processes=2)
