@@ -349,9 +349,8 @@ class TargetClamp:
 
     def __init__(self, robot, kp: float, kd: float):
         hw = robot.hardware
-        margin = hw["soft_limit_margin"]
-        self.lower = np.asarray(robot.joint_limits.lower, dtype=np.float64) + margin
-        self.upper = np.asarray(robot.joint_limits.upper, dtype=np.float64) - margin
+        self.lower = np.asarray(robot.soft_joint_limits.lower, dtype=np.float64)
+        self.upper = np.asarray(robot.soft_joint_limits.upper, dtype=np.float64)
         self.max_step = robot.velocity_limit * robot.control_dt  # rad per tick
         self.torque_limit = robot.torque_limit
         self.kp = min(kp, hw["kp_max"])

@@ -73,6 +73,14 @@ class Robot:
         return round(self.control_dt / self.physics_dt)
 
     @property
+    def soft_joint_limits(self) -> JointLimits:
+        """URDF limits less `hardware.soft_limit_margin`: where training, the gate and the robot clamp targets."""
+        m = self.hardware["soft_limit_margin"]
+        return JointLimits(
+            tuple(lo + m for lo in self.joint_limits.lower), tuple(hi - m for hi in self.joint_limits.upper)
+        )
+
+    @property
     def total_mass(self) -> float:
         return float(sum(self.link_masses.values()))
 
@@ -174,9 +182,7 @@ def _parse_urdf(urdf_path: Path) -> tuple[dict, dict]:
     for j in root.iter("joint"):
         lim = j.find("limit")
         if j.get("type") == "revolute" and lim is not None:
-            joints[j.get("name")] = tuple(
-                float(lim.get(k, "nan")) for k in ("lower", "upper", "effort", "velocity")
-            )
+            joints[j.get("name")] = tuple(float(lim.get(k, "nan")) for k in ("lower", "upper", "effort", "velocity"))
     masses = {}
     for link in root.iter("link"):
         m = link.find("inertial/mass")
@@ -200,9 +206,7 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         raise ContractError(f, "joints.names", names, "unique joint names")
     missing = [n for n in names if n not in urdf_joints]
     if missing:
-        raise ContractError(
-            f, "joints.names", missing, f"revolute joints of {urdf_path.name}: {sorted(urdf_joints)}"
-        )
+        raise ContractError(f, "joints.names", missing, f"revolute joints of {urdf_path.name}: {sorted(urdf_joints)}")
     if len(names) != len(urdf_joints):
         raise ContractError(
             f, "joints.names", len(names), f"all {len(urdf_joints)} revolute joints of {urdf_path.name}"
@@ -213,17 +217,13 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
     upper = tuple(urdf_joints[j][1] for j in names)
     for i, (q, lo, hi) in enumerate(zip(default, lower, upper)):
         if not lo <= q <= hi:
-            raise ContractError(
-                f, f"joints.default_pos[{i}]", q, f"within {names[i]}'s URDF limits [{lo}, {hi}]"
-            )
+            raise ContractError(f, f"joints.default_pos[{i}]", q, f"within {names[i]}'s URDF limits [{lo}, {hi}]")
 
     control_dt = _number(raw, "control.control_dt", f, 0.0, 1.0, lo_open=True)
     physics_dt = _number(raw, "control.physics_dt", f, 0.0, control_dt, lo_open=True)
     ratio = control_dt / physics_dt
     if abs(ratio - round(ratio)) > 1e-6:
-        raise ContractError(
-            f, "control.physics_dt", physics_dt, f"a whole fraction of control_dt={control_dt}"
-        )
+        raise ContractError(f, "control.physics_dt", physics_dt, f"a whole fraction of control_dt={control_dt}")
     torque_limit = _number(raw, "motor.torque_limit", f, 0.0, 1e4, lo_open=True)
     velocity_limit = _number(raw, "motor.velocity_limit", f, 0.0, 1e4, lo_open=True)
     for j in names:

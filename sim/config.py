@@ -62,6 +62,7 @@ class RewardCfg:
             "feet_air_time": 0.2,
             "gait_contact": 1.0,
             "swing_height": 1.0,
+            "joint_limits": -10.0,
             "stand_still": -0.5,
             "foot_slip": -0.1,
             "termination": -5.0,

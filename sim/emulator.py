@@ -171,9 +171,8 @@ class Emulator:
         n = robot.num_joints
         hw = robot.hardware
         self._kp_max, self._kd_max, self._damping_kd = hw["kp_max"], hw["kd_max"], hw["damping_kd"]
-        margin = hw["soft_limit_margin"]
-        self._target_lo = np.array(robot.joint_limits.lower) + margin
-        self._target_hi = np.array(robot.joint_limits.upper) - margin
+        self._target_lo = np.array(robot.soft_joint_limits.lower)
+        self._target_hi = np.array(robot.soft_joint_limits.upper)
         self._robot_id = bytes.fromhex(robot.contract_sha256())
         self._imu_pos = np.array(robot.imu_pos)
         self._rng = np.random.default_rng(self.options.seed)

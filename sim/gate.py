@@ -200,8 +200,8 @@ class CellSim:
         engine.reset()
         apply_physics(engine, robot, p)
         self.default = np.asarray(robot.default_joint_pos, dtype=float)
-        self.lower = np.asarray(robot.joint_limits.lower)
-        self.upper = np.asarray(robot.joint_limits.upper)
+        self.lower = np.asarray(robot.soft_joint_limits.lower)  # where training and the robot clamp
+        self.upper = np.asarray(robot.soft_joint_limits.upper)
         self.pending = deque([self.default] * p.latency_steps)
         push_at = min(p.push_at_s, 0.5 * seconds)
         self.push_step = round(push_at / robot.control_dt) if p.push_mps else None

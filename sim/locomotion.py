@@ -64,8 +64,9 @@ class LocomotionEnv(VecEnv):
         n, j, f = self.num_envs, self.num_actions, len(self.robot.foot_links)
         r = self.robot
         self.default_joint_pos = torch.tensor(r.default_joint_pos, dtype=torch.float64)
-        self.joint_lower = torch.tensor(r.joint_limits.lower, dtype=torch.float64)
-        self.joint_upper = torch.tensor(r.joint_limits.upper, dtype=torch.float64)
+        # Targets are clamped where the robot's deploy loop clamps them, inside the URDF limits.
+        self.joint_lower = torch.tensor(r.soft_joint_limits.lower, dtype=torch.float64)
+        self.joint_upper = torch.tensor(r.soft_joint_limits.upper, dtype=torch.float64)
         self.episode_length_buf = torch.zeros(n, dtype=torch.long)
         self.actions = torch.zeros(n, j, dtype=torch.float64)
         self.last_actions = torch.zeros_like(self.actions)

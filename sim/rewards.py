@@ -66,6 +66,12 @@ def swing_height(env: LocomotionEnv) -> torch.Tensor:
     return lifted.sum(1) / 2.0  # two feet swing at a time
 
 
+def joint_limits(env: LocomotionEnv) -> torch.Tensor:
+    """How far joints are beyond the soft limits (rad), where the robot clamps its targets."""
+    q = env.sim.joint_pos
+    return ((q - env.joint_upper).clamp(min=0.0) + (env.joint_lower - q).clamp(min=0.0)).sum(1)
+
+
 def stand_still(env: LocomotionEnv) -> torch.Tensor:
     return (env.sim.joint_pos - env.default_joint_pos).abs().sum(1) * ~env.moving_command
 
@@ -91,6 +97,7 @@ REWARDS = {
         feet_air_time,
         gait_contact,
         swing_height,
+        joint_limits,
         stand_still,
         foot_slip,
         termination,
