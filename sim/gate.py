@@ -42,9 +42,9 @@ class GateThresholds:
     max_yaw_err: float = 0.4  # rad/s, mean |yaw rate - command|
     max_err_fraction: float = 0.5  # ... and at most this fraction of a non-zero commanded speed or yaw rate
     max_torque_saturation: float = 0.10  # worst joint's fraction of physics steps at its torque limit
-    # rad, closest any joint may come to its URDF limit; None: the robot's soft_limit_margin, where the
-    # deploy loop clamps targets, so a policy that needs that last bit would behave differently on the robot
-    min_joint_margin: float | None = None
+    # rad, closest any joint may come to its URDF limit (the hard stop). Targets are clamped at the soft
+    # limits (soft_limit_margin inside) in training, here and on the robot alike; this catches overshoot.
+    min_joint_margin: float = 0.05
     max_foot_slip: float = 0.15  # m/s, mean horizontal speed of feet in contact with the floor
 
 
@@ -420,9 +420,8 @@ def _judge(spec, trace, samples, fall_time, margin, robot, wall_s) -> CellResult
             failures.append(f"foot slip {slip:.3f} > {th.max_foot_slip} m/s")
     if saturation > th.max_torque_saturation:
         failures.append(f"torque saturation {saturation:.2f} > {th.max_torque_saturation}")
-    min_margin = robot.hardware["soft_limit_margin"] if th.min_joint_margin is None else th.min_joint_margin
-    if margin < min_margin:
-        failures.append(f"joint margin {margin:.3f} < {min_margin} rad")
+    if margin < th.min_joint_margin:
+        failures.append(f"joint margin {margin:.3f} < {th.min_joint_margin} rad")
     return CellResult(
         engine=spec.engine,
         command=spec.command,
