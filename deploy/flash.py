@@ -38,6 +38,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _put_text(target, rel: str, text: str) -> None:
+    """Write `text` to `rel` on any target through its atomic `put`."""
+    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as f:
+        f.write(text)
+    try:
+        target.put(Path(f.name), rel)
+    finally:
+        os.unlink(f.name)
+
+
 class DirTarget:
     """A folder on this machine (a mounted SD card, a staging folder)."""
 
@@ -62,12 +72,7 @@ class DirTarget:
         os.replace(tmp, self.root / rel)
 
     def write_text(self, rel: str, text: str) -> None:
-        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as f:
-            f.write(text)
-        try:
-            self.put(Path(f.name), rel)
-        finally:
-            os.unlink(f.name)
+        _put_text(self, rel, text)
 
     def sha256(self, rel: str) -> str:
         return sha256_file(self.root / rel)
@@ -113,12 +118,7 @@ class SshTarget:
         self._ssh(f"sync && mv -f {shlex.quote(tmp)} {self._q(rel)}")
 
     def write_text(self, rel: str, text: str) -> None:
-        with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as f:
-            f.write(text)
-        try:
-            self.put(Path(f.name), rel)
-        finally:
-            os.unlink(f.name)
+        _put_text(self, rel, text)
 
     def sha256(self, rel: str) -> str:
         return self._ssh(f"sha256sum {self._q(rel)}").split()[0]
