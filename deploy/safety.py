@@ -32,7 +32,8 @@ class SafetyLimits:
     min_quat_norm: float = 0.5  # an IMU quaternion shorter than this is no orientation
     imu_stale_periods: float = 2.0  # IMU_STALE set this long -> damping
     imu_frozen_s: float = 0.25  # IMU readings bit-identical this long -> damping (a stuck, unflagged IMU)
-    max_inference_fraction: float = 1.0  # observation + inference slower than this × control_dt -> damping
+    max_inference_fraction: float = 1.0  # observation + inference slower than this × control_dt ...
+    slow_inference_ticks: int = 2  # ... in this many ticks in a row (or once beyond twice it) -> damping
     estop_damping_s: float = 1.0  # after an e-stop: DAMPING this long, then OFF
     shutdown_damping_s: float = 0.5  # after Ctrl-C, SIGTERM or the end of --duration: DAMPING, then exit
 
@@ -130,6 +131,7 @@ class SafetyMachine:
         self._errors: deque[tuple[float, int]] = deque()  # (t, cumulative link errors)
         self._imu_stale_since: float | None = None
         self._imu_last: bytes | None = None
+        self._slow_ticks = 0  # consecutive ticks whose inference missed the period
         self._imu_same_since: float | None = None
 
     # ---- transitions ----------------------------------------------------------------------------
@@ -327,11 +329,16 @@ class SafetyMachine:
         which = _nonfinite(obs=obs, action=action)
         if which:
             return self.fault(now, "nonfinite", f"non-finite policy input/output: {which}")
+        # One late tick is a scheduling hiccup (its late target is never sent); a policy that keeps
+        # missing the period, or one stalled for two periods, is a fault.
         budget = self.limits.max_inference_fraction * self.control_dt
-        if inference_s > budget:
+        self._slow_ticks = self._slow_ticks + 1 if inference_s > budget else 0
+        if self._slow_ticks >= self.limits.slow_inference_ticks or inference_s > 2 * budget:
             return self.fault(
-                now, "inference", f"inference {1e3 * inference_s:.1f} ms > {1e3 * budget:.1f} ms (the control period)"
-            )
+                now, "inference",
+                f"inference {1e3 * inference_s:.1f} ms > {1e3 * budget:.1f} ms (the control period), "
+                f"{self._slow_ticks} tick(s) in a row",
+            )  # fmt: skip
         return None
 
 

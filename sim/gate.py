@@ -200,8 +200,10 @@ class CellSim:
         engine.reset()
         apply_physics(engine, robot, p)
         self.default = np.asarray(robot.default_joint_pos, dtype=float)
-        self.lower = np.asarray(robot.soft_joint_limits.lower)  # where training and the robot clamp
+        self.lower = np.asarray(robot.soft_joint_limits.lower)  # targets: where training and the robot clamp
         self.upper = np.asarray(robot.soft_joint_limits.upper)
+        self.hard_lower = np.asarray(robot.joint_limits.lower)  # joints: the URDF stops, for the margin
+        self.hard_upper = np.asarray(robot.joint_limits.upper)
         self.pending = deque([self.default] * p.latency_steps)
         push_at = min(p.push_at_s, 0.5 * seconds)
         self.push_step = round(push_at / robot.control_dt) if p.push_mps else None
@@ -335,7 +337,7 @@ def run_cell(spec: CellSpec) -> CellResult:
             lin_world, ang_world = engine.base_velocity()
             rot = _rotation(quat)
             q, _ = engine.joint_state()
-            margin = min(margin, float(np.min(np.minimum(q - sim.lower, sim.upper - q))))
+            margin = min(margin, float(np.min(np.minimum(q - sim.hard_lower, sim.hard_upper - q))))
             tilt = math.degrees(math.acos(np.clip(rot[2, 2], -1.0, 1.0)))
             for key, value in (
                 ("t", t + dt),

@@ -232,6 +232,14 @@ def test_slow_inference_and_nonfinite_policy_values_damp():
     c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 0.9 * DT)
     assert c.m.state == Mode.RUNNING
     c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 1.1 * DT)
+    assert c.m.state == Mode.RUNNING  # one late tick is a hiccup
+    c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 0.5 * DT)
+    c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 1.1 * DT)
+    assert c.m.state == Mode.RUNNING  # not in a row
+    c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 1.1 * DT)
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "inference"
+    c = running()
+    c.m.check_policy(c.t, np.zeros(10), np.zeros(12), 2.1 * DT)  # stalled for two periods: at once
     assert c.m.state == Mode.DAMPING and c.last_transition.cause == "inference"
     c = running()
     c.m.check_policy(c.t, np.array([0.0, np.nan]), np.zeros(12), 0.001)
