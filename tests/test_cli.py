@@ -55,4 +55,4 @@ def test_bench_sim_prints_task_and_raw_rollout_with_their_ratio():
     row = out.stdout.strip().splitlines()[-1].split()
     num_envs, task, raw, ratio = int(row[0]), float(row[1]), float(row[2]), float(row[3])
     assert num_envs == 8 and task > 0 and raw > 0
-    assert ratio == pytest.approx(task / raw, rel=0.02)
+    assert ratio == pytest.approx(task / raw, abs=0.006)  # the ratio is printed to two decimals

@@ -151,7 +151,7 @@ def test_log_plot_writes_pngs(bundle, tmp_path):
     assert main(["log", "summary", str(tmp_path / "t.jsonl")]) == 0
 
 
-def test_slow_inference_damps_in_the_same_tick(bundle, tmp_path):
+def test_slow_inference_two_ticks_in_a_row_damps_in_the_second(bundle, tmp_path):
     from trot.deploy.runtime import PolicyRuntime
 
     runtime = PolicyRuntime(bundle, ROBOT)
@@ -159,7 +159,7 @@ def test_slow_inference_damps_in_the_same_tick(bundle, tmp_path):
 
     def slow_act(obs):
         calls.append(1)
-        if len(calls) == 30:  # the warm-up makes 20 calls; the 10th in the loop is slow
+        if len(calls) in (30, 31):  # the warm-up makes 20 calls; the 10th and 11th in the loop are slow
             time.sleep(1.5 * bundle.meta["control_dt"])
         return act(obs)
 
