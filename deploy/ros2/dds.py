@@ -24,7 +24,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from trot.deploy.ros2.topics import QosProfile, Ros2Topics
+from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
 
 LOOPBACK_INTERFACE = "lo"
 LOOPBACK_ADDRESS = "127.0.0.1"
@@ -113,16 +113,6 @@ def loopback_trace_problems(trace_text: str) -> list[str]:
     if used != {LOOPBACK_ADDRESS}:
         problems.append(f"addresses used {sorted(used)}; expected only {LOOPBACK_ADDRESS}")
     return problems
-
-
-def domain_id_from_env() -> int:
-    """`ROS_DOMAIN_ID` as ROS 2 reads it, 0 when unset."""
-    value = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or not 0 <= int(value) <= 232:
-        raise ValueError(f"ROS_DOMAIN_ID = {value!r}; expected an integer in 0..232")
-    return int(value)
 
 
 def dds_qos(profile: QosProfile) -> Qos:

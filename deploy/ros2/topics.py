@@ -7,6 +7,7 @@ path adds ROS 2's `rt/` prefix (`dds_name`), which is what `rmw_cyclonedds_cpp` 
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -130,3 +131,13 @@ def _check_name(field: str, name: str) -> None:
         )
     if name.endswith("/"):
         raise ValueError(f"Ros2Topics.{field} = {name!r}; expected no trailing '/'")
+
+
+def domain_id_from_env() -> int:
+    """`ROS_DOMAIN_ID` as ROS 2 reads it, 0 when unset."""
+    value = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit() or not 0 <= int(value) <= 232:
+        raise ValueError(f"ROS_DOMAIN_ID = {value!r}; expected an integer in 0..232")
+    return int(value)

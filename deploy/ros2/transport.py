@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -37,7 +36,7 @@ import numpy as np
 
 from trot.deploy.protocol import ControlMode, StatusFlags
 from trot.deploy.ros2 import convert
-from trot.deploy.ros2.topics import QosProfile, Ros2Topics
+from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
 from trot.deploy.transport import Poll, Sample, TransportError
 
 # The message type (a `convert.MessageTypes` field) of each topic.
@@ -61,16 +60,6 @@ OPEN_POLL_S = 0.005
 MAX_TAKE = 64
 # DiagnosticStatus level of each state; the others are OK.
 STATE_LEVELS = {"DAMPING": convert.ERROR, "ESTOP_DAMPING": convert.WARN, "OFF": convert.WARN}
-
-
-def env_domain_id() -> int:
-    """`ROS_DOMAIN_ID` as ROS 2 reads it, 0 when unset."""
-    value = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    if not value:
-        return 0
-    if not value.isdigit() or not 0 <= int(value) <= 232:
-        raise ValueError(f"ROS_DOMAIN_ID = {value!r}; expected an integer in 0..232")
-    return int(value)
 
 
 @dataclass
@@ -116,7 +105,7 @@ class Ros2Transport:
     ):
         self.joint_names = list(joint_names)
         self.topics = topics or Ros2Topics()
-        self.domain_id = env_domain_id() if domain_id is None else domain_id
+        self.domain_id = domain_id_from_env() if domain_id is None else domain_id
         if not 0 <= self.domain_id <= 232:
             raise ValueError(f"ROS 2 domain id {self.domain_id}; expected an integer in 0..232")
         self.hardware_id = hardware_id
