@@ -1,7 +1,7 @@
-"""Command-line entry points of the deploy stage: `trot deploy`, `trot log`, `trot bench deploy`.
+"""Command-line entry points of the deploy stage: `trot deploy`, `trot log`.
 
 Argument builders use argparse only, so that the CLI's parser loads nothing heavy; each `run_*` imports
-its stage when it runs. `python -m trot.deploy.cli {deploy,log,bench} ...` runs them without trot's CLI.
+its stage when it runs. `python -m trot.deploy.cli {deploy,log} ...` runs them without trot's CLI.
 
 Exit codes of `trot deploy`: 0 clean, 1 a fault or an e-stop happened, 2 refused before any motor command.
 """
@@ -81,18 +81,7 @@ def add_log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default=None, help="folder for the PNGs (default: <telemetry>_plots)")
 
 
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    """Flags of `trot bench deploy`."""
-    p.add_argument("bundle", help="policy bundle (.onnx)")
-    p.add_argument("--seconds", type=float, default=10.0, help="seconds of loop (soft start and fade-in included)")
-    p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
-    p.add_argument("--port", default=None, help="use this serial port instead of an in-process emulator")
-    p.add_argument("--baud", type=int, default=1_000_000, help="baud rate for the link budget (default 1000000)")
-    p.add_argument("--command", dest="velocity", default="0,0,0", metavar="VX,VY,YAW", help="constant velocity command")
-    p.add_argument("--telemetry", default=None, help="keep the run's telemetry file here")
-
-
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """'deploy: ...' lines on stderr for the loop's logger (its own handler: tests' root handlers stay)."""
     logger = logging.getLogger("trot.deploy")
     if not any(getattr(h, "_trot_deploy", False) for h in logger.handlers):
@@ -214,7 +203,7 @@ def _ros2_transport(args: argparse.Namespace, robot):
 
 def run_deploy(args: argparse.Namespace) -> int:
     """`trot deploy`: check everything that can be checked before the port is touched, then run the loop."""
-    _log_to_stderr()
+    log_to_stderr()
     from trot.deploy.bundle import BundleError, check_contract, load_bundle
     from trot.deploy.commands import CommandError
     from trot.deploy.loop import LoopConfig, run_loop
@@ -293,29 +282,12 @@ def run_log(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """`trot bench deploy BUNDLE`."""
-    _log_to_stderr()
-    from trot.deploy.bench import bench_deploy, format_bench
-    from trot.deploy.bundle import BundleError
-    from trot.deploy.commands import CommandError, parse_velocity
-
-    try:
-        command = parse_velocity(args.velocity)
-        figures = bench_deploy(args.bundle, args.seconds, args.robot, args.port, args.baud, command, args.telemetry)
-    except (BundleError, CommandError) as e:
-        raise SystemExit(f"trot bench deploy: {e}") from None
-    print(format_bench(figures), flush=True)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trot.deploy.cli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, build, run in (
         ("deploy", add_deploy_args, run_deploy),
         ("log", add_log_args, run_log),
-        ("bench", add_bench_args, run_bench),
     ):
         build(sub.add_parser(name))
         sub.choices[name].set_defaults(_run=run)

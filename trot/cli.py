@@ -45,14 +45,14 @@ def _bench(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     s.add_argument("--robot", default="pupper_v3")
     s.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
-    from trot.deploy.cli import add_bench_args  # argparse only
+    from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
 
 
 def run_bench(args: argparse.Namespace) -> int:
     if args.what == "deploy":
-        from trot.deploy.cli import run_bench as run_bench_deploy
+        from trot.hil.bench_deploy import run_bench as run_bench_deploy
 
         return run_bench_deploy(args)
     from trot.sim.bench import run_bench_sim
@@ -128,9 +128,9 @@ def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="raw JSON")
 
 
-@command("emulate", "PyBullet robot behind a pty, speaking the serial protocol", "trot.sim.emulator:run_cli")
+@command("emulate", "PyBullet robot behind a pty, speaking the serial protocol", "trot.hil.emulator:run_cli")
 def _emulate(p: argparse.ArgumentParser) -> None:
-    from trot.sim.emulator import add_args  # argparse only: no PyBullet until it runs
+    from trot.hil.emulator import add_args  # argparse only: no PyBullet until it runs
 
     add_args(p)
 
@@ -147,9 +147,9 @@ def _flash(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
 
 
-@command("gate", "test a policy bundle in PyBullet over commands x perturbations", "trot.sim.gate:run_cli")
+@command("gate", "test a policy bundle in PyBullet over commands x perturbations", "trot.hil.gate:run_cli")
 def _gate(p: argparse.ArgumentParser) -> None:
-    from trot.sim.gate import add_args  # argparse only: no PyBullet until it runs
+    from trot.hil.gate import add_args  # argparse only: no PyBullet until it runs
 
     add_args(p)
 

@@ -26,8 +26,8 @@ from trot.deploy.protocol import (
     encode,
     seq_delta,
 )
+from trot.hil.emulator import Emulator, EmulatorOptions
 from trot.robots import load_robot
-from trot.sim.emulator import Emulator, EmulatorOptions
 
 ROBOT = load_robot("pupper_v3")
 N = ROBOT.num_joints
@@ -317,7 +317,7 @@ def test_estop_at_sends_an_estop_frame_from_the_button_and_latches(emulate):
 def test_module_runs_as_a_process_prints_its_port_and_links_it(tmp_path: Path):
     link = tmp_path / "robot_tty"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trot.sim.emulator", "--duration", "1.5", "--link", str(link)],
+        [sys.executable, "-m", "trot.hil.emulator", "--duration", "1.5", "--link", str(link)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -6,9 +6,9 @@ import mujoco
 import numpy as np
 import pytest
 
+from trot.hil.pybullet_model import PyBulletRobot
 from trot.robots import load_robot
 from trot.sim.mujoco_model import build_model, index_model
-from trot.sim.pybullet_model import PyBulletRobot
 
 ROBOT = load_robot("pupper_v3")
 

@@ -1,6 +1,6 @@
 """Reproduce one nominal gate cell from the bundle and the URDF alone: no trot import.
 
-    python tests/gate_cell_standalone.py BUNDLE URDF --command 0.2 0 0 --seconds 5
+    python tests/hil/gate_cell_standalone.py BUNDLE URDF --command 0.2 0 0 --seconds 5
 
 Everything the policy needs (joint names and order, default pose, gains, torque limit, rates,
 observation terms, scales, history, clip and gait clock, action scale and clip) is read from the

@@ -1,4 +1,4 @@
-"""Robot emulator over ROS 2: the PyBullet robot of `sim/emulator.py` with ROS 2 topics in place of the pty.
+"""Robot emulator over ROS 2: the PyBullet robot of `hil/emulator.py` with ROS 2 topics in place of the pty.
 
 It publishes `sensor_msgs/Imu` and `sensor_msgs/JointState` at a steady rate and applies the joint targets
 and gains that `trot deploy --transport ros2` publishes (`deploy/ROS2.md`), through raw Cyclone DDS, so
@@ -38,10 +38,10 @@ import numpy as np
 from trot.deploy.protocol import Command, ControlMode, EStopReason
 from trot.deploy.ros2 import convert
 from trot.deploy.ros2.topics import Ros2Topics
+from trot.hil.emulator import Emulator, EmulatorOptions, options_from_args
 from trot.robots import Robot
-from trot.sim.emulator import Emulator, EmulatorOptions, options_from_args
 
-log = logging.getLogger("trot.sim.emulator")
+log = logging.getLogger("trot.hil.emulator")
 
 COMMAND_TOPICS = ("joint_targets", "joint_commands")
 

@@ -51,7 +51,7 @@ from trot.deploy.protocol import (
 )
 from trot.robots import Robot, load_robot
 
-log = logging.getLogger("trot.sim.emulator")
+log = logging.getLogger("trot.hil.emulator")
 
 GRAVITY = np.array([0.0, 0.0, -9.81])
 # A host that keeps up never has this much unread; more means nobody reads, and a real UART's bytes are gone.
@@ -162,7 +162,7 @@ class Emulator:
     def __init__(self, robot: Robot, options: EmulatorOptions | None = None):
         self.robot = robot
         # Imported here so that `add_args` (the CLI's parser) does not load PyBullet.
-        from trot.sim.pybullet_model import PyBulletRobot
+        from trot.hil.pybullet_model import PyBulletRobot
 
         self.options = options or EmulatorOptions()
         self.sim = PyBulletRobot(robot)  # standing at the default pose
@@ -669,7 +669,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     f.add_argument("--tip_at", type=float, default=None, help="roll the robot onto its side")
     f.add_argument("--estop_at", type=float, default=None, help="press the e-stop button (EStop frame sent)")
-    from trot.sim import emulator_ros2  # argparse only until it runs
+    from trot.hil import emulator_ros2  # argparse only until it runs
 
     emulator_ros2.add_args(p.add_argument_group("ROS 2 (--transport ros2; see docs/emulator.md)"))
 
@@ -687,7 +687,7 @@ def run_cli(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="emulator: %(message)s", stream=sys.stderr)
     robot = load_robot(args.robot)
     if getattr(args, "transport", "serial") == "ros2":
-        from trot.sim.emulator_ros2 import emulator_from_args
+        from trot.hil.emulator_ros2 import emulator_from_args
 
         emulator, label = emulator_from_args(robot, args), ""
     else:
@@ -711,7 +711,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trot.sim.emulator", description="Emulate the robot's microcontroller behind a pty."
+        prog="python -m trot.hil.emulator", description="Emulate the robot's microcontroller behind a pty."
     )
     add_args(parser)
     return run_cli(parser.parse_args(argv))

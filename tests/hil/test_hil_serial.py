@@ -33,7 +33,7 @@ from trot.robots import load_robot
 
 pytest.importorskip("pybullet")
 pytest.importorskip("serial")
-from trot.sim.emulator import Emulator, EmulatorOptions  # noqa: E402
+from trot.hil.emulator import Emulator, EmulatorOptions  # noqa: E402
 
 ROBOT = load_robot("pupper_v3")
 DT = ROBOT.control_dt
@@ -137,7 +137,7 @@ def test_disconnect_damps_at_the_first_failed_read(bundle, tmp_path):
 def test_frozen_microcontroller_is_a_stale_state_within_the_bound(bundle, tmp_path):
     """The emulator as a separate process, stopped with SIGSTOP: the link stays up, no State comes."""
     link = tmp_path / "tty"
-    emu = subprocess.Popen([sys.executable, "-m", "trot.sim.emulator", "--link", str(link), "--duration", "20"],
+    emu = subprocess.Popen([sys.executable, "-m", "trot.hil.emulator", "--link", str(link), "--duration", "20"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     frozen = threading.Event()
     try:
@@ -409,11 +409,11 @@ def test_missing_port_is_refused_naming_it(tiny_bundle, tmp_path):
 
 def walk_threshold() -> tuple[float, str]:
     try:
-        from trot.sim.gate import GateThresholds
+        from trot.hil.gate import GateThresholds
 
-        return GateThresholds().max_lin_err, "trot.sim.gate.GateThresholds.max_lin_err"
+        return GateThresholds().max_lin_err, "trot.hil.gate.GateThresholds.max_lin_err"
     except ImportError:
-        return 0.15, "0.15 m/s (trot.sim.gate not available)"
+        return 0.15, "0.15 m/s (trot.hil.gate not available)"
 
 
 @pytest.mark.slow

@@ -110,11 +110,11 @@ def make_engine(name: str, robot: Robot):
     """A single-robot simulator with PyBulletRobot's interface."""
     with _quiet_stdout():  # PyBullet prints its argv on connect
         if name == "pybullet":
-            from trot.sim.pybullet_model import PyBulletRobot
+            from trot.hil.pybullet_model import PyBulletRobot
 
             return PyBulletRobot(robot)
         if name == "mujoco":
-            from trot.sim.mujoco_robot import MujocoRobot
+            from trot.hil.mujoco_robot import MujocoRobot
 
             return MujocoRobot(robot)
     raise ValueError(f"engine '{name}': expected one of {ENGINES}")
@@ -662,7 +662,7 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
         "",
         "## Thresholds",
         "",
-        "Every cell, nominal or perturbed, is held to the same thresholds (`GateThresholds` in `sim/gate.py`, "
+        "Every cell, nominal or perturbed, is held to the same thresholds (`GateThresholds` in `hil/gate.py`, "
         "reasoning in `docs/gate.md`).",
         "",
         "| threshold | value | meaning |",
@@ -833,7 +833,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trot.sim.gate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trot.hil.gate", description=__doc__.splitlines()[0])
     add_args(parser)
     return run_cli(parser.parse_args(argv))
 

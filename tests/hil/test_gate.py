@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from trot.deploy.bundle import load_bundle
+from trot.hil import gate
+from trot.hil.gate import CellSim, make_engine, policy_noise_stds
 from trot.robots import load_robot
-from trot.sim import gate
-from trot.sim.gate import CellSim, make_engine, policy_noise_stds
 
 ROBOT = load_robot("pupper_v3")
 DEFAULT = np.array(ROBOT.default_joint_pos)
-STANDALONE = Path(__file__).resolve().parents[1] / "gate_cell_standalone.py"
+STANDALONE = Path(__file__).resolve().parent / "gate_cell_standalone.py"
 TRAINED = ROBOT.folder / "policies" / "walk.onnx"
 
 

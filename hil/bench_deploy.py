@@ -8,6 +8,7 @@ rate at 10 bits per byte). The emulator (PyBullet) is imported only when this ru
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import threading
@@ -85,7 +86,7 @@ def bench_deploy(
     reference_step = time_step(runtime, robot, command, REFERENCE_CALLS)
     emulator, thread, switch = None, None, sys.getswitchinterval()
     if port is None:
-        from trot.sim.emulator import Emulator
+        from trot.hil.emulator import Emulator
 
         # The emulator shares this process: hand the GIL over sooner than the default 5 ms, or its physics
         # thread delays the loop's wake-ups by up to that much (a cost the robot, with no emulator, never pays).
@@ -169,3 +170,33 @@ def format_bench(f: dict) -> str:
         lines.append("  the loop did not run to the end cleanly:")
         lines.extend(f"    t={t['t']:.3f} s  {t['line']}" for t in s["transitions"] if t["cause"] not in ("begin",))
     return "\n".join(lines)
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    """Flags of `trot bench deploy`."""
+    p.add_argument("bundle", help="policy bundle (.onnx)")
+    p.add_argument("--seconds", type=float, default=10.0, help="seconds of loop (soft start and fade-in included)")
+    p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
+    p.add_argument("--port", default=None, help="use this serial port instead of an in-process emulator")
+    p.add_argument("--baud", type=int, default=1_000_000, help="baud rate for the link budget (default 1000000)")
+    p.add_argument("--command", dest="velocity", default="0,0,0", metavar="VX,VY,YAW", help="constant velocity command")
+    p.add_argument("--telemetry", default=None, help="keep the run's telemetry file here")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """`trot bench deploy BUNDLE`."""
+    from trot.deploy.bundle import BundleError
+    from trot.deploy.cli import log_to_stderr
+    from trot.deploy.commands import CommandError, parse_velocity
+
+    log_to_stderr()
+    try:
+        command = parse_velocity(args.velocity)
+        figures = bench_deploy(args.bundle, args.seconds, args.robot, args.port, args.baud, command, args.telemetry)
+    except (BundleError, CommandError) as e:
+        raise SystemExit(f"trot bench deploy: {e}") from None
+    print(format_bench(figures), flush=True)
+    return 0

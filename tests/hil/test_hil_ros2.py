@@ -38,9 +38,9 @@ from trot.deploy.ros2.transport import CmdVelCommand, Ros2Transport  # noqa: E40
 from trot.deploy.safety import SafetyLimits, tilt_deg  # noqa: E402
 from trot.deploy.telemetry import read_telemetry  # noqa: E402
 from trot.deploy.transport import TransportError  # noqa: E402
+from trot.hil.emulator import EmulatorOptions  # noqa: E402
+from trot.hil.emulator_ros2 import Ros2Emulator, Ros2EmulatorOptions  # noqa: E402
 from trot.robots import load_robot  # noqa: E402
-from trot.sim.emulator import EmulatorOptions  # noqa: E402
-from trot.sim.emulator_ros2 import Ros2Emulator, Ros2EmulatorOptions  # noqa: E402
 
 ROBOT = load_robot("pupper_v3")
 N = ROBOT.num_joints
@@ -355,7 +355,7 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
     policy = Path(os.environ.get("TROT_WALK_BUNDLE", SHIPPED_POLICY))
     if not policy.is_file():
         pytest.skip(f"no shipped policy at {policy}: train and export one to run the 20 s walk over ROS 2")
-    from trot.sim.gate import GateThresholds
+    from trot.hil.gate import GateThresholds
 
     threshold = GateThresholds().max_lin_err
     command = np.array([0.2, 0.0])
