@@ -273,7 +273,8 @@ def _scale(p: Params, where: str, scale) -> float:
 def _clip(p: Params, where: str, clip) -> tuple[float, float] | None:
     if clip is None:
         return None
-    if not isinstance(clip, (list, tuple)) or len(clip) != 2 or clip[0] != -clip[1] or not clip[1] > 0:
+    numbers = isinstance(clip, (list, tuple)) and all(isinstance(c, (int, float)) for c in clip)
+    if not numbers or len(clip) != 2 or clip[0] != -clip[1] or not clip[1] > 0:
         raise p.error("env", f"{where}.clip", clip, "None or a symmetric (-c, c) with c > 0")
     return float(clip[0]), float(clip[1])
 
@@ -305,7 +306,9 @@ def _history(p: Params, term_cfgs: list[tuple[str, dict]]) -> tuple[int, bool]:
         lengths = {key: cfg.get("history_length", 0) for key, cfg in term_cfgs}
         flat = {key: cfg.get("flatten_history_dim", True) for key, cfg in term_cfgs}
         time_major = False
-    frames = {key: max(1, int(n)) for key, n in lengths.items()}
+    if not all(isinstance(n, int) and n >= 0 for n in lengths.values()):
+        raise p.error("env", f"{where}.<term>.history_length", lengths, "whole numbers of frames")
+    frames = {key: max(1, n) for key, n in lengths.items()}  # 0 (no history) is one frame
     if len(set(frames.values())) != 1:
         raise p.error("env", f"{where}.<term>.history_length", lengths, "the same history length for every term")
     not_flat = [key for key, f in flat.items() if frames[key] > 1 and f is not True]

@@ -65,7 +65,10 @@ def actor_weights(p: Params, obs_size: int, num_actions: int) -> tuple[dict, dic
             None if weight is None else weight.shape[1],
             f"{obs_size}, the size of params/env.yaml's '{p.group}' group",
         )
-    model = _mlp_model(obs_size, num_actions, actor, distribution=actor.get("distribution_cfg"))
+    try:
+        model = _mlp_model(obs_size, num_actions, actor, distribution=actor.get("distribution_cfg"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise p.error("agent", "actor", actor, f"an MLPModel config rsl-rl-lib builds ({type(e).__name__}: {e})") from e
     try:
         model.load_state_dict(p.actor_state, strict=True)
     except RuntimeError as e:

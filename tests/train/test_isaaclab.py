@@ -38,13 +38,21 @@ def _trot_observation(run, states) -> np.ndarray:
     history = None
     for s in states:
         terms = mapping.raw_terms(
-            np, quat_wxyz=s["quat_wxyz"], gyro=s["ang_vel_b"], joint_pos=s["joint_pos"][:, to_contract],
-            joint_vel=s["joint_vel"][:, to_contract], default_joint_pos=np.array(ROBOT.default_joint_pos)[None],
-            command=s["command"], last_action=s["last_action"][:, to_contract],
-        )  # fmt: skip
+            np,
+            quat_wxyz=s["quat_wxyz"],
+            gyro=s["ang_vel_b"],
+            joint_pos=s["joint_pos"][:, to_contract],
+            joint_vel=s["joint_vel"][:, to_contract],
+            default_joint_pos=np.array(ROBOT.default_joint_pos)[None],
+            command=s["command"],
+            last_action=s["last_action"][:, to_contract],
+        )
         frame = mapping.assemble_frame(np, run.observation, terms)
-        history = np.tile(frame, (1, run.observation.history)) if history is None else mapping.push_history(
-            np, history, frame)  # fmt: skip
+        history = (
+            np.tile(frame, (1, run.observation.history))
+            if history is None
+            else mapping.push_history(np, history, frame)
+        )
     return history
 
 
@@ -109,16 +117,32 @@ def test_permutations_are_pinned_for_physx_order(tmp_path):
     # contract joint i (FR, FL, BR, BL; abduction, hip, knee) sits at this index of PhysX's breadth-first order
     assert run.action_index == (3, 7, 11, 2, 6, 10, 1, 5, 9, 0, 4, 8)
     assert run.joint_names == tuple(PHYSX_ORDER) and run.action_joint_names == tuple(PHYSX_ORDER)
-    # Isaac Lab's joint_pos block (elements 9..20, PhysX order) lands in trot's joint_pos_rel block (9..20)
-    assert run.obs_index[9:21] == tuple(9 + ROBOT.joint_names.index(name) for name in PHYSX_ORDER)
+    # Isaac Lab's joint_pos block (elements 9..20: BL, BR, FL, FR abduction, then hips, then knees) lands in trot's
+    # joint_pos_rel block (9..20: FR, FL, BR, BL, each abduction, hip, knee)
+    assert run.obs_index[9:21] == (18, 15, 12, 9, 19, 16, 13, 10, 20, 17, 14, 11)
     assert run.obs_index[:9] == tuple(range(9))  # base_ang_vel, projected_gravity, velocity_command unmoved
+
+
+def test_joint_term_with_its_own_joint_order_is_mapped_by_name(tmp_path):
+    env = env_cfg()
+    asset_cfg = {"name": "robot", "joint_names": list(ROBOT.joint_names), "preserve_order": True}
+    env["observations"]["policy"]["joint_pos"]["params"] = {"asset_cfg": asset_cfg}
+    run = read_run(write_run(tmp_path, env=env), ROBOT)
+    assert run.obs_index[9:21] == tuple(range(9, 21))  # this term already lists the joints in contract order
+    assert run.obs_index[21:33] == (30, 27, 24, 21, 31, 28, 25, 22, 32, 29, 26, 23)  # joint_vel: PhysX order
 
 
 def test_description_carries_scales_rates_and_commands(tmp_path):
     run = read_run(write_run(tmp_path), ROBOT)
     terms = [(t.name, t.scale) for t in run.observation.terms]
-    assert terms == [("base_ang_vel", 0.25), ("projected_gravity", 1.0), ("velocity_command", 1.0),
-                     ("joint_pos_rel", 1.0), ("joint_vel", 0.05), ("last_action", 1.0)]  # fmt: skip
+    assert terms == [
+        ("base_ang_vel", 0.25),
+        ("projected_gravity", 1.0),
+        ("velocity_command", 1.0),
+        ("joint_pos_rel", 1.0),
+        ("joint_vel", 0.05),
+        ("last_action", 1.0),
+    ]
     # Isaac Lab's Unoise(-0.2, 0.2) on base_ang_vel: the uniform's std, 0.4 / sqrt(12)
     assert run.observation.terms[0].noise == pytest.approx(0.4 / 12**0.5)
     assert run.observation.history == 1 and run.obs_clip is None
@@ -130,11 +154,13 @@ def test_description_carries_scales_rates_and_commands(tmp_path):
 
 
 def test_joint_order_from_env_yaml_or_the_caller_when_the_run_has_no_descriptors(tmp_path):
-    recorded = read_run(write_run(tmp_path / "a", env=env_cfg(joint_ordering=list(PHYSX_ORDER),
-                                                              export_io_descriptors=False)), ROBOT)  # fmt: skip
+    recorded = read_run(
+        write_run(tmp_path / "a", env=env_cfg(joint_ordering=list(PHYSX_ORDER), export_io_descriptors=False)), ROBOT
+    )
     assert recorded.joint_order_source == "params/env.yaml scene.robot.joint_ordering"
-    given = read_run(write_run(tmp_path / "b", env=env_cfg(export_io_descriptors=False)), ROBOT,
-                     joint_order=PHYSX_ORDER)  # fmt: skip
+    given = read_run(
+        write_run(tmp_path / "b", env=env_cfg(export_io_descriptors=False)), ROBOT, joint_order=PHYSX_ORDER
+    )
     assert given.joint_order_source == "read_run(joint_order=...) joint_order"
     assert recorded.action_index == given.action_index == (3, 7, 11, 2, 6, 10, 1, 5, 9, 0, 4, 8)
 
@@ -201,69 +227,156 @@ def _swap_name(env):
 REFUSALS = {
     # case: (edit of env.yaml, edit of agent.yaml, file, key, expected)
     "unknown observation term": (
-        lambda e: _policy(e).update(height_scan=_term("height_scan")), None,
-        "env.yaml", "observations.policy.height_scan.func", "trot's vocabulary"),
+        lambda e: _policy(e).update(height_scan=_term("height_scan")),
+        None,
+        "env.yaml",
+        "observations.policy.height_scan.func",
+        "trot's vocabulary",
+    ),
     "absolute joint positions": (
-        lambda e: _policy(e)["joint_pos"].update(func="isaaclab.envs.mdp.observations:joint_pos"), None,
-        "env.yaml", "observations.policy.joint_pos.func", "trot's vocabulary"),
+        lambda e: _policy(e)["joint_pos"].update(func="isaaclab.envs.mdp.observations:joint_pos"),
+        None,
+        "env.yaml",
+        "observations.policy.joint_pos.func",
+        "trot's vocabulary",
+    ),
     "base velocity in the policy": (
-        lambda e: _policy(e).update(base_lin_vel=_term("base_lin_vel")), None,
-        "env.yaml", "observations.policy.base_lin_vel.func", "critic-only"),
+        lambda e: _policy(e).update(base_lin_vel=_term("base_lin_vel")),
+        None,
+        "env.yaml",
+        "observations.policy.base_lin_vel.func",
+        "critic-only",
+    ),
     "joint missing from the contract": (
-        _swap_name, None, "env.yaml", "scene.robot.joint_ordering", "missing ['leg_back_l_1']"),
+        _swap_name,
+        None,
+        "env.yaml",
+        "scene.robot.joint_ordering",
+        "missing ['leg_back_l_1']",
+    ),
     "joint order not recorded": (
-        lambda e: e.update(export_io_descriptors=False), None,
-        "env.yaml", "scene.robot.joint_ordering", "an explicit list of joint names"),
-    "different control rate": (
-        lambda e: e.update(decimation=5), None, "env.yaml", "sim.dt * decimation", "0.02 s"),
+        lambda e: e.update(export_io_descriptors=False),
+        None,
+        "env.yaml",
+        "scene.robot.joint_ordering",
+        "an explicit list of joint names",
+    ),
+    "different control rate": (lambda e: e.update(decimation=5), None, "env.yaml", "sim.dt * decimation", "0.02 s"),
     "history lengths per term": (
-        lambda e: _policy(e)["joint_vel"].update(history_length=3), None,
-        "env.yaml", "observations.policy.<term>.history_length", "the same history length for every term"),
+        lambda e: _policy(e)["joint_vel"].update(history_length=3),
+        None,
+        "env.yaml",
+        "observations.policy.<term>.history_length",
+        "the same history length for every term",
+    ),
     "history not flattened": (
-        lambda e: _policy(e).update(history_length=3, flatten_history_dim=False), None,
-        "env.yaml", "observations.policy.base_ang_vel.flatten_history_dim", "True"),
+        lambda e: _policy(e).update(history_length=3, flatten_history_dim=False),
+        None,
+        "env.yaml",
+        "observations.policy.base_ang_vel.flatten_history_dim",
+        "True",
+    ),
     "terms kept apart": (
-        lambda e: _policy(e).update(concatenate_terms=False), None,
-        "env.yaml", "observations.policy.concatenate_terms/concatenate_dim", "one flat observation vector"),
+        lambda e: _policy(e).update(concatenate_terms=False),
+        None,
+        "env.yaml",
+        "observations.policy.concatenate_terms/concatenate_dim",
+        "one flat observation vector",
+    ),
     "per-element scale": (
-        lambda e: _policy(e)["base_ang_vel"].update(scale=(0.25, 0.25, 0.5)), None,
-        "env.yaml", "observations.policy.base_ang_vel.scale", "one positive number"),
+        lambda e: _policy(e)["base_ang_vel"].update(scale=(0.25, 0.25, 0.5)),
+        None,
+        "env.yaml",
+        "observations.policy.base_ang_vel.scale",
+        "one positive number",
+    ),
     "clips trot can't express": (
-        lambda e: _policy(e)["joint_vel"].update(clip=(-100.0, 100.0)), None,
-        "env.yaml", "observations.policy.<term>.clip * scale", "one bound for every term"),
+        lambda e: _policy(e)["joint_vel"].update(clip=(-100.0, 100.0)),
+        None,
+        "env.yaml",
+        "observations.policy.<term>.clip * scale",
+        "one bound for every term",
+    ),
     "observation modifier": (
-        lambda e: _policy(e)["joint_vel"].update(modifiers=[{"func": "isaaclab.utils.modifiers:clip"}]), None,
-        "env.yaml", "observations.policy.joint_vel.modifiers", "None"),
+        lambda e: _policy(e)["joint_vel"].update(modifiers=[{"func": "isaaclab.utils.modifiers:clip"}]),
+        None,
+        "env.yaml",
+        "observations.policy.joint_vel.modifiers",
+        "None",
+    ),
     "joint subset": (
         lambda e: _policy(e)["joint_pos"]["params"].update(asset_cfg={"name": "robot", "joint_names": [".*_1"]}),
-        None, "env.yaml", "observations.policy.joint_pos.params.asset_cfg.joint_names", "every joint (12)"),
+        None,
+        "env.yaml",
+        "observations.policy.joint_pos.params.asset_cfg.joint_names",
+        "every joint (12)",
+    ),
     "default pose differs": (
-        lambda e: e["scene"]["robot"]["init_state"]["joint_pos"].update({"leg_.*_r_1": 0.3}), None,
-        "env.yaml", "scene.robot.init_state.joint_pos[leg_front_r_1]", "0.26, the default pose"),
+        lambda e: e["scene"]["robot"]["init_state"]["joint_pos"].update({"leg_.*_r_1": 0.3}),
+        None,
+        "env.yaml",
+        "scene.robot.init_state.joint_pos[leg_front_r_1]",
+        "0.26, the default pose",
+    ),
     "default pose from the USD": (
-        lambda e: e["scene"]["robot"]["init_state"]["joint_pos"].pop("leg_.*_2"), None,
-        "env.yaml", "scene.robot.init_state.joint_pos", "exactly one regex matching 'leg_back_l_2'"),
+        lambda e: e["scene"]["robot"]["init_state"]["joint_pos"].pop("leg_.*_2"),
+        None,
+        "env.yaml",
+        "scene.robot.init_state.joint_pos",
+        "exactly one regex matching 'leg_back_l_2'",
+    ),
     "action scale differs": (
-        lambda e: e["actions"]["joint_pos"].update(scale=0.5), None,
-        "env.yaml", "actions.joint_pos.scale", "0.25 for every joint"),
+        lambda e: e["actions"]["joint_pos"].update(scale=0.5),
+        None,
+        "env.yaml",
+        "actions.joint_pos.scale",
+        "0.25 for every joint",
+    ),
     "relative joint actions": (
         lambda e: e["actions"]["joint_pos"].update(
-            class_type="isaaclab.envs.mdp.actions.joint_actions:RelativeJointPositionAction"), None,
-        "env.yaml", "actions.joint_pos.class_type", "joint-position offset from the default pose"),
+            class_type="isaaclab.envs.mdp.actions.joint_actions:RelativeJointPositionAction"
+        ),
+        None,
+        "env.yaml",
+        "actions.joint_pos.class_type",
+        "joint-position offset from the default pose",
+    ),
     "joint-target clip": (
-        lambda e: e["actions"]["joint_pos"].update(clip={".*": (-1.0, 1.0)}), None,
-        "env.yaml", "actions.joint_pos.clip", "not the joint target"),
+        lambda e: e["actions"]["joint_pos"].update(clip={".*": (-1.0, 1.0)}),
+        None,
+        "env.yaml",
+        "actions.joint_pos.clip",
+        "not the joint target",
+    ),
     "unclipped policy output": (
-        None, lambda a: a.update(clip_actions=None), "agent.yaml", "clip_actions", "4.0, action_clip"),
+        None,
+        lambda a: a.update(clip_actions=None),
+        "agent.yaml",
+        "clip_actions",
+        "4.0, action_clip",
+    ),
     "recurrent actor": (
-        None, lambda a: a["actor"].update(class_name="RNNModel"), "agent.yaml", "actor.class_name", "MLPModel"),
+        None,
+        lambda a: a["actor"].update(class_name="RNNModel"),
+        "agent.yaml",
+        "actor.class_name",
+        "MLPModel",
+    ),
     "state-dependent noise head": (
-        None, lambda a: a["actor"]["distribution_cfg"].update(class_name="HeteroscedasticGaussianDistribution"),
-        "agent.yaml", "actor.distribution_cfg.class_name", "deterministic action is the MLP's output"),
+        None,
+        lambda a: a["actor"]["distribution_cfg"].update(class_name="HeteroscedasticGaussianDistribution"),
+        "agent.yaml",
+        "actor.distribution_cfg.class_name",
+        "deterministic action is the MLP's output",
+    ),
     "two observation groups": (
-        None, lambda a: a["obs_groups"].update(actor=["policy", "extra"]),
-        "agent.yaml", "obs_groups.actor", "one observation group"),
-}  # fmt: skip
+        None,
+        lambda a: a["obs_groups"].update(actor=["policy", "extra"]),
+        "agent.yaml",
+        "obs_groups.actor",
+        "one observation group",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
@@ -284,15 +397,21 @@ def test_what_trot_cannot_run_the_same_way_is_refused_by_name(tmp_path, case):
 def test_joint_order_given_that_disagrees_with_the_run_is_refused(tmp_path):
     run_dir = write_run(tmp_path)
     leg_by_leg = sorted(PHYSX_ORDER)
-    with pytest.raises(IsaacLabImportError, match=r"read_run\(joint_order=\.\.\.\): joint_order = .*expected the "
-                                                  r"order in .*io_descriptors/IO_descriptors\.yaml"):  # fmt: skip
+    with pytest.raises(
+        IsaacLabImportError,
+        match=r"read_run\(joint_order=\.\.\.\): joint_order = .*expected the "
+        r"order in .*io_descriptors/IO_descriptors\.yaml",
+    ):
         read_run(run_dir, ROBOT, joint_order=leg_by_leg)
 
 
 def test_checkpoint_for_another_observation_size_is_refused(tmp_path):
     run_dir = write_run(tmp_path, obs_size=48)  # trained with base_lin_vel, yaml edited afterwards
-    with pytest.raises(IsaacLabImportError, match=r"model_150\.pt: actor_state_dict\['mlp\.0\.weight'\] inputs = 48; "
-                                                  r"expected 45"):  # fmt: skip
+    with pytest.raises(
+        IsaacLabImportError,
+        match=r"model_150\.pt: actor_state_dict\['mlp\.0\.weight'\] inputs = 48; "
+        r"expected 45",
+    ):
         read_run(run_dir, ROBOT)
 
 
