@@ -4,8 +4,9 @@ Isaac Lab itself needs Python 3.12 and a GPU simulator, so it can't run here. Wh
 and `params/agent.yaml` are its configclass objects turned into dicts (class_to_dict: callables as "module:name",
 MISSING as {}, tuples kept) and dumped with `yaml.dump(data, default_flow_style=False, sort_keys=False)`; the key
 names and their order follow isaaclab 3.0.0's config classes (velocity_env_cfg.py, manager_term_cfg.py, rl_cfg.py,
-articulation_cfg.py; see docs/isaaclab.md). The checkpoint is saved by rsl-rl-lib's own OnPolicyRunner, and the
-reference policy is loaded back through it the way Isaac Lab's play script does.
+articulation_cfg.py; see docs/isaaclab.md), complete where the import reads and abbreviated (a few keys of the
+terrain, recorders, events, rewards) where it does not. The checkpoint is saved by rsl-rl-lib's own OnPolicyRunner,
+and the reference policy is loaded back through it the way Isaac Lab's play script does.
 
 The task is Isaac Lab's flat velocity task set up for the Pupper: base_lin_vel and height_scan dropped from the
 policy group, trot's scales, control at 50 Hz, the contract's default pose, action scale and clip. The articulation
@@ -36,14 +37,6 @@ OBS = "isaaclab.envs.mdp.observations"
 PHYSX_ORDER = [f"leg_{leg}_{i}" for i in (1, 2, 3) for leg in ("back_l", "back_r", "front_l", "front_r")]
 DEFAULT_POS = {"leg_.*_r_1": 0.26, "leg_.*_l_1": -0.26, "leg_.*_2": 0.0, "leg_.*_r_3": -0.52, "leg_.*_l_3": 0.52}
 SLICE_ALL = slice(None)  # Isaac Lab's SceneEntityCfg default; one object, so the dump aliases it (&id001 / *id001)
-TERM_SIZES = {
-    "base_ang_vel": 3,
-    "projected_gravity": 3,
-    "velocity_commands": 3,
-    "joint_pos": 12,
-    "joint_vel": 12,
-    "actions": 12,
-}
 
 
 def _missing():
