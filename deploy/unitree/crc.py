@@ -51,22 +51,22 @@ def crc32_core(words) -> int:
     return crc32_mpeg2(np.asarray(words, dtype=">u4").tobytes())
 
 
-def _kind(annotation) -> tuple[str, object, int]:
-    """('prim', struct code, 1), ('struct', class, 1) or an array of either (third item: length)."""
+def _kind(annotation) -> tuple[str, object, int | None]:
+    """('prim', struct code, None), ('struct', class, None), or either with an array length."""
     args = typing.get_args(annotation)
     if len(args) == 2 and isinstance(args[1], t.array):
         kind, inner, _ = _kind(args[1].subtype)
         return kind, inner, args[1].length
     if len(args) == 2 and args[1] in _PRIMITIVE:
-        return "prim", _PRIMITIVE[args[1]], 1
+        return "prim", _PRIMITIVE[args[1]], None
     if isinstance(annotation, type) and issubclass(annotation, IdlStruct):
-        return "struct", annotation, 1
+        return "struct", annotation, None
     raise TypeError(f"no C layout for the IDL type {annotation!r}")
 
 
 @cache
 def _fields(cls: type) -> tuple[tuple[str, str, object, int], ...]:
-    """(name, kind, struct code or class, array length) of each field of an IDL struct, in order."""
+    """(name, kind, struct code or class, array length or None) of each field of an IDL struct, in order."""
     return tuple((name, *_kind(a)) for name, a in typing.get_type_hints(cls, include_extras=True).items())
 
 
@@ -79,9 +79,10 @@ def c_layout(cls: type) -> tuple[str, int, int]:
             code, size, member_align = inner, struct.calcsize(inner), struct.calcsize(inner)
         else:
             code, size, member_align = c_layout(inner)
+        count = 1 if length is None else length
         pad = -offset % member_align
-        fmt.append(f"{pad}x" * bool(pad) + code * length)
-        offset += pad + size * length
+        fmt.append(f"{pad}x" * bool(pad) + code * count)
+        offset += pad + size * count
         align = max(align, member_align)
     tail = -offset % align
     return "".join(fmt) + f"{tail}x" * bool(tail), offset + tail, align
@@ -92,8 +93,8 @@ def _values(msg: IdlStruct) -> list:
     out = []
     for name, kind, _, length in _fields(type(msg)):
         value = getattr(msg, name)
-        items = [value] if length == 1 else list(value)
-        if len(items) != length:
+        items = [value] if length is None else list(value)
+        if length is not None and len(items) != length:
             raise ValueError(f"{type(msg).__name__}.{name}: {len(items)} values; expected {length} (the IDL's size)")
         for item in items:
             out.extend(_values(item) if kind == "struct" else [item])
