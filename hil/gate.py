@@ -99,11 +99,11 @@ PERTURBATIONS: dict[str, Perturbation] = {
 ENGINES = ("pybullet", "mujoco")
 
 
-def policy_noise_stds() -> dict[str, float]:
-    """The training task's observation noise stds by term (imported lazily: trot.sim.config needs torch)."""
-    from trot.sim.config import POLICY_TERMS
+def policy_noise_stds(robot: Robot) -> dict[str, float]:
+    """The robot's training task's observation noise stds by term (imported lazily: trot.sim needs torch)."""
+    from trot.sim.task import policy_noise_stds as task_noise_stds
 
-    return {t.name: t.noise for t in POLICY_TERMS if t.noise > 0}
+    return task_noise_stds(robot.folder)
 
 
 def make_engine(name: str, robot: Robot):
@@ -512,7 +512,7 @@ def run_gate(
     commands = list(commands or COMMANDS)
     perturbations = list(perturbations or PERTURBATIONS)
     check_matrix(commands, perturbations)
-    noise = policy_noise_stds() if any(PERTURBATIONS[p].sensor_noise for p in perturbations) else None
+    noise = policy_noise_stds(rob) if any(PERTURBATIONS[p].sensor_noise for p in perturbations) else None
     specs = [
         CellSpec(e, c, p, bundle, str(rob.folder), seconds, seed, thresholds, noise)
         for e in engines
