@@ -258,3 +258,33 @@ def test_sampling_is_reproducible_from_the_seed():
         assert torch.equal(a.rand[name], b.rand[name]), name
     assert not torch.equal(a.rand["friction"], c.rand["friction"])
     assert mujoco.mj_stateSize(a.sim_backend.model, mujoco.mjtState.mjSTATE_FULLPHYSICS) > 0
+
+
+def test_a_new_term_is_one_declaration_and_its_apply_step(monkeypatch):
+    """Declared in TERMS alone, a term is validated, sampled, composed, written to the models and logged."""
+    from trot.randomization import TermSpec
+
+    def torque_limit_scale(p, ids, v):
+        p.torque_limit[ids] *= v[:, None]
+
+    spec = TermSpec("actuation", "x", 1.0, (0.1, 2.0), torque_limit_scale, help="scales the torque limit")
+    monkeypatch.setitem(TERMS, "torque_limit_scale", spec)
+    cfg = RandomizationCfg.nominal().with_term("torque_limit_scale", 0.5, 0.5)
+    env = LocomotionEnv(replace(PUPPER, num_envs=2, episode_length_s=0.04, randomization=cfg))
+    act = env.sim_backend.idx.joint_ctrl
+    assert [m.actuator_forcerange[act, 1].tolist() for m in env.sim_backend.models] == [[1.5] * 12] * 2
+    env.step(torch.zeros(2, 12))
+    _, _, _, extras = env.step(torch.zeros(2, 12))
+    assert extras["log"]["randomization/torque_limit_scale"] == 0.5
+    with pytest.raises(ContractError, match="physical bounds"):
+        validate(cfg.with_term("torque_limit_scale", 0.5, 3.0), ROBOT)
+
+
+def test_docs_list_every_term():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "randomization.md").read_text()
+    table = [line for line in doc.splitlines() if line.startswith("| `")]
+    for name in TERMS:
+        short = name.replace("com_offset_", "_") if name.startswith("com_offset_") else name
+        assert any(f"`{name}`" in row or f"`{short}`" in row for row in table), name
