@@ -23,7 +23,6 @@ from trot.robots import ContractError, Robot
 
 KINDS = ("model", "actuation", "sensor", "event")
 SCHEDULES = ("startup", "reset", "interval")
-STEPS = ("physics", "control")  # a latency is sampled in whole steps of the robot's physics_dt / control_dt
 
 
 @dataclass(frozen=True)
@@ -181,11 +180,11 @@ def step_s(spec: TermSpec, robot: Robot) -> float | None:
     return {"physics": robot.physics_dt, "control": robot.control_dt, None: None}[spec.step]
 
 
-def validate(cfg: RandomizationCfg, robot: Robot, where: str = "config", prefix: str = "randomization") -> None:
+def validate(cfg: RandomizationCfg, robot: Robot, where: str = "config") -> None:
     """Refuse unknown terms, inverted ranges, values outside physical bounds, bad schedules, and latencies
     that are not whole steps; errors name `where` (a file or 'config'), the field, value and expectation."""
     for name, term in cfg.terms.items():
-        at = f"{prefix}.terms.{name}"
+        at = f"randomization.terms.{name}"
         if name not in TERMS:
             raise ContractError(where, at, name, f"a randomization term: one of {sorted(TERMS)}")
         spec = TERMS[name]

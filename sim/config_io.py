@@ -46,6 +46,10 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _is_fixed_tuple(t) -> bool:
     args = typing.get_args(t)
     return typing.get_origin(t) is tuple and bool(args) and args[-1] is not Ellipsis
@@ -67,7 +71,7 @@ def _fixed_tuple(t):
 
 CONVERTER = cattrs.Converter(forbid_extra_keys=True)
 CONVERTER.register_structure_hook(float, _strict("a number", _is_number, float))
-CONVERTER.register_structure_hook(int, _strict("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool), int))  # noqa: E501
+CONVERTER.register_structure_hook(int, _strict("a whole number", _is_int, int))
 CONVERTER.register_structure_hook(bool, _strict("true or false", lambda v: isinstance(v, bool), bool))
 CONVERTER.register_structure_hook(str, _strict("a string", lambda v: isinstance(v, str), str))
 CONVERTER.register_structure_hook_factory(_is_fixed_tuple, _fixed_tuple)

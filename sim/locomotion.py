@@ -64,7 +64,6 @@ class LocomotionEnv(VecEnv):
         self.foot_contact = torch.zeros(n, f, dtype=torch.bool)
         self.terminated = torch.zeros(n, dtype=torch.bool)
         self.time_outs = torch.zeros(n, dtype=torch.bool)
-        self.rand = self.randomizer.values  # each term's current value per env, logged
         obs_latency = self.cfg.randomization.terms.get("observation_latency")
         max_obs_latency = round(obs_latency.range[1] / self.dt) if obs_latency else 0
         self._imu_buf = torch.zeros(max_obs_latency + 1, n, 6, dtype=torch.float64)  # newest first
@@ -127,7 +126,7 @@ class LocomotionEnv(VecEnv):
         self.sim = self.sim_backend.read()
         self._derive_kinematics()
         self._compute_observations(done_ids)
-        extras["randomization"] = self.rand
+        extras["randomization"] = self.randomizer.values
         return self.get_observations(), rewards.float(), dones, extras
 
     # -- per-step quantities ---------------------------------------------------------------
@@ -179,7 +178,7 @@ class LocomotionEnv(VecEnv):
         log["termination/time_out"] = self.time_outs[ids].float().mean()
         log["termination/fall"] = (self.terminated[ids] & ~self.time_outs[ids]).float().mean()
         log["episode/length_s"] = self.episode_length_buf[ids].float().mean() * self.dt
-        for name, values in self.rand.items():
+        for name, values in self.randomizer.values.items():
             log[f"randomization/{name}"] = values[ids].float().mean()
         return log
 
@@ -267,4 +266,3 @@ class LocomotionEnv(VecEnv):
         if len(reset_ids) and spec.history > 1:
             hist[reset_ids] = frame[reset_ids].repeat(1, spec.history)
         return hist
-

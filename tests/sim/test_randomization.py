@@ -146,7 +146,7 @@ def test_push_changes_base_velocity_by_the_sampled_amount():
     env.randomizer.events(env.sim_backend, env.dt)
     after = env.sim_backend.read().base_lin_vel_world[:, :2]
     np.testing.assert_allclose((after - before).norm(dim=1), 0.3, atol=1e-9)
-    np.testing.assert_allclose(env.rand["push_velocity"], 0.3)
+    np.testing.assert_allclose(env.randomizer.values["push_velocity"], 0.3)
 
 
 def test_observation_noise_has_the_configured_std():
@@ -254,9 +254,9 @@ def test_sampling_is_reproducible_from_the_seed():
     a = LocomotionEnv(replace(PUPPER, num_envs=16, seed=3))
     b = LocomotionEnv(replace(PUPPER, num_envs=16, seed=3))
     c = LocomotionEnv(replace(PUPPER, num_envs=16, seed=4))
-    for name in a.rand:
-        assert torch.equal(a.rand[name], b.rand[name]), name
-    assert not torch.equal(a.rand["friction"], c.rand["friction"])
+    for name in a.randomizer.values:
+        assert torch.equal(a.randomizer.values[name], b.randomizer.values[name]), name
+    assert not torch.equal(a.randomizer.values["friction"], c.randomizer.values["friction"])
     assert mujoco.mj_stateSize(a.sim_backend.model, mujoco.mjtState.mjSTATE_FULLPHYSICS) > 0
 
 
@@ -288,3 +288,13 @@ def test_docs_list_every_term():
     for name in TERMS:
         short = name.replace("com_offset_", "_") if name.startswith("com_offset_") else name
         assert any(f"`{name}`" in row or f"`{short}`" in row for row in table), name
+
+
+def test_every_declaration_is_consistent():
+    from trot.randomization.terms import KINDS, SCHEDULES
+
+    for name, spec in TERMS.items():
+        assert spec.kind in KINDS and spec.schedule in SCHEDULES, name
+        assert spec.bounds[0] <= spec.nominal <= spec.bounds[1], name
+        assert (spec.kind == "event") == (spec.schedule == "interval"), name
+        assert spec.step in (None, "physics", "control") and (spec.step is None) == (spec.unit != "s"), name
