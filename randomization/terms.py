@@ -157,6 +157,14 @@ class RandomizationCfg:
         """Every term fixed at its nominal value: the robot as described."""
         return RandomizationCfg()
 
+    @staticmethod
+    def pinned(**values: float) -> RandomizationCfg:
+        """The nominal robot with some terms fixed at a value, e.g. `pinned(friction=0.5)`: one gate perturbation."""
+        cfg = RandomizationCfg()
+        for name, value in values.items():
+            cfg = cfg.with_term(name, value)
+        return cfg
+
     def with_term(
         self, name: str, lo: float, hi: float | None = None, schedule: str | None = None, interval_s=None
     ) -> RandomizationCfg:

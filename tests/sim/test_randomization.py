@@ -229,13 +229,14 @@ def test_every_term_composes_into_the_params_it_declares():
 
 def test_a_pinned_config_gives_every_env_the_same_params():
     """A perturbation is a randomization config pinned to a value: each env gets exactly it."""
-    cfg = RandomizationCfg.nominal().with_term("friction", 0.5).with_term("motor_strength", 0.8)
+    cfg = RandomizationCfg.pinned(friction=0.5, motor_strength=0.8, actuation_latency=0.02)
     r = Randomizer(cfg, ROBOT, 3, torch.Generator().manual_seed(0))
     for schedule in ("startup", "reset"):
         r.sample(schedule, torch.arange(3))
     assert r.params.friction.tolist() == [0.5] * 3
     np.testing.assert_allclose(r.params.torque_limit, 3.0 * 0.8)
     np.testing.assert_allclose(r.params.kp, 5.0 * 0.8)
+    assert r.params.actuation_latency_s.tolist() == [0.02] * 3  # one control step, as the gate's latency_1_step
 
 
 def test_nominal_params_share_one_model_and_a_difference_gives_each_env_its_own():
