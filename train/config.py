@@ -12,9 +12,11 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from trot.robots import ContractError
 from trot.sim import config_io
 from trot.sim.config import EnvCfg
 from trot.sim.task import task_cfg
+from trot.train.checkpoint import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -109,5 +111,15 @@ def override(cfg, dotted: str, text: str):
 
 
 def from_dict(cls, data: dict):
-    """Rebuild a (nested, frozen) config dataclass from `to_dict` output, e.g. a checkpoint's config."""
-    return config_io.structure(cls, data, "checkpoint config")
+    """Rebuild a (nested, frozen) config dataclass from `to_dict` output, e.g. a checkpoint's config;
+    raise CheckpointError naming the field that does not fit."""
+    old_rewards = data.get("env", {}).get("rewards", {}) if cls is TrainCfg else {}
+    if "weights" in old_rewards:  # the format before reward terms were declarations
+        raise CheckpointError(
+            "checkpoint config: field 'env.rewards.weights' holds the reward format of an older trot; play or "
+            "export this run with that version (its code_revision.txt names it)"
+        )
+    try:
+        return config_io.structure(cls, data, "checkpoint config")
+    except ContractError as e:
+        raise CheckpointError(str(e)) from None

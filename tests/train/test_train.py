@@ -230,14 +230,16 @@ def test_bad_set_is_refused_naming_field_value_and_expectation(item, message):
 
 
 def test_checkpoint_config_round_trips_and_refuses_unknown_fields():
-    from trot.sim.config_io import ConfigError
     from trot.train.config import TrainCfg, from_dict, preset, to_dict
 
     cfg = preset("cpu")
     data = to_dict(cfg)
     assert from_dict(TrainCfg, json.loads(json.dumps(data))) == cfg
     data["env"]["rewards"]["orientation"]["scale"] = 1.0
-    with pytest.raises(ConfigError, match=r"checkpoint config: field 'env.rewards.orientation' = \['scale'\]"):
+    with pytest.raises(CheckpointError, match=r"checkpoint config: field 'env.rewards.orientation' = \['scale'\]"):
+        from_dict(TrainCfg, data)
+    data["env"]["rewards"] = {"weights": {"orientation": -5.0}, "only_positive": True}  # before terms were declared
+    with pytest.raises(CheckpointError, match="'env.rewards.weights' holds the reward format of an older trot"):
         from_dict(TrainCfg, data)
 
 
