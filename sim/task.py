@@ -51,7 +51,8 @@ def _validate(cfg: EnvCfg, robot: Robot, where: str) -> None:
     if uses_clock and not (obs.gait_frequency_hz or 0) > 0:
         raise ContractError(
             where, "observations.gait_frequency_hz", obs.gait_frequency_hz,
-            f"the gait clock in Hz > 0 (set it in {robot.folder / 'task.toml'})",
+            f"the gait clock in Hz > 0: set in {robot.folder / 'task.toml'}, which task_cfg(robot) lays over the "
+            "shared defaults",
         )  # fmt: skip
     for name, term in cfg.rewards.items():
         _check_reward(name, term, where)
