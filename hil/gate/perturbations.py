@@ -43,8 +43,8 @@ def apply_physics(engine, robot: Robot, p: Perturbation) -> None:
     engine.torque_scale = p.motor_strength
 
 
-def policy_noise_stds() -> dict[str, float]:
-    """The training task's observation noise stds by term (imported lazily: trot.sim.config needs torch)."""
-    from trot.sim.config import POLICY_TERMS
+def policy_noise_stds(robot: Robot) -> dict[str, float]:
+    """The robot's training task's observation noise stds by term (imported lazily: trot.sim needs torch)."""
+    from trot.sim.task import policy_noise_stds as task_noise_stds
 
-    return {t.name: t.noise for t in POLICY_TERMS if t.noise > 0}
+    return task_noise_stds(robot.folder)

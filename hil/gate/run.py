@@ -91,7 +91,7 @@ def run_gate(
     commands = list(commands or COMMANDS)
     perturbations = list(perturbations or PERTURBATIONS)
     check_matrix(commands, perturbations)
-    noise = policy_noise_stds() if any(PERTURBATIONS[p].sensor_noise for p in perturbations) else None
+    noise = policy_noise_stds(rob) if any(PERTURBATIONS[p].sensor_noise for p in perturbations) else None
     specs = [
         CellSpec(e, c, p, bundle, str(rob.folder), seconds, seed, thresholds, noise)
         for e in engines

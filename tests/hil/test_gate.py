@@ -40,7 +40,7 @@ def cell(engine: str, perturbation: str = "nominal", seconds: float = 10.0, **ch
     """A gate perturbation's physics on a freshly built engine (CellSim applies it once, at build)."""
     _engines.append(make_engine(engine, ROBOT))
     p = replace(gate.PERTURBATIONS[perturbation], **changes)
-    return CellSim(_engines[-1], ROBOT, p, seconds, np.random.default_rng(0), policy_noise_stds())
+    return CellSim(_engines[-1], ROBOT, p, seconds, np.random.default_rng(0), policy_noise_stds(ROBOT))
 
 
 def hold(sim: CellSim, seconds: float, target=DEFAULT) -> None:
@@ -122,7 +122,7 @@ def test_push_kicks_the_base_sideways_by_its_speed_at_its_time(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_sensor_noise_has_the_training_stds_and_nominal_sensors_are_exact(engine):
-    stds = policy_noise_stds()
+    stds = policy_noise_stds(ROBOT)
     quiet, noisy = cell(engine), cell(engine, "sensor_noise")
     hold(quiet, 0.2)
     hold(noisy, 0.2)
