@@ -15,6 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
+# The link's vocabulary, which frames carry; defined in the neutral `link` module and re-exported here.
+from trot.deploy.link import ControlMode, EStopReason, StatusFlags  # noqa: F401
+
 PROTOCOL_VERSION = 1
 DELIMITER = b"\x00"
 ROBOT_ID_SIZE = 32
@@ -42,37 +45,6 @@ class MessageType(enum.IntEnum):
     COMMAND = 0x11
     HEARTBEAT = 0x20
     ESTOP = 0x21
-
-
-class ControlMode(enum.IntEnum):
-    """What the microcontroller does with a Command."""
-
-    POSITION = 0  # PD to joint_target with kp, kd, plus tau_ff
-    DAMPING = 1  # torque = -kd * joint_vel; joint_target, kp and tau_ff ignored
-    OFF = 2  # zero torque
-
-
-class StatusFlags(enum.IntFlag):
-    """Microcontroller status bits carried in every State."""
-
-    WATCHDOG_DAMPING = 1 << 0  # no valid Command in time: damping until Commands resume
-    ESTOP = 1 << 1  # e-stop latched: damping, POSITION commands ignored until a new Hello
-    MOTORS_OFF = 1 << 2  # motors unpowered or no session yet
-    IMU_STALE = 1 << 3  # imu_quat, gyro, accel are older than one IMU period
-    LOW_VOLTAGE = 1 << 4  # battery below the firmware's threshold
-    MOTOR_FAULT = 1 << 5  # a motor driver reported a fault or stopped answering
-
-
-class EStopReason(enum.IntEnum):
-    """Known e-stop reason codes; a decoder delivers unknown codes too (an e-stop is never dropped)."""
-
-    UNSPECIFIED = 0
-    BUTTON = 1  # the robot's e-stop button
-    HOST = 2  # operator or host software
-    WATCHDOG = 3
-    FALL = 4
-    LOW_VOLTAGE = 5
-    MOTOR_FAULT = 6
 
 
 def _uint(name: str, value: int, bits: int) -> int:

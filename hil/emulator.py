@@ -612,9 +612,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `trot emulate`; names match EmulatorOptions fields."""
     p, d = parser, _DEFAULTS
     p.add_argument("--robot", default="pupper_v3", help="robot name or folder (default: pupper_v3)")
+    from trot.deploy.link import TRANSPORTS  # the names `trot deploy` and `trot flash` take
+
     p.add_argument(
         "--transport",
-        choices=["serial", "ros2"],
+        choices=list(TRANSPORTS),
         default="serial",
         help="serial: the protocol behind a pty (default); ros2: Imu and JointState topics over DDS on loopback",
     )

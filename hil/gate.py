@@ -317,12 +317,12 @@ def run_cell(spec: CellSpec) -> CellResult:
     started = time.perf_counter()
     robot = load_robot(spec.robot)
     runtime = PolicyRuntime(spec.bundle, robot)
-    meta, th = spec.bundle.meta, spec.thresholds
+    contract, th = spec.bundle.contract, spec.thresholds
     engine = make_engine(spec.engine, robot)
     try:
         p = PERTURBATIONS[spec.perturbation]
         rng = np.random.default_rng(cell_seed(spec.seed, spec.command, spec.perturbation))
-        sim = CellSim(engine, robot, p, spec.seconds, rng, spec.noise_stds, meta["kp"], meta["kd"])
+        sim = CellSim(engine, robot, p, spec.seconds, rng, spec.noise_stds, contract.kp, contract.kd)
         segments = COMMANDS[spec.command]
         dt = robot.control_dt
         trace = {k: [] for k in ("t", "command", "command_start", "lin_vel", "yaw_rate", "height", "tilt_deg")}
@@ -507,7 +507,7 @@ def run_gate(
     thresholds: GateThresholds = GateThresholds(),
 ) -> GateRun:
     """Run the matrix (engines × commands × perturbations), cells in parallel worker processes."""
-    rob = load_robot(robot or bundle.meta["robot"]["name"])
+    rob = load_robot(robot or bundle.contract.name)
     check_contract(bundle, rob)
     commands = list(commands or COMMANDS)
     perturbations = list(perturbations or PERTURBATIONS)
@@ -572,26 +572,27 @@ def summary_table(run: GateRun) -> str:
 
 
 def bundle_summary(bundle: Bundle) -> dict:
-    m = bundle.meta
-    keys = ("control_dt", "physics_dt", "kp", "kd", "torque_limit", "action_scale", "commands", "training")
+    c = bundle.contract
     return {
         "path": str(bundle.path),
-        "robot": m["robot"]["name"],
-        "contract_sha256": m["robot"]["contract_sha256"],
+        "robot": c.name,
+        "contract_sha256": c.sha256(),
         "obs_size": bundle.obs_size,
         "num_joints": bundle.num_joints,
-        **{k: m[k] for k in keys},
+        **{k: getattr(c, k) for k in ("control_dt", "physics_dt", "kp", "kd", "torque_limit", "action_scale")},
+        "commands": {k: list(v) for k, v in asdict(bundle.meta.commands).items()},
+        "training": asdict(bundle.meta.training),
     }
 
 
 def outside_training_range(run: GateRun) -> list[str]:
     """Commands of the matrix that leave the bundle's trained command ranges."""
-    ranges, out = run.bundle.meta["commands"], []
+    ranges, out = asdict(run.bundle.meta.commands), []
     for name in run.commands:
         for _, cmd in COMMANDS[name]:
             for value, key in zip(cmd, ("vx", "vy", "yaw_rate")):
                 if not ranges[key][0] <= value <= ranges[key][1]:
-                    out.append(f"command {name}: {key} {value} is outside the trained range {ranges[key]}")
+                    out.append(f"command {name}: {key} {value} is outside the trained range {list(ranges[key])}")
     return out
 
 
@@ -816,7 +817,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         check_matrix(commands, perturbations)
         bundle = load_bundle(path)
-        check_contract(bundle, load_robot(args.robot or bundle.meta["robot"]["name"]))
+        check_contract(bundle, load_robot(args.robot or bundle.contract.name))
     except (ValueError, FileNotFoundError) as e:  # BundleError and ContractError are ValueErrors
         print(f"trot gate: {e}", file=sys.stderr)
         return 2

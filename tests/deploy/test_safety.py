@@ -1,10 +1,13 @@
 """The deploy loop's state machine, checks and clamps, without any I/O: every transition of SAFETY.md."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from trot.bundle import Contract
+from trot.deploy.link import Sample
 from trot.deploy.protocol import ControlMode, StatusFlags
 from trot.deploy.safety import (
     ACTIVE_MODES,
@@ -16,7 +19,6 @@ from trot.deploy.safety import (
     smoothstep,
     tilt_deg,
 )
-from trot.deploy.transport import Sample
 from trot.robots import load_robot
 
 DT = 0.02
@@ -54,7 +56,7 @@ class Clock:
         if received:
             self.seq += seq_step
             s = sample(self.t, self.seq, **fields)
-        self.m.check_state(self.t, s or getattr(self, "last", None), 1 if received else 0, seq_step)
+        self.m.check_state(self.t, [s] if received else [], seq_step)
         self.last = s or getattr(self, "last", None)
         self.m.advance(self.t)
         return self.m.state
@@ -320,17 +322,19 @@ def test_tilt_of_upright_rolled_and_upside_down_quaternions():
 
 # ---- clamps -------------------------------------------------------------------------------------
 
-CLAMP = TargetClamp(ROBOT, kp=ROBOT.kp, kd=ROBOT.kd)
+CONTRACT = Contract.from_robot(ROBOT)
+CLAMP = TargetClamp(CONTRACT, ROBOT.hardware)
+SOFT = TargetClamp(replace(CONTRACT, kp=1e-6, kd=0.0), ROBOT.hardware)  # no torque clamp
 Q0 = np.array(ROBOT.default_joint_pos)
 
 
 def test_targets_stay_inside_the_urdf_limits_less_the_margin():
     margin = ROBOT.hardware["soft_limit_margin"]
     lower, upper = np.array(ROBOT.joint_limits.lower), np.array(ROBOT.joint_limits.upper)
-    target, counts = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(upper + 1.0, upper, np.zeros(12), None)
+    target, counts = SOFT(upper + 1.0, upper, np.zeros(12), None)
     np.testing.assert_allclose(target, upper - margin)
     assert counts.position == 12
-    target, _ = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(lower - 1.0, lower, np.zeros(12), None)
+    target, _ = SOFT(lower - 1.0, lower, np.zeros(12), None)
     np.testing.assert_allclose(target, lower + margin)
 
 
@@ -338,7 +342,7 @@ def test_target_rate_is_limited_by_the_velocity_limit():
     step = ROBOT.velocity_limit * ROBOT.control_dt
     wanted = Q0 + 0.1
     wanted[0] = Q0[0] + 5.0
-    target, counts = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(wanted, Q0, np.zeros(12), previous=Q0)
+    target, counts = SOFT(wanted, Q0, np.zeros(12), previous=Q0)
     assert target[0] == pytest.approx(min(Q0[0] + step, CLAMP.upper[0]))
     np.testing.assert_allclose(target[1:], wanted[1:])
     assert counts.rate == 1
@@ -359,6 +363,6 @@ def test_predicted_pd_torque_is_held_to_the_torque_limit_by_moving_the_target():
 
 
 def test_gains_never_exceed_the_hardware_caps():
-    clamp = TargetClamp(ROBOT, kp=1e3, kd=1e3)
+    clamp = TargetClamp(replace(CONTRACT, kp=1e3, kd=1e3), ROBOT.hardware)
     assert clamp.kp == ROBOT.hardware["kp_max"] and clamp.kd == ROBOT.hardware["kd_max"]
     assert clamp.damping_kd == ROBOT.hardware["damping_kd"]

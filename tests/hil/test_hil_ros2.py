@@ -230,7 +230,7 @@ def test_transport_maps_sensors_in_and_commands_gains_diagnostics_out(topics):
             np.testing.assert_allclose(poll.sample.joint_vel, vel)
             assert np.isnan(poll.sample.joint_current).all()  # effort not reported
             assert poll.sample.seq is None and poll.received >= 1
-            np.testing.assert_allclose(CmdVelCommand(link).poll(None), [0.3, -0.1, 0.5])
+            np.testing.assert_allclose(CmdVelCommand(link).velocity(None), [0.3, -0.1, 0.5])
 
             target, kp, kd = rng.uniform(-0.5, 0.5, N), np.full(N, ROBOT.kp), np.full(N, ROBOT.kd)
             got = []
