@@ -204,7 +204,7 @@ def _varint(data: bytes, i: int, where: str) -> tuple[int, int]:
     value, shift = 0, 0
     while True:
         if i >= len(data) or shift > 63:
-            raise BundleError(f"{where}: not a well-formed ONNX protobuf (varint cut off at byte {i})")
+            raise BundleError(f"{where}: not a readable ONNX model (malformed protobuf: varint cut off at byte {i})")
         byte = data[i]
         value |= (byte & 0x7F) << shift
         i += 1
@@ -230,9 +230,11 @@ def _protobuf_fields(data: bytes, where: str):
             length, value = _varint(data, i, where)
             i = value + length
         else:
-            raise BundleError(f"{where}: not a well-formed ONNX protobuf (wire type {wire} at byte {start})")
+            raise BundleError(f"{where}: not a readable ONNX model (malformed protobuf: wire type {wire} at byte "
+                              f"{start})")  # fmt: skip
         if i > len(data):
-            raise BundleError(f"{where}: not a well-formed ONNX protobuf (field {number} runs past the end)")
+            raise BundleError(f"{where}: not a readable ONNX model (malformed protobuf: field {number} runs past "
+                              "the end)")  # fmt: skip
         yield number, start, value, i
 
 

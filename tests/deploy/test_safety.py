@@ -219,6 +219,31 @@ def test_imu_stale_flag_is_tolerated_briefly_then_damps():
     assert c.m.state == Mode.DAMPING and c.last_transition.cause == "imu_stale"
 
 
+def test_staleness_and_the_imu_rules_count_from_arrival_not_from_the_poll():
+    """States that arrived early in a period are as old as their arrival says (issue 13 item 6)."""
+    c = running()
+    t0 = c.t
+    early = t0 + 0.002  # arrived 2 ms after the previous poll, read by the next one 18 ms later
+    c.t = t0 + DT
+    c.m.check_state(c.t, [sample(early, c.seq + 1)], 1)
+    c.seq += 1
+    for k in (2, 3):  # no State comes: at 60 - 2 ms of age it is not stale yet ...
+        c.m.check_state(t0 + k * DT, [], None)
+        assert c.m.state == Mode.RUNNING
+    c.m.check_state(t0 + 3 * DT + 0.0021, [], None)  # ... 0.1 ms past 60 ms after its arrival it is
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "stale"
+
+    c = running()
+    t0, flag = c.t, StatusFlags.IMU_STALE
+    flagged = [sample(t0 + 0.004 * i, c.seq + i, status=flag) for i in (1, 2, 3, 4, 5)]  # 250 Hz
+    c.m.check_state(t0 + DT, flagged, 1)  # the flag first arrived at t0 + 4 ms
+    limit = LIMITS.imu_stale_periods * DT
+    c.m.check_state(t0 + 0.004 + limit - 1e-4, [sample(t0 + 0.004 + limit - 2e-4, c.seq + 6, status=flag)], 1)
+    assert c.m.state == Mode.RUNNING
+    c.m.check_state(t0 + 0.004 + limit + 1e-4, [sample(t0 + 0.004 + limit, c.seq + 7, status=flag)], 1)
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "imu_stale"
+
+
 def test_frozen_imu_without_a_flag_damps_after_imu_frozen_s():
     c = running()
     frozen = {"accel": (0.0, 0.0, 9.81)}
