@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
+from cobs import cobs  # C extension where it compiled, else its pure-Python fallback (PROTOCOL.md)
 
 # The link's vocabulary, which frames carry; defined in the neutral `link` module and re-exported here.
 from trot.deploy.link import ControlMode, EStopReason, StatusFlags  # noqa: F401
@@ -337,37 +338,17 @@ def frame_size(msg_type: MessageType, num_joints: int) -> int:
     return 2 * len(DELIMITER) + _max_cobs_size(body)
 
 
-def _cobs_encode(data: bytes) -> bytes:
-    """COBS-encode data so that the result has no zero byte."""
-    out = bytearray()
-    blocks = data.split(DELIMITER)
-    for index, block in enumerate(blocks):
-        while len(block) >= _COBS_BLOCK:
-            out.append(0xFF)
-            out += block[:_COBS_BLOCK]
-            block = block[_COBS_BLOCK:]
-            if not block and index == len(blocks) - 1:
-                # Canonical COBS ends on a full block without an empty trailing code.
-                return bytes(out)
-        out.append(len(block) + 1)
-        out += block
-    return bytes(out)
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode data (canonical: no empty trailing code after a full 254-byte block); no zero byte in the result."""
+    return cobs.encode(data)
 
 
-def _cobs_decode(data: bytes) -> bytes | None:
+def cobs_decode(data: bytes) -> bytes | None:
     """Invert COBS; None when data is not a valid encoding."""
-    out = bytearray()
-    i, size = 0, len(data)
-    while i < size:
-        code = data[i]
-        end = i + code
-        if code == 0 or end > size:
-            return None
-        out += data[i + 1 : end]
-        if code < 0xFF and end < size:  # a code below 0xFF stands for a zero, except after the last block
-            out.append(0)
-        i = end
-    return bytes(out)
+    try:
+        return cobs.decode(data)
+    except cobs.DecodeError:
+        return None
 
 
 def encode(msg: Message, num_joints: int | None = None) -> bytes:
@@ -377,7 +358,7 @@ def encode(msg: Message, num_joints: int | None = None) -> bytes:
         raise ValueError(f"{type(msg).__name__} has {joints} joints, expected {num_joints}")
     body = bytes([msg.msg_type]) + msg._payload()
     body += _CRC.pack(zlib.crc32(body))
-    return DELIMITER + _cobs_encode(body) + DELIMITER
+    return DELIMITER + cobs_encode(body) + DELIMITER
 
 
 def _parse(body: bytes, num_joints: int) -> Message | None:
@@ -439,7 +420,7 @@ class Decoder:
 
     def _decode(self, piece: bytes) -> Message | None:
         """Check one candidate frame in order: framing, CRC, then payload; count the first failure."""
-        body = _cobs_decode(piece) if len(piece) <= self.max_encoded_size else None
+        body = cobs_decode(piece) if len(piece) <= self.max_encoded_size else None
         if body is None or len(body) < _TYPE_SIZE + _CRC.size:
             self.framing_errors += 1
             return None

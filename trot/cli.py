@@ -48,9 +48,16 @@ def _bench(p: argparse.ArgumentParser) -> None:
     from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
+    from trot.deploy.fuzz import add_fuzz_args  # argparse only until it runs
+
+    add_fuzz_args(sub.add_parser("fuzz", help="mutated frames through the serial decoder: frames/s, what it refused"))
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.what == "fuzz":
+        from trot.deploy.fuzz import run_bench_fuzz
+
+        return run_bench_fuzz(args)
     if args.what == "deploy":
         from trot.hil.bench_deploy import run_bench as run_bench_deploy
 
