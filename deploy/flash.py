@@ -274,7 +274,7 @@ WantedBy=multi-user.target
 
 def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = None) -> list[str]:
     """Check as `trot deploy` does, copy and verify the new version, switch the pointer; one line per step."""
-    bundle_path = Path(bundle_path)
+    bundle_path = resolve_flashed(bundle_path)  # as deploy: a flash folder's current policy, a hash file beside it
     bundle = load_bundle(bundle_path)  # integrity: graph, weights and every metadata field
     check_contract(bundle, robot)  # the contract field by field, joint order included: refuse before any copy
     digest, name = sha256_file(bundle_path), version_name(sha256_file(bundle_path))
