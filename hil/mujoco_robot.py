@@ -12,9 +12,8 @@ import mujoco
 import numpy as np
 
 from trot.robots import Robot
+from trot.sim.backend import CONTACT_FORCE_N
 from trot.sim.mujoco_model import build_model, index_model
-
-CONTACT_FORCE_N = 1.0  # a base touch-sensor reading above this is contact
 
 
 class MujocoRobot:

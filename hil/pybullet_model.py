@@ -6,6 +6,10 @@ explicitly and has no joint armature, so on the light lower legs the explicit PD
 4 ms physics step (kd dt / I ≈ 7 > 2). Two things make it stable, both on by default: the motor's
 reflected inertia (armature) is added to each link's inertia about its joint axis, and every physics
 step is split into `substeps` PyBullet steps with the PD recomputed each time.
+
+PyBullet places a body's base and collision shapes by the link's inertial frame (centre of mass,
+principal axes); the methods here take and return the URDF link frame, as MuJoCo does, so that a
+base whose centre of mass is off its origin (the Go2's) stands where MuJoCo puts it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class PyBulletRobot:
         plane = c.createCollisionShape(p.GEOM_PLANE)
         self.floor = c.createMultiBody(0, plane)
         self.body = c.loadURDF(str(robot.urdf_path), [0, 0, 0.5], flags=p.URDF_USE_INERTIA_FROM_FILE)
+        self._base_inertial = c.getDynamicsInfo(self.body, -1)[3:5]  # (pos, xyzw) in the base link frame
+        self._base_link = c.invertTransform(*self._base_inertial)  # link frame in the inertial frame
 
         names = {c.getJointInfo(self.body, j)[1].decode(): j for j in range(c.getNumJoints(self.body))}
         self.joint_ids = [names[n] for n in robot.joint_names]
@@ -63,8 +69,9 @@ class PyBulletRobot:
         c = self.client
         shape = c.getCollisionShapeData(self.body, link)[0]
         # Collision data is relative to the inertial frame: move it into the link frame.
-        inertial_pos = np.array(c.getDynamicsInfo(self.body, link)[3])
-        return inertial_pos + np.array(shape[5])
+        inertial_pos, inertial_orn = c.getDynamicsInfo(self.body, link)[3:5]
+        rot = np.array(c.getMatrixFromQuaternion(inertial_orn)).reshape(3, 3)
+        return np.array(inertial_pos) + rot @ np.array(shape[5])
 
     def _add_reflected_inertia(self) -> None:
         c = self.client
@@ -90,10 +97,10 @@ class PyBulletRobot:
         for j, qj in zip(self.joint_ids, q):
             c.resetJointState(self.body, j, qj, 0.0)
         if base_height is None:
-            c.resetBasePositionAndOrientation(self.body, [0, 0, 0], [0, 0, 0, 1])
+            self._set_base_link_pose([0, 0, 0])
             lowest = min(f[2] for f in self.foot_positions())
             base_height = self.robot.foot_radius - lowest
-        c.resetBasePositionAndOrientation(self.body, [0, 0, base_height], [0, 0, 0, 1])
+        self._set_base_link_pose([0, 0, base_height])
         c.resetBaseVelocity(self.body, [0, 0, 0], [0, 0, 0])
         self.last_torque[:] = 0
 
@@ -101,15 +108,21 @@ class PyBulletRobot:
         states = self.client.getJointStates(self.body, self.joint_ids)
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
 
+    def _set_base_link_pose(self, pos, orn_xyzw=(0, 0, 0, 1)) -> None:
+        """Put the base link frame (not PyBullet's inertial frame) at `pos`, `orn_xyzw`."""
+        inertial = self.client.multiplyTransforms(pos, orn_xyzw, *self._base_inertial)
+        self.client.resetBasePositionAndOrientation(self.body, *inertial)
+
     def base_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """Base position and orientation quaternion (w, x, y, z)."""
-        pos, q = self.client.getBasePositionAndOrientation(self.body)
+        """Base link position and orientation quaternion (w, x, y, z)."""
+        pos, q = self.client.multiplyTransforms(*self.client.getBasePositionAndOrientation(self.body), *self._base_link)
         return np.array(pos), np.array([q[3], q[0], q[1], q[2]])
 
     def base_velocity(self) -> tuple[np.ndarray, np.ndarray]:
-        """Base linear and angular velocity in the world frame."""
+        """Base link origin's linear and the base's angular velocity in the world frame."""
         v, w = self.client.getBaseVelocity(self.body)
-        return np.array(v), np.array(w)
+        com = np.array(self.client.getBasePositionAndOrientation(self.body)[0])
+        return np.array(v) + np.cross(w, self.base_pose()[0] - com), np.array(w)
 
     def foot_positions(self) -> np.ndarray:
         """(num_feet, 3) foot sphere centres in the world frame."""

@@ -1,163 +1,238 @@
-"""Domain randomization terms: each declared once with its range, when it is sampled, and its bounds.
+"""Domain randomization terms, each declared once: kind, units, nominal value, physical bounds, apply step.
 
-A term is a name, a [min, max] range, a schedule ("startup", "reset" or "interval") and the
-physical bounds a value may never leave. `sample_terms` draws per-env values from a seeded torch
-generator, so a run is reproducible from its seed. The backend applies the physics terms to its
-per-env models; the task applies latency, offsets, noise and pushes. Setting a range to [v, v]
-fixes a term; `RandomizationCfg.nominal()` fixes every term at its nominal value.
+A term's declaration (`TERMS`) says what it means; its configuration (`Term`: range, schedule, and
+for interval events the mean time between them) says how it varies, per robot (the robot's
+`task.toml`). Kinds: `model` (the simulated body: masses, friction), `actuation` (how a joint target
+becomes torque: gains, strength, latency), `sensor` (what the policy measures: encoder offsets,
+IMU latency; additive noise is in the observation terms) and `event` (something done to the robot
+during an episode: pushes). The apply step of a model, actuation or sensor term writes the sampled
+values into `EnvParams` (params.py), which every backend reads; an event's apply step acts on the
+backend directly. `docs/randomization.md` lists every term and how to add one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
 
+from trot.randomization.params import EnvParams
+from trot.robots import ContractError, Robot
+
+KINDS = ("model", "actuation", "sensor", "event")
 SCHEDULES = ("startup", "reset", "interval")
 
 
 @dataclass(frozen=True)
 class TermSpec:
-    """What a term means and the values it can physically take."""
+    """What a term means, the values it can physically take, and how it is applied."""
 
+    kind: str
     unit: str
     nominal: float
     bounds: tuple[float, float]
-    integer: bool = False
+    apply: Callable
+    schedule: str = "reset"  # default schedule
+    per_joint: bool = False  # one value per joint instead of one per env
+    step: str | None = None  # sampled in whole physics or control steps (the unit stays seconds)
     help: str = ""
 
 
-# The registry: name -> spec. Defaults for the ranges are in RandomizationCfg below.
-TERMS: dict[str, TermSpec] = {
-    "friction": TermSpec("", 1.0, (0.0, 5.0), help="floor and foot sliding friction coefficient"),
-    "link_mass_scale": TermSpec("x", 1.0, (0.1, 10.0), help="every link's mass and inertia"),
-    "payload_mass": TermSpec("kg", 0.0, (-1.0, 10.0), help="mass added to the base at its centre of mass"),
-    "com_offset_x": TermSpec("m", 0.0, (-0.1, 0.1), help="base centre-of-mass shift, body x"),
-    "com_offset_y": TermSpec("m", 0.0, (-0.1, 0.1), help="base centre-of-mass shift, body y"),
-    "com_offset_z": TermSpec("m", 0.0, (-0.1, 0.1), help="base centre-of-mass shift, body z"),
-    "motor_strength": TermSpec("x", 1.0, (0.1, 2.0), help="scales the whole motor torque and its limit"),
-    "kp_scale": TermSpec("x", 1.0, (0.1, 5.0), help="scales the position gain"),
-    "kd_scale": TermSpec("x", 1.0, (0.1, 5.0), help="scales the damping gain"),
-    "actuation_latency": TermSpec(
-        "substeps",
-        0,
-        (0, 50),
-        integer=True,
-        help="a new target reaches the motors this many physics steps late",
-    ),
-    "observation_latency": TermSpec(
-        "control steps",
-        0,
-        (0, 5),
-        integer=True,
-        help="IMU terms (gyro, gravity) are this many policy steps old",
-    ),
-    "joint_zero_offset": TermSpec("rad", 0.0, (-0.2, 0.2), help="encoder zero error, per joint"),
-    "push_velocity": TermSpec("m/s", 0.0, (0.0, 5.0), help="magnitude of a horizontal base velocity kick"),
-}
+# -- apply steps: (params, env_ids, values) for model, actuation and sensor terms -----------------------------
 
-# Terms sampled once per joint instead of once per env.
-PER_JOINT = {"joint_zero_offset"}
+
+def _friction(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.friction[ids] = v
+
+
+def _link_mass_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.mass_scale[ids] = v
+
+
+def _payload_mass(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.payload_mass[ids] = v
+
+
+def _com_offset(axis: int) -> Callable:
+    def apply(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+        p.com_offset[ids, axis] = v
+
+    return apply
+
+
+def _kp_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.kp[ids] *= v[:, None]
+
+
+def _kd_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.kd[ids] *= v[:, None]
+
+
+def _motor_strength(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    for gain in (p.kp, p.kd, p.torque_limit):
+        gain[ids] *= v[:, None]
+
+
+def _actuation_latency(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.actuation_latency_s[ids] = v
+
+
+def _observation_latency(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.observation_latency_s[ids] = v
+
+
+def _joint_zero_offset(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.joint_zero_offset[ids] = v
+
+
+# -- apply steps of events: (backend, env_ids, values, generator) -----------------------------------------------
+
+
+def _push(backend, ids: torch.Tensor, speed: torch.Tensor, gen: torch.Generator) -> None:
+    """A horizontal kick of `speed` m/s in a random direction."""
+    angle = 2 * math.pi * torch.rand(len(ids), generator=gen, dtype=torch.float64)
+    delta = torch.stack([speed * torch.cos(angle), speed * torch.sin(angle), 0 * speed], 1)
+    backend.add_base_velocity(ids, delta)
+
+
+# The registry, in apply order (the gain scales before the strength that multiplies them too).
+TERMS: dict[str, TermSpec] = {
+    "friction": TermSpec("model", "", 1.0, (0.0, 5.0), _friction, help="floor-foot sliding friction coefficient"),
+    "link_mass_scale": TermSpec(
+        "model", "x", 1.0, (0.1, 10.0), _link_mass_scale, "startup", help="every link's mass and inertia"
+    ),
+    "payload_mass": TermSpec(
+        "model", "kg", 0.0, (-1.0, 10.0), _payload_mass, help="mass added to the base at its centre of mass"
+    ),
+    "com_offset_x": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(0), help="base centre-of-mass shift, body x"),
+    "com_offset_y": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(1), help="base centre-of-mass shift, body y"),
+    "com_offset_z": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(2), help="base centre-of-mass shift, body z"),
+    "kp_scale": TermSpec("actuation", "x", 1.0, (0.1, 5.0), _kp_scale, help="scales the position gain"),
+    "kd_scale": TermSpec("actuation", "x", 1.0, (0.1, 5.0), _kd_scale, help="scales the damping gain"),
+    "motor_strength": TermSpec(
+        "actuation", "x", 1.0, (0.1, 2.0), _motor_strength, help="scales Kp, Kd and the torque limit together"
+    ),
+    "actuation_latency": TermSpec(
+        "actuation", "s", 0.0, (0.0, 0.2), _actuation_latency, step="physics",
+        help="a new joint target reaches the motors this late (whole physics steps)",
+    ),  # fmt: skip
+    "observation_latency": TermSpec(
+        "sensor", "s", 0.0, (0.0, 0.1), _observation_latency, step="control",
+        help="the IMU terms (gyro, gravity) the policy sees are this old (whole control steps)",
+    ),  # fmt: skip
+    "joint_zero_offset": TermSpec(
+        "sensor", "rad", 0.0, (-0.2, 0.2), _joint_zero_offset, "startup", per_joint=True,
+        help="encoder zero error, per joint: the motor holds target - offset, the policy sees true + offset",
+    ),  # fmt: skip
+    "push_velocity": TermSpec(
+        "event", "m/s", 0.0, (0.0, 5.0), _push, "interval", help="magnitude of a horizontal base velocity kick"
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Term:
+    """How one term varies: uniform in `range` (in the term's unit), drawn on `schedule`."""
+
     range: tuple[float, float]
     schedule: str = "reset"
+    interval_s: float = 15.0  # interval terms: mean time between events per env (legged_gym pushes every 15 s)
 
 
-def _t(lo: float, hi: float, schedule: str = "reset") -> Term:
-    return Term((lo, hi), schedule)
+def _nominal_terms() -> dict[str, Term]:
+    return {name: Term((spec.nominal, spec.nominal), spec.schedule) for name, spec in TERMS.items()}
 
 
 @dataclass(frozen=True)
 class RandomizationCfg:
-    """Ranges and schedules; defaults from the Pupper v3 authors' MJX training (see robots/pupper_v3)."""
+    """Every term's range and schedule. The shared default is the robot as described (every term pinned at its
+    nominal value); a robot's task.toml sets the ranges its hardware varies in."""
 
-    terms: dict[str, Term] = field(
-        default_factory=lambda: {
-            "friction": _t(0.6, 1.4),
-            "link_mass_scale": _t(0.7, 1.3, "startup"),
-            "payload_mass": _t(0.0, 0.4),
-            "com_offset_x": _t(-0.03, 0.03),
-            "com_offset_y": _t(-0.01, 0.01),
-            "com_offset_z": _t(-0.02, 0.02),
-            "motor_strength": _t(0.8, 1.2),
-            "kp_scale": _t(0.75, 1.25),
-            "kd_scale": _t(0.5, 2.0),
-            "actuation_latency": _t(0, 5),
-            "observation_latency": _t(0, 1),
-            "joint_zero_offset": _t(-0.02, 0.02, "startup"),
-            "push_velocity": _t(0.0, 0.2, "interval"),
-        }
-    )
-    push_probability: float = 0.02  # per env and control step, for "interval" terms
+    terms: dict[str, Term] = field(default_factory=_nominal_terms)
 
     @staticmethod
     def nominal() -> RandomizationCfg:
         """Every term fixed at its nominal value: the robot as described."""
-        return RandomizationCfg(
-            {name: Term((spec.nominal, spec.nominal), "reset") for name, spec in TERMS.items()}, 0.0
-        )
+        return RandomizationCfg()
 
-    def with_term(self, name: str, lo: float, hi: float | None = None, schedule: str | None = None):
-        """A copy with one term's range (and optionally schedule) replaced."""
+    @staticmethod
+    def pinned(**values: float) -> RandomizationCfg:
+        """The nominal robot with some terms fixed at a value, e.g. `pinned(friction=0.5)`: one gate perturbation."""
+        cfg = RandomizationCfg()
+        for name, value in values.items():
+            cfg = cfg.with_term(name, value)
+        return cfg
+
+    def with_term(
+        self, name: str, lo: float, hi: float | None = None, schedule: str | None = None, interval_s=None
+    ) -> RandomizationCfg:
+        """A copy with one term's range (and optionally schedule, interval) replaced; [lo, lo] pins it."""
         old = self.terms.get(name, Term((0.0, 0.0)))
-        term = Term((lo, lo if hi is None else hi), schedule or old.schedule)
+        term = Term(
+            (lo, lo if hi is None else hi),
+            schedule or old.schedule,
+            old.interval_s if interval_s is None else interval_s,
+        )
         return replace(self, terms={**self.terms, name: term})
 
+    def varies(self, name: str) -> bool:
+        """True when the term can take a value other than its nominal one."""
+        term = self.terms.get(name)
+        return term is not None and term.range != (TERMS[name].nominal, TERMS[name].nominal)
 
-def validate(cfg: RandomizationCfg) -> None:
-    """Refuse unknown terms, inverted ranges, values outside physical bounds, bad schedules."""
-    unknown = sorted(set(cfg.terms) - set(TERMS))
-    if unknown:
-        raise ValueError(f"randomization: unknown term(s) {unknown}; known: {sorted(TERMS)}")
+
+def step_s(spec: TermSpec, robot: Robot) -> float | None:
+    """The step a term is sampled in, in seconds, or None for a continuous term."""
+    return {"physics": robot.physics_dt, "control": robot.control_dt, None: None}[spec.step]
+
+
+def validate(cfg: RandomizationCfg, robot: Robot, where: str = "config") -> None:
+    """Refuse unknown terms, inverted ranges, values outside physical bounds, bad schedules, and latencies
+    that are not whole steps; errors name `where` (a file or 'config'), the field, value and expectation."""
     for name, term in cfg.terms.items():
+        at = f"randomization.terms.{name}"
+        if name not in TERMS:
+            raise ContractError(where, at, name, f"a randomization term: one of {sorted(TERMS)}")
         spec = TERMS[name]
         lo, hi = term.range
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"randomization term '{name}': range {term.range} must be finite")
-        if lo > hi:
-            raise ValueError(f"randomization term '{name}': range min {lo} > max {hi}")
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise ContractError(where, f"{at}.range", list(term.range), "finite [min, max] with min <= max")
         if lo < spec.bounds[0] or hi > spec.bounds[1]:
-            raise ValueError(
-                f"randomization term '{name}': range {term.range} {spec.unit} is outside the physical bounds "
-                f"{spec.bounds} ({spec.help})"
+            raise ContractError(
+                where, f"{at}.range", list(term.range),
+                f"within the physical bounds {list(spec.bounds)}{' ' + spec.unit if spec.unit else ''} ({spec.help})",
+            )  # fmt: skip
+        step = step_s(spec, robot)
+        if step is not None and any(abs(x / step - round(x / step)) > 1e-6 for x in (lo, hi)):
+            raise ContractError(
+                where, f"{at}.range", list(term.range), f"whole {spec.step} steps of {step:g} s ({robot.name})"
             )
-        if spec.integer and (lo != int(lo) or hi != int(hi)):
-            raise ValueError(f"randomization term '{name}': range {term.range} must be whole {spec.unit}")
         if term.schedule not in SCHEDULES:
-            raise ValueError(f"randomization term '{name}': schedule '{term.schedule}' not in {SCHEDULES}")
-    if not 0.0 <= cfg.push_probability <= 1.0:
-        raise ValueError(f"randomization: push_probability {cfg.push_probability} not in [0, 1]")
+            raise ContractError(where, f"{at}.schedule", term.schedule, f"one of {SCHEDULES}")
+        if (term.schedule == "interval") != (spec.kind == "event"):
+            expected = "'interval' (an event)" if spec.kind == "event" else "'startup' or 'reset'"
+            raise ContractError(where, f"{at}.schedule", term.schedule, f"{expected} for a {spec.kind} term")
+        if not term.interval_s > 0:
+            raise ContractError(where, f"{at}.interval_s", term.interval_s, "a time > 0 s")
 
 
-def sample_term(name: str, term: Term, n: int, num_joints: int, gen: torch.Generator) -> torch.Tensor:
-    """Per-env values of one term: (n,) or (n, num_joints) for per-joint terms."""
+def sample_term(name: str, term: Term, n: int, robot: Robot, gen: torch.Generator) -> torch.Tensor:
+    """Per-env values of one term, float64: (n,) or (n, joints) for per-joint terms."""
+    spec = TERMS[name]
     lo, hi = term.range
-    shape = (n, num_joints) if name in PER_JOINT else (n,)
-    if TERMS[name].integer:
-        return torch.randint(int(lo), int(hi) + 1, shape, generator=gen)
+    shape = (n, robot.num_joints) if spec.per_joint else (n,)
+    step = step_s(spec, robot)
+    if step is not None:  # uniform over the whole steps in the range
+        k = torch.randint(round(lo / step), round(hi / step) + 1, shape, generator=gen)
+        return k.to(torch.float64) * step
     return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
 
 
-def sample_terms(
-    cfg: RandomizationCfg, schedules: tuple[str, ...], n: int, num_joints: int, gen: torch.Generator
-) -> dict[str, torch.Tensor]:
-    """Values for every term whose schedule is in `schedules`, in a fixed (sorted) order."""
-    return {
-        name: sample_term(name, cfg.terms[name], n, num_joints, gen)
-        for name in sorted(cfg.terms)
-        if cfg.terms[name].schedule in schedules
-    }
-
-
-def nominal_values(n: int, num_joints: int) -> dict[str, torch.Tensor]:
+def nominal_values(n: int, robot: Robot) -> dict[str, torch.Tensor]:
     """Every term at its nominal value, for n envs."""
-    out = {}
-    for name, spec in TERMS.items():
-        shape = (n, num_joints) if name in PER_JOINT else (n,)
-        dtype = torch.long if spec.integer else torch.float64
-        out[name] = torch.full(shape, spec.nominal, dtype=dtype)
-    return out
+    return {
+        name: torch.full((n, robot.num_joints) if spec.per_joint else (n,), spec.nominal, dtype=torch.float64)
+        for name, spec in TERMS.items()
+    }

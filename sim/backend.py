@@ -1,11 +1,13 @@
 """Batched physics behind one small interface, and its CPU implementation on `mujoco.rollout`.
 
 A backend steps N copies of one robot together: one call per control step runs `decimation`
-physics substeps for every env in MuJoCo's C code on a thread pool (the GIL is released). Per-env
-randomized physics (mass, centre of mass, friction, gains, motor strength) lives in per-env
-`MjModel` copies; actuation latency is per env at substep granularity: the control sequence of a
-step holds the previous target for the first k substeps. State comes back as batch-first numpy
-arrays viewed as torch tensors, with no per-env Python loop on the hot path.
+physics substeps for every env in MuJoCo's C code on a thread pool (the GIL is released). What
+randomization varies per env arrives as one engine-neutral `EnvParams` through `write_params`:
+masses, centre of mass, friction, gains and torque limits go into per-env `MjModel` copies (made
+the first time an env differs from the nominal robot; until then all envs share one model, about
+10 % faster), and actuation latency is per env at physics-step granularity: each substep applies
+the newest target issued at least that long ago. State comes back as batch-first numpy arrays
+viewed as torch tensors, with no per-env Python loop on the hot path.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import numpy as np
 import torch
 from mujoco import rollout
 
+from trot.randomization import EnvParams, nominal_params
 from trot.robots import Robot
 from trot.sim.mujoco_model import build_model, index_model
 
 CONTACT_FORCE_N = 1.0  # a touch sensor reading above this counts as contact
+# The EnvParams fields that live in the MjModel (the rest are latency, applied in `step`, and the task's).
+MODEL_FIELDS = ("friction", "mass_scale", "payload_mass", "com_offset", "kp", "kd", "torque_limit")
 
 
 @dataclass
@@ -54,13 +59,13 @@ class Backend(Protocol):
     root_qpos_adr: int  # free joint: position (3) then quaternion w x y z (4)
     root_qvel_adr: int  # free joint: world linear velocity (3) then body angular velocity (3)
 
-    def step(self, joint_targets: torch.Tensor, latency_substeps: torch.Tensor) -> SimState: ...
+    def step(self, joint_targets: torch.Tensor) -> SimState: ...
 
     def reset_envs(self, env_ids: torch.Tensor, qpos: torch.Tensor, qvel: torch.Tensor) -> None: ...
 
     def add_base_velocity(self, env_ids: torch.Tensor, delta: torch.Tensor) -> None: ...
 
-    def apply_randomization(self, env_ids: torch.Tensor, values: dict[str, torch.Tensor]) -> None: ...
+    def write_params(self, env_ids: torch.Tensor, params: EnvParams) -> None: ...
 
     def read(self) -> SimState: ...
 
@@ -72,7 +77,7 @@ class Backend(Protocol):
 class MujocoBackend:
     """N envs on the CPU, stepped by `mujoco.rollout` with one call per control step."""
 
-    def __init__(self, robot: Robot, num_envs: int, nthread: int | None = None, per_env_models: bool = True):
+    def __init__(self, robot: Robot, num_envs: int, nthread: int | None = None):
         self.robot = robot
         self.num_envs = num_envs
         self.decimation = robot.decimation
@@ -82,8 +87,7 @@ class MujocoBackend:
         m = self.model
         self.num_qvel = m.nv
         self.root_qpos_adr, self.root_qvel_adr = self.idx.root_qpos, self.idx.root_qvel
-        # One model per env only when physics is randomized; a shared model is ~10 % faster.
-        self.models = [copy.copy(m) for _ in range(num_envs)] if per_env_models else [m] * num_envs
+        self.models = [m] * num_envs  # one shared model until an env's params differ from the nominal robot
         nthread = nthread or os.cpu_count() or 1
         self._datas = [mujoco.MjData(m) for _ in range(nthread)]
         self._rollout = rollout.Rollout(nthread=nthread)
@@ -102,28 +106,38 @@ class MujocoBackend:
         self._state_out = np.zeros((num_envs, self.decimation, self._nstate))
         self._sens_out = np.zeros((num_envs, self.decimation, m.nsensordata))
         self._ctrl = np.tile(m.key("home").ctrl, (num_envs, self.decimation, 1))
-        self._prev_target = np.tile(np.asarray(robot.default_joint_pos), (num_envs, 1))
-        self._substep = np.arange(self.decimation)[None, :, None]
+        # Targets of the previous control steps, newest first: (depth, N, J), depth grows with the latency.
+        self._held = np.tile(np.asarray(robot.default_joint_pos), (1, num_envs, 1))
+        self._latency = np.zeros(num_envs, dtype=np.int64)  # physics steps
+        self._substep = np.arange(self.decimation)[None, :]
         self._nominal = self._nominal_fields()
+        self._nominal_params = nominal_params(robot, 1)
         self._views()
 
     # -- hot path --------------------------------------------------------------------------
 
-    def step(self, joint_targets: torch.Tensor, latency_substeps: torch.Tensor) -> SimState:
-        """Run one control step: each env's new target reaches its motors `latency` substeps late."""
+    def step(self, joint_targets: torch.Tensor) -> SimState:
+        """Run one control step: each env's new target reaches its motors its actuation latency late."""
         target = joint_targets.detach().cpu().numpy().astype(np.float64)
-        late = latency_substeps.cpu().numpy()[:, None, None]
-        held = self._substep < late  # (N, decimation, 1)
-        self._ctrl[:, :, self.idx.joint_ctrl] = np.where(
-            held, self._prev_target[:, None, :], target[:, None, :]
-        )
-        self._prev_target = target
+        self._ctrl[:, :, self.idx.joint_ctrl] = self._applied_targets(target)
+        self._held = np.concatenate([target[None], self._held[:-1]]) if len(self._held) > 1 else target[None]
         self._rollout.rollout(
             self.models, self._datas, self.state, self._ctrl,
             nstep=self.decimation, state=self._state_out, sensordata=self._sens_out, skip_checks=True,
         )  # fmt: skip
         self.state[:] = self._state_out[:, -1]
         return self.read()
+
+    def _applied_targets(self, target: np.ndarray) -> np.ndarray:
+        """(N, decimation, J): at substep s an env with latency k applies the target issued
+        ceil((k - s) / decimation) control steps ago, or the new one when s >= k."""
+        late = self._latency[:, None]
+        held = (self._substep < late)[:, :, None]  # (N, decimation, 1)
+        if len(self._held) == 1:  # latency within one control step: the previous target
+            return np.where(held, self._held[0][:, None, :], target[:, None, :])
+        back = np.maximum(late - self._substep - 1, 0) // self.decimation  # (N, decimation) steps back - 1
+        old = self._held[back, np.arange(self.num_envs)[:, None]]  # (N, decimation, J)
+        return np.where(held, old, target[:, None, :])
 
     def _views(self) -> None:
         """Torch views on the state and sensor buffers (no copies)."""
@@ -174,7 +188,7 @@ class MujocoBackend:
         self.state[ids] = self._home_state
         self.state[ids, self._qpos_at : self._qpos_at + self.model.nq] = qpos.cpu().numpy()
         self.state[ids, self._qvel_at : self._qvel_at + self.model.nv] = qvel.cpu().numpy()
-        self._prev_target[ids] = qpos.cpu().numpy()[:, self.idx.joint_qpos]
+        self._held[:, ids] = qpos.cpu().numpy()[:, self.idx.joint_qpos]
         self._sens_out[ids] = 0.0
 
     def add_base_velocity(self, env_ids: torch.Tensor, delta: torch.Tensor) -> None:
@@ -200,29 +214,37 @@ class MujocoBackend:
             "act": self.idx.joint_ctrl,
         }
 
-    def apply_randomization(self, env_ids: torch.Tensor, values: dict[str, torch.Tensor]) -> None:
-        """Write sampled physics terms of `values` (each (n,) for env_ids) into those envs' models."""
-        if self.models[0] is self.models[-1] and self.num_envs > 1:
-            raise RuntimeError("physics randomization needs per_env_models=True")
-        nom, r = self._nominal, self.robot
-        vals = {k: v.cpu().numpy() for k, v in values.items()}
+    def write_params(self, env_ids: torch.Tensor, params: EnvParams) -> None:
+        """Put the randomized parameters of `env_ids` into their models and actuation latency."""
+        latency = params.actuation_latency_s[env_ids].cpu().numpy() / self.robot.physics_dt
+        self._set_latency(env_ids.cpu().numpy(), np.rint(latency).astype(np.int64))
+        shared = self.models[0] is self.model
+        if shared and not params.differ(env_ids, self._nominal_params, MODEL_FIELDS):
+            return
+        if shared:
+            self.models = [copy.copy(self.model) for _ in range(self.num_envs)]
+        nom, act = self._nominal, self.idx.joint_ctrl
+        p = {f: getattr(params, f)[env_ids].cpu().numpy() for f in MODEL_FIELDS}
         for row, i in enumerate(env_ids.cpu().numpy()):
             m = self.models[i]
-            scale = vals["link_mass_scale"][row]
-            m.body_mass[:] = nom["body_mass"] * scale
-            m.body_inertia[:] = nom["body_inertia"] * scale
+            m.body_mass[:] = nom["body_mass"] * p["mass_scale"][row]
+            m.body_inertia[:] = nom["body_inertia"] * p["mass_scale"][row]
             base_mass = m.body_mass[nom["base"]]
-            payload = vals["payload_mass"][row]
+            payload = p["payload_mass"][row]
             m.body_mass[nom["base"]] = base_mass + payload
             m.body_inertia[nom["base"]] *= (base_mass + payload) / base_mass
-            m.body_ipos[nom["base"]] = nom["body_ipos"][nom["base"]] + [
-                vals["com_offset_x"][row], vals["com_offset_y"][row], vals["com_offset_z"][row],
-            ]  # fmt: skip
-            m.geom_friction[nom["friction_geoms"], 0] = vals["friction"][row]
-            strength = vals["motor_strength"][row]
-            kp = r.kp * vals["kp_scale"][row] * strength
-            kd = r.kd * vals["kd_scale"][row] * strength
-            m.actuator_gainprm[nom["act"], 0] = kp
-            m.actuator_biasprm[nom["act"], 1] = -kp
-            m.actuator_biasprm[nom["act"], 2] = -kd
-            m.actuator_forcerange[nom["act"]] = [-r.torque_limit * strength, r.torque_limit * strength]
+            m.body_ipos[nom["base"]] = nom["body_ipos"][nom["base"]] + p["com_offset"][row]
+            m.geom_friction[nom["friction_geoms"], 0] = p["friction"][row]
+            m.actuator_gainprm[act, 0] = p["kp"][row]
+            m.actuator_biasprm[act, 1] = -p["kp"][row]
+            m.actuator_biasprm[act, 2] = -p["kd"][row]
+            m.actuator_forcerange[act, 0] = -p["torque_limit"][row]
+            m.actuator_forcerange[act, 1] = p["torque_limit"][row]
+
+    def _set_latency(self, ids: np.ndarray, steps: np.ndarray) -> None:
+        """Per-env latency in physics steps; keep as many past targets as the largest one needs."""
+        self._latency[ids] = steps
+        depth = max(1, -(-int(self._latency.max()) // self.decimation))
+        if depth > len(self._held):
+            extra = np.repeat(self._held[-1:], depth - len(self._held), axis=0)
+            self._held = np.concatenate([self._held, extra])

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import torch
 
-from trot.sim.config import EnvCfg
 from trot.sim.locomotion import LocomotionEnv
+from trot.sim.task import task_cfg
 
 
 def _timed(fn, seconds: float) -> tuple[int, float]:
@@ -27,7 +27,7 @@ def _timed(fn, seconds: float) -> tuple[int, float]:
 
 def bench_task(num_envs: int, seconds: float, robot: str = "pupper_v3", threads: int | None = None) -> dict:
     """Full task steps/s (physics, observations, rewards, resets, randomization) and raw rollout steps/s."""
-    env = LocomotionEnv(replace(EnvCfg(), robot=robot, num_envs=num_envs), nthread=threads)
+    env = LocomotionEnv(replace(task_cfg(robot), num_envs=num_envs), nthread=threads)
     gen = torch.Generator().manual_seed(0)
     actions = 0.3 * torch.randn(num_envs, env.num_actions, generator=gen)
     calls, elapsed = _timed(lambda: env.step(actions), seconds)

@@ -1,4 +1,11 @@
-"""Every knob of the velocity-tracking locomotion task, with its default, in one place."""
+"""Every knob of the velocity-tracking locomotion task, with its shared default, in one place.
+
+These are the defaults for any robot; what differs per robot (command ranges, gait, sensor noise,
+randomization ranges, a few reward params) is set in the robot's `task.toml` and laid over them by
+`trot.sim.task.task_cfg(robot)`. Terms are declarations: an observation term is a vocabulary name +
+scale + noise (trot.mapping), a reward term a function of sim/rewards.py by name + weight + params,
+a randomization term a range + schedule for a declared term (trot.randomization).
+"""
 
 from __future__ import annotations
 
@@ -7,78 +14,94 @@ from dataclasses import dataclass, field
 from trot.mapping import ObsSpec, ObsTerm
 from trot.randomization import RandomizationCfg
 
-# Gaussian noise std = published uniform amplitude / sqrt(3) (Pupper v3: gyro 0.3, gravity 0.1, joints 0.1).
+# Noise is a Gaussian std in the term's own units (0: off by default; a robot sets its sensors' noise).
 POLICY_TERMS = (
-    ObsTerm("base_ang_vel", scale=0.25, noise=0.17),
-    ObsTerm("projected_gravity", scale=1.0, noise=0.058),
+    ObsTerm("base_ang_vel", scale=0.25),
+    ObsTerm("projected_gravity", scale=1.0),
     ObsTerm("velocity_command", scale=1.0),
-    ObsTerm("joint_pos_rel", scale=1.0, noise=0.058),
-    ObsTerm("joint_vel", scale=0.05, noise=0.5),
+    ObsTerm("joint_pos_rel", scale=1.0),
+    ObsTerm("joint_vel", scale=0.05),
     ObsTerm("last_action", scale=1.0),
     ObsTerm("gait_phase", scale=1.0),
 )
-GAIT_FREQUENCY_HZ = 2.5  # trot clock: each diagonal pair swings for half of a 0.4 s cycle
-IMU_TERMS = ("base_ang_vel", "projected_gravity")  # delayed by observation_latency
+# The critic sees noiseless terms and the privileged base velocity.
+CRITIC_TERMS = (ObsTerm("base_lin_vel", scale=2.0),) + tuple(ObsTerm(t.name, t.scale) for t in POLICY_TERMS)
 
 
 @dataclass(frozen=True)
 class CommandCfg:
-    """Velocity commands, resampled at reset and every `resample_s` seconds."""
+    """Velocity commands, resampled at reset and every `resample_s` seconds (ranges: Isaac Lab's velocity task)."""
 
-    vx: tuple[float, float] = (-0.6, 0.6)  # m/s
-    vy: tuple[float, float] = (-0.4, 0.4)  # m/s
-    yaw_rate: tuple[float, float] = (-1.5, 1.5)  # rad/s
+    vx: tuple[float, float] = (-1.0, 1.0)  # m/s
+    vy: tuple[float, float] = (-1.0, 1.0)  # m/s
+    yaw_rate: tuple[float, float] = (-1.0, 1.0)  # rad/s
     resample_s: float = 10.0
     standing_fraction: float = 0.1  # share of commands that are exactly zero
     min_speed: float = 0.05  # m/s: a smaller linear command becomes 0 (ambiguous gait otherwise)
 
 
 @dataclass(frozen=True)
-class ObsCfg:
-    policy: ObsSpec = ObsSpec(POLICY_TERMS, history=3, gait_frequency_hz=GAIT_FREQUENCY_HZ)
-    # The critic sees noiseless terms and the privileged base velocity.
-    critic: ObsSpec = ObsSpec(
-        (ObsTerm("base_lin_vel", scale=2.0),) + tuple(ObsTerm(t.name, t.scale) for t in POLICY_TERMS),
-        history=1,
-        gait_frequency_hz=GAIT_FREQUENCY_HZ,
-    )
-    clip: float = 100.0
-    add_noise: bool = True
+class GaitCfg:
+    """The two groups of feet of a two-beat gait (trot: the diagonals), as indices into robot.toml's foot_links:
+    `pairs[0]` stands during the first half of each clock cycle while `pairs[1]` swings, then they swap.
+    No shared default: a robot's task.toml names its own."""
+
+    pairs: tuple[tuple[int, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
-class RewardCfg:
-    """Weights keyed by reward function name (sim/rewards.py); 0 disables a term. Scaled by control_dt."""
+class ObsCfg:
+    """The policy and critic observation groups; `policy` and `critic` are the ordered specs (trot.mapping)
+    that feed the env, the bundle metadata and the robot."""
 
-    weights: dict[str, float] = field(
-        default_factory=lambda: {
-            "track_lin_vel_xy": 1.5,
-            "track_ang_vel_z": 0.8,
-            "lin_vel_z": -2.0,
-            "ang_vel_xy": -0.05,
-            "orientation": -5.0,
-            "torques": -2e-4,
-            "action_rate": -0.01,
-            "feet_air_time": 0.2,
-            "gait_contact": 1.0,
-            "swing_height": 1.0,
-            "joint_limits": -10.0,
-            "stand_still": -0.5,
-            "foot_slip": -0.1,
-            "termination": -5.0,
-        }
-    )
-    # legged_gym's `only_positive_rewards`: the sum of the other terms is clipped at 0 before the
-    # termination term is added, so early clumsy steps are never worse than standing still, and a
-    # fall costs the reward it forfeits. Without it PPO settles on standing still.
-    only_positive: bool = True
-    # exp(-error^2 / sigma). Pupper commands are a third of ANYmal's speeds, so the linear sigma is
-    # scaled down from legged_gym's 0.25: with 0.25, standing still at a 0.3 m/s command
-    # still earns 70 % of the tracking reward and PPO settles on standing.
-    tracking_sigma_lin: float = 0.1
-    tracking_sigma_ang: float = 0.25
-    air_time_target_s: float = 0.2
-    swing_height_m: float = 0.04  # foot clearance rewarded in swing (linearly up to this height)
+    policy_terms: tuple[ObsTerm, ...] = POLICY_TERMS
+    critic_terms: tuple[ObsTerm, ...] = CRITIC_TERMS
+    policy_history: int = 3
+    # The gait clock (Hz): the policy's gait_phase input and the schedule the gait rewards follow.
+    # No shared default: it depends on the robot's legs, set in its task.toml.
+    gait_frequency_hz: float | None = None
+    clip: float = 100.0
+    add_noise: bool = True
+
+    @property
+    def policy(self) -> ObsSpec:
+        return ObsSpec(self.policy_terms, self.policy_history, self.gait_frequency_hz or 0.0)
+
+    @property
+    def critic(self) -> ObsSpec:
+        return ObsSpec(self.critic_terms, 1, self.gait_frequency_hz or 0.0)
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """`func` (a function of sim/rewards.py, by name) called with `params`, times `weight`; weight 0 disables it.
+    A `terminal` term is added after the only-positive clip. Logged as reward/<name of the entry>."""
+
+    func: str
+    weight: float
+    params: dict[str, float] = field(default_factory=dict)
+    terminal: bool = False
+
+
+def default_rewards() -> dict[str, RewardTerm]:
+    """The shared reward terms, in the order they are summed. Scaled by control_dt."""
+    return {
+        # exp(-error^2 / sigma), legged_gym's sigma.
+        "track_lin_vel_xy": RewardTerm("track_lin_vel_xy", 1.5, {"sigma": 0.25}),
+        "track_ang_vel_z": RewardTerm("track_ang_vel_z", 0.8, {"sigma": 0.25}),
+        "lin_vel_z": RewardTerm("lin_vel_z", -2.0),
+        "ang_vel_xy": RewardTerm("ang_vel_xy", -0.05),
+        "orientation": RewardTerm("orientation", -5.0),
+        "torques": RewardTerm("torques", -2e-4),
+        "action_rate": RewardTerm("action_rate", -0.01),
+        "feet_air_time": RewardTerm("feet_air_time", 0.2, {"target_s": 0.5}),  # legged_gym's 0.5 s
+        "gait_contact": RewardTerm("gait_contact", 1.0),
+        "swing_height": RewardTerm("swing_height", 1.0, {"target_m": 0.04}),  # linear up to this clearance
+        "joint_limits": RewardTerm("joint_limits", -10.0),
+        "stand_still": RewardTerm("stand_still", -0.5),
+        "foot_slip": RewardTerm("foot_slip", -0.1),
+        "termination": RewardTerm("termination", -5.0, terminal=True),
+    }
 
 
 @dataclass(frozen=True)
@@ -97,13 +120,18 @@ class InitCfg:
 
 @dataclass(frozen=True)
 class EnvCfg:
-    robot: str = "pupper_v3"
+    robot: str = "pupper_v3"  # a robot name or folder
     num_envs: int = 1024
     episode_length_s: float = 20.0
     seed: int = 0
     commands: CommandCfg = CommandCfg()
+    gait: GaitCfg = GaitCfg()
     observations: ObsCfg = ObsCfg()
-    rewards: RewardCfg = RewardCfg()
+    rewards: dict[str, RewardTerm] = field(default_factory=default_rewards)
+    # legged_gym's `only_positive_rewards`: the sum of the non-terminal terms is clipped at 0 before the
+    # terminal ones are added, so early clumsy steps are never worse than standing still, and a fall
+    # costs the reward it forfeits. Without it PPO settles on standing still.
+    only_positive_rewards: bool = True
     terminations: TerminationCfg = TerminationCfg()
     init: InitCfg = InitCfg()
     randomization: RandomizationCfg = field(default_factory=RandomizationCfg)

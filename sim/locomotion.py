@@ -1,8 +1,9 @@
 """Velocity-command locomotion on flat ground as an rsl-rl `VecEnv` (the legged_gym / Isaac Lab recipe).
 
 One step: actions -> joint targets (trot.mapping) -> backend physics (decimation substeps, latency)
--> rewards (named, weighted terms) -> terminations and resets -> commands, pushes -> observations
-(policy group with noise, latency and history; critic group noiseless with privileged terms).
+-> rewards (declared terms) -> terminations and resets (randomization, written to the backend)
+-> commands, pushes -> observations (policy group with noise, latency and history; critic group
+noiseless with privileged terms).
 """
 
 from __future__ import annotations
@@ -15,47 +16,33 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from trot import mapping
-from trot.randomization import TERMS, nominal_values, sample_terms, validate
+from trot.randomization import Randomizer
 from trot.robots import load_robot
 from trot.sim.backend import CONTACT_FORCE_N, Backend, MujocoBackend
 from trot.sim.config import EnvCfg
 from trot.sim.rewards import REWARDS
-
-PHYSICS_TERMS = (
-    "friction", "link_mass_scale", "payload_mass", "com_offset_x", "com_offset_y", "com_offset_z",
-    "motor_strength", "kp_scale", "kd_scale",
-)  # fmt: skip
-
-
-def physics_is_randomized(cfg: EnvCfg) -> bool:
-    """True when any physics term can differ from its nominal value (per-env models needed)."""
-    terms = cfg.randomization.terms
-    return any(terms[n].range != (TERMS[n].nominal, TERMS[n].nominal) for n in PHYSICS_TERMS if n in terms)
+from trot.sim.task import validate_env_cfg
 
 
 class LocomotionEnv(VecEnv):
     """N robots tracking random velocity commands; `step` returns rsl-rl's (obs, rew, dones, extras)."""
 
     def __init__(self, cfg: EnvCfg, backend: Backend | None = None, nthread: int | None = None):
-        validate(cfg.randomization)
-        for spec in (cfg.observations.policy, cfg.observations.critic):
-            mapping.validate_terms(spec)
-        unknown = sorted(set(cfg.rewards.weights) - set(REWARDS))
-        if unknown:
-            raise ValueError(f"unknown reward terms {unknown}; known: {sorted(REWARDS)}")
         self.cfg = cfg
         self.robot = load_robot(cfg.robot)
-        self.sim_backend = backend or MujocoBackend(
-            self.robot, cfg.num_envs, nthread=nthread, per_env_models=physics_is_randomized(cfg)
-        )
+        validate_env_cfg(cfg, self.robot)
+        self.policy_spec, self.critic_spec = cfg.observations.policy, cfg.observations.critic
+        self.sim_backend = backend or MujocoBackend(self.robot, cfg.num_envs, nthread=nthread)
         self.device = self.sim_backend.device
         self.num_envs = cfg.num_envs
         self.num_actions = self.robot.num_joints
         self.dt = self.robot.control_dt
         self.max_episode_length = math.ceil(cfg.episode_length_s / self.dt)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.randomizer = Randomizer(cfg.randomization, self.robot, self.num_envs, self.gen)
+        self.params = self.randomizer.params  # per-env physical parameters, written to the backend
         self._alloc()
-        self._startup_randomization()
+        self._randomize("startup", torch.arange(self.num_envs))
         self.reset()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -77,30 +64,23 @@ class LocomotionEnv(VecEnv):
         self.foot_contact = torch.zeros(n, f, dtype=torch.bool)
         self.terminated = torch.zeros(n, dtype=torch.bool)
         self.time_outs = torch.zeros(n, dtype=torch.bool)
-        self.rand = nominal_values(n, j)
-        max_obs_latency = int(self.cfg.randomization.terms.get("observation_latency", _zero()).range[1])
+        obs_latency = self.cfg.randomization.terms.get("observation_latency")
+        max_obs_latency = round(obs_latency.range[1] / self.dt) if obs_latency else 0
         self._imu_buf = torch.zeros(max_obs_latency + 1, n, 6, dtype=torch.float64)  # newest first
-        obs = self.cfg.observations
-        self._policy_obs = torch.zeros(n, obs.policy.size(j), dtype=torch.float32)
-        self._critic_obs = torch.zeros(n, obs.critic.size(j), dtype=torch.float32)
-        self._policy_hist = torch.zeros(n, obs.policy.size(j), dtype=torch.float64)
-        self._critic_hist = torch.zeros(n, obs.critic.size(j), dtype=torch.float64)
-        self.episode_sums = {name: torch.zeros(n, dtype=torch.float64) for name in self._active_rewards()}
+        self._policy_obs = torch.zeros(n, self.policy_spec.size(j), dtype=torch.float32)
+        self._critic_obs = torch.zeros(n, self.critic_spec.size(j), dtype=torch.float32)
+        self._policy_hist = torch.zeros(n, self.policy_spec.size(j), dtype=torch.float64)
+        self._critic_hist = torch.zeros(n, self.critic_spec.size(j), dtype=torch.float64)
+        self.reward_terms = {name: term for name, term in self.cfg.rewards.items() if term.weight != 0.0}
+        self.episode_sums = {name: torch.zeros(n, dtype=torch.float64) for name in self.reward_terms}
+        first = self.cfg.gait.pairs[0] if self.cfg.gait.pairs else ()
+        self.first_pair = torch.tensor([i in first for i in range(f)])  # (feet,) stance in the clock's first half
         self.common_step_counter = 0
 
-    def _active_rewards(self) -> dict:
-        return {k: w for k, w in self.cfg.rewards.weights.items() if w != 0.0}
-
-    def _startup_randomization(self) -> None:
-        all_ids = torch.arange(self.num_envs)
-        self.rand.update(
-            sample_terms(self.cfg.randomization, ("startup",), self.num_envs, self.num_actions, self.gen)
-        )
-        self._apply_physics(all_ids)
-
-    def _apply_physics(self, ids: torch.Tensor) -> None:
-        if physics_is_randomized(self.cfg):
-            self.sim_backend.apply_randomization(ids, {k: self.rand[k][ids] for k in PHYSICS_TERMS})
+    def _randomize(self, schedule: str, ids: torch.Tensor) -> None:
+        """Draw the randomization terms due on `schedule` for `ids` and write them to the backend."""
+        self.randomizer.sample(schedule, ids)
+        self.sim_backend.write_params(ids, self.params)
 
     # -- VecEnv ----------------------------------------------------------------------------
 
@@ -126,9 +106,7 @@ class LocomotionEnv(VecEnv):
         target = torch.maximum(torch.minimum(target, self.joint_upper), self.joint_lower)
         # The motor controller works in encoder coordinates, which are off by the zero error.
         started = time.perf_counter()
-        self.sim = self.sim_backend.step(
-            target - self.rand["joint_zero_offset"], self.rand["actuation_latency"]
-        )
+        self.sim = self.sim_backend.step(target - self.params.joint_zero_offset)
         physics_s = time.perf_counter() - started
         self.episode_length_buf += 1
         self.common_step_counter += 1
@@ -144,11 +122,11 @@ class LocomotionEnv(VecEnv):
             extras["log"].update(self._episode_log(done_ids))
             self._reset_envs(done_ids)
         self._resample_commands_on_schedule()
-        self._push()
+        self.randomizer.events(self.sim_backend, self.dt)
         self.sim = self.sim_backend.read()
         self._derive_kinematics()
         self._compute_observations(done_ids)
-        extras["randomization"] = self.rand
+        extras["randomization"] = self.randomizer.values
         return self.get_observations(), rewards.float(), dones, extras
 
     # -- per-step quantities ---------------------------------------------------------------
@@ -159,7 +137,7 @@ class LocomotionEnv(VecEnv):
         self.projected_gravity = mapping.projected_gravity(torch, s.base_quat)
         speed = self.commands[:, :2].norm(dim=1) + self.commands[:, 2].abs()
         self.moving_command = speed > self.cfg.commands.min_speed
-        f = self.cfg.observations.policy.gait_frequency_hz
+        f = self.policy_spec.gait_frequency_hz
         self.gait_clock = (self.episode_length_buf * (self.dt * f)) % 1.0  # cycle fraction, 0 at reset
 
     def _update_contacts(self) -> None:
@@ -181,14 +159,14 @@ class LocomotionEnv(VecEnv):
     def _compute_rewards(self) -> torch.Tensor:
         total = torch.zeros(self.num_envs, dtype=torch.float64)
         terminal = torch.zeros(self.num_envs, dtype=torch.float64)
-        for name, weight in self._active_rewards().items():
-            value = REWARDS[name](self) * (weight * self.dt)
+        for name, term in self.reward_terms.items():
+            value = REWARDS[term.func](self, **term.params) * (term.weight * self.dt)
             self.episode_sums[name] += value
-            if name == "termination":
+            if term.terminal:
                 terminal += value
             else:
                 total += value
-        if self.cfg.rewards.only_positive:
+        if self.cfg.only_positive_rewards:
             total = total.clamp(min=0.0)
         return total + terminal
 
@@ -200,7 +178,7 @@ class LocomotionEnv(VecEnv):
         log["termination/time_out"] = self.time_outs[ids].float().mean()
         log["termination/fall"] = (self.terminated[ids] & ~self.time_outs[ids]).float().mean()
         log["episode/length_s"] = self.episode_length_buf[ids].float().mean() * self.dt
-        for name, values in self.rand.items():
+        for name, values in self.randomizer.values.items():
             log[f"randomization/{name}"] = values[ids].float().mean()
         return log
 
@@ -208,10 +186,7 @@ class LocomotionEnv(VecEnv):
 
     def _reset_envs(self, ids: torch.Tensor) -> None:
         n = len(ids)
-        self._store_samples(
-            ids, sample_terms(self.cfg.randomization, ("reset",), n, self.num_actions, self.gen)
-        )
-        self._apply_physics(ids)
+        self._randomize("reset", ids)
         qpos = self.sim_backend.home_qpos().repeat(n, 1)
         jq = self.sim_backend.joint_qpos_index()
         noise = self.cfg.init.joint_pos_noise
@@ -229,10 +204,6 @@ class LocomotionEnv(VecEnv):
         self.feet_air_time[ids] = 0.0
         self.episode_length_buf[ids] = 0
         self._sample_commands(ids)
-
-    def _store_samples(self, ids: torch.Tensor, values: dict) -> None:
-        for name, v in values.items():
-            self.rand[name][ids] = v.to(self.rand[name].dtype)
 
     def _sample_commands(self, ids: torch.Tensor) -> None:
         c, n = self.cfg.commands, len(ids)
@@ -252,54 +223,38 @@ class LocomotionEnv(VecEnv):
         if len(ids):
             self._sample_commands(ids)
 
-    def _push(self) -> None:
-        term = self.cfg.randomization.terms.get("push_velocity")
-        p = self.cfg.randomization.push_probability
-        if term is None or term.range[1] <= 0 or p <= 0:
-            return
-        hit = torch.rand(self.num_envs, generator=self.gen) < p
-        ids = hit.nonzero().flatten()
-        if not len(ids):
-            return
-        speed = sample_terms(self.cfg.randomization, ("interval",), len(ids), self.num_actions, self.gen)
-        speed = speed["push_velocity"]
-        angle = 2 * math.pi * torch.rand(len(ids), generator=self.gen, dtype=torch.float64)
-        delta = torch.stack([speed * torch.cos(angle), speed * torch.sin(angle), 0 * speed], 1)
-        self.rand["push_velocity"][ids] = speed
-        self.sim_backend.add_base_velocity(ids, delta)
-
     # -- observations ----------------------------------------------------------------------
 
     def _compute_observations(self, reset_ids: torch.Tensor) -> None:
-        s, obs_cfg = self.sim, self.cfg.observations
+        s, obs_cfg, policy = self.sim, self.cfg.observations, self.policy_spec
         imu_now = torch.cat([s.base_ang_vel, self.projected_gravity], 1)
         self._imu_buf = torch.cat([imu_now[None], self._imu_buf[:-1]], 0)
         if len(reset_ids):
             self._imu_buf[:, reset_ids] = imu_now[reset_ids]
-        lat = self.rand["observation_latency"].clamp(max=self._imu_buf.shape[0] - 1)
+        lat = (self.params.observation_latency_s / self.dt).round().long().clamp(max=self._imu_buf.shape[0] - 1)
         imu = self._imu_buf[lat, torch.arange(self.num_envs)]
         measured = mapping.raw_terms(
             torch,
             quat_wxyz=s.base_quat,
             gyro=s.base_ang_vel,
-            joint_pos=s.joint_pos + self.rand["joint_zero_offset"],
+            joint_pos=s.joint_pos + self.params.joint_zero_offset,
             joint_vel=s.joint_vel,
             default_joint_pos=self.default_joint_pos,
             command=self.commands,
             last_action=self.actions,
             base_lin_vel=self.base_lin_vel,
-            phase=mapping.gait_phase(torch, self.episode_length_buf, self.dt, obs_cfg.policy.gait_frequency_hz),
+            phase=mapping.gait_phase(torch, self.episode_length_buf, self.dt, policy.gait_frequency_hz),
         )
         policy_terms = dict(measured, base_ang_vel=imu[:, :3], projected_gravity=imu[:, 3:])
         if obs_cfg.add_noise:
-            for t in obs_cfg.policy.terms:
+            for t in policy.terms:
                 if t.noise > 0:
                     x = policy_terms[t.name]
                     policy_terms[t.name] = x + t.noise * torch.randn(
                         x.shape, generator=self.gen, dtype=x.dtype
                     )
-        self._policy_hist = self._update_history(obs_cfg.policy, self._policy_hist, policy_terms, reset_ids)
-        self._critic_hist = self._update_history(obs_cfg.critic, self._critic_hist, measured, reset_ids)
+        self._policy_hist = self._update_history(policy, self._policy_hist, policy_terms, reset_ids)
+        self._critic_hist = self._update_history(self.critic_spec, self._critic_hist, measured, reset_ids)
         # New tensors every step, never written in place: rsl-rl keeps a reference to the observation
         # an action was computed from until after the next step, and stores it then.
         self._policy_obs = self._policy_hist.clip(-obs_cfg.clip, obs_cfg.clip).float()
@@ -311,9 +266,3 @@ class LocomotionEnv(VecEnv):
         if len(reset_ids) and spec.history > 1:
             hist[reset_ids] = frame[reset_ids].repeat(1, spec.history)
         return hist
-
-
-def _zero():
-    from trot.randomization import Term
-
-    return Term((0, 0))

@@ -1,16 +1,22 @@
 """Training configuration: typed dataclasses with defaults that train a walking Pupper, and presets.
 
 `to_rsl_rl(cfg)` turns it into the plain dict rsl-rl-lib's `OnPolicyRunner` takes. Any field can
-be overridden by name from the command line (`--set runner.num_steps_per_env=32`).
+be overridden by name from the command line (`--set runner.num_steps_per_env=32`,
+`--set env.rewards.orientation.weight=-2`); a checkpoint's config is rebuilt with `from_dict`.
+Both go through cattrs (trot.sim.config_io), strictly typed, with errors that name the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from trot.robots import ContractError
+from trot.sim import config_io
 from trot.sim.config import EnvCfg
+from trot.sim.task import task_cfg
+from trot.train.checkpoint import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class RunnerCfg:
 
 @dataclass(frozen=True)
 class TrainCfg:
-    task: str = "walk"
+    task: str = "walk"  # the experiment's name: runs go to <log_root>/<robot>/<task>/ (Isaac Lab's experiment_name)
     preset: str = "cpu"
     sim: str = "mujoco"
     device: str = "cpu"
@@ -59,9 +65,9 @@ class TrainCfg:
     runner: RunnerCfg = RunnerCfg()
 
 
-def preset(name: str) -> TrainCfg:
-    """`cpu`: tuned for a 2-core machine; `gpu`: thousands of envs for the GPU backend."""
-    base = TrainCfg()
+def preset(name: str, robot: str | Path = "pupper_v3") -> TrainCfg:
+    """`robot`'s task with `cpu`: tuned for a 2-core machine; or `gpu`: thousands of envs for the GPU backend."""
+    base = TrainCfg(env=task_cfg(robot))
     if name == "cpu":
         return replace(base, env=replace(base.env, num_envs=512))
     if name == "gpu":
@@ -94,67 +100,26 @@ def to_rsl_rl(cfg: TrainCfg, run_name: str = "") -> dict:
 
 
 def to_dict(cfg) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+    """The config as plain JSON values (what config.json and checkpoints hold)."""
+    return config_io.to_data(cfg)
 
 
 def override(cfg, dotted: str, text: str):
-    """A copy of `cfg` with the field at `dotted` (e.g. 'env.rewards.weights.orientation') set from `text`."""
-    head, _, rest = dotted.partition(".")
-    if isinstance(cfg, dict):
-        if head not in cfg and rest:
-            raise KeyError(f"config: no field '{head}' (have {sorted(cfg)})")
-        old = cfg.get(head)
-        return {**cfg, head: override(old, rest, text) if rest else _parse_like(old, text, dotted)}
-    if not dataclasses.is_dataclass(cfg):
-        raise KeyError(f"config: cannot set '{dotted}' inside a {type(cfg).__name__}")
-    names = {f.name for f in dataclasses.fields(cfg)}
-    if head not in names:
-        raise KeyError(f"config: no field '{head}' in {type(cfg).__name__} (fields: {sorted(names)})")
-    old = getattr(cfg, head)
-    return replace(cfg, **{head: override(old, rest, text) if rest else _parse_like(old, text, dotted)})
+    """A copy of `cfg` with the field at `dotted` (e.g. 'env.rewards.orientation.weight') set from `text`."""
+    data = config_io.set_field(to_dict(cfg), dotted, config_io.parse_text(text))
+    return config_io.structure(type(cfg), data)
 
 
-def _parse_like(old, text: str, name: str):
+def from_dict(cls, data: dict):
+    """Rebuild a (nested, frozen) config dataclass from `to_dict` output, e.g. a checkpoint's config;
+    raise CheckpointError naming the field that does not fit."""
+    old_rewards = data.get("env", {}).get("rewards", {}) if cls is TrainCfg else {}
+    if "weights" in old_rewards:  # the format before reward terms were declarations
+        raise CheckpointError(
+            "checkpoint config: field 'env.rewards.weights' holds the reward format of an older trot; play or "
+            "export this run with that version (its code_revision.txt names it)"
+        )
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    if isinstance(old, bool) and not isinstance(value, bool):
-        raise ValueError(f"config: '{name}' expects true/false, got {text!r}")
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if isinstance(old, tuple) and isinstance(value, list):
-        value = tuple(value)
-    if old is not None and not isinstance(value, type(old)):
-        raise ValueError(f"config: '{name}' expects {type(old).__name__}, got {text!r}")
-    return value
-
-
-def from_dict(cls, data):
-    """Rebuild a (nested, frozen) config dataclass from `to_dict` output, e.g. a checkpoint's config."""
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _from_value(hints[f.name], data[f.name])
-    return cls(**kwargs)
-
-
-def _from_value(hint, value):
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value)
-    if origin is tuple:
-        inner = args[0] if args else None
-        if inner is not None and dataclasses.is_dataclass(inner):
-            return tuple(from_dict(inner, v) for v in value)
-        if len(args) == 2 and args[1] is not Ellipsis:
-            return tuple(value)
-        return tuple(value)
-    if origin is dict and args and dataclasses.is_dataclass(args[1]):
-        return {k: from_dict(args[1], v) for k, v in value.items()}
-    return value
+        return config_io.structure(cls, data, "checkpoint config")
+    except ContractError as e:
+        raise CheckpointError(str(e)) from None

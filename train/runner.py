@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from rsl_rl.runners import OnPolicyRunner
 
+from trot.robots import ContractError, load_robot
 from trot.sim.locomotion import LocomotionEnv
+from trot.sim.task import validate_env_cfg
 from trot.train.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -31,8 +33,6 @@ from trot.train.checkpoint import (
 )
 from trot.train.config import TrainCfg, override, preset, to_dict, to_rsl_rl
 from trot.train.progress import Progress
-
-TASKS = ("walk",)
 
 
 class TrotRunner(OnPolicyRunner):
@@ -74,7 +74,6 @@ class TrotRunner(OnPolicyRunner):
                 "python": random.getstate(),
                 "env": env.gen.get_state(),
             },
-            "curriculum": {},  # the walk task has no curriculum yet; resumed as-is when it does
         }
         atomic_torch_save(saved, path)
         self.logger.save_model(path, self.current_learning_iteration)
@@ -93,11 +92,14 @@ class TrotRunner(OnPolicyRunner):
 
 
 def build_cfg(args: argparse.Namespace) -> TrainCfg:
-    """Preset, then the named flags, then `--set key=value` overrides, in that order."""
-    if args.task not in TASKS:
-        raise SystemExit(f"trot train: unknown task '{args.task}'; known: {', '.join(TASKS)}")
-    cfg = preset(args.preset)
-    env = replace(cfg.env, robot=args.robot)
+    """The robot's task and the preset, then the named flags, then `--set key=value` overrides, in that order."""
+    if not args.task or Path(args.task).name != args.task or args.task in (".", ".."):
+        raise SystemExit(f"trot train: --task '{args.task}' must be a plain name: it names the runs' folder")
+    try:
+        cfg = preset(args.preset, args.robot)
+    except (ContractError, FileNotFoundError) as e:
+        raise SystemExit(f"trot train: {e}") from None
+    env = cfg.env
     if args.num_envs:
         env = replace(env, num_envs=args.num_envs)
     if args.seed is not None:
@@ -114,8 +116,12 @@ def build_cfg(args: argparse.Namespace) -> TrainCfg:
             raise SystemExit(f"trot train: --set expects key=value, got '{item}'")
         try:
             cfg = override(cfg, key, value)
-        except (KeyError, ValueError) as e:
-            raise SystemExit(f"trot train: {e}") from None
+        except ContractError as e:
+            raise SystemExit(f"trot train: --set {item}: {e}") from None
+    try:
+        validate_env_cfg(cfg.env, load_robot(cfg.env.robot), prefix="env.")
+    except ContractError as e:
+        raise SystemExit(f"trot train: {e}") from None
     return cfg
 
 
@@ -156,7 +162,7 @@ def train(
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = build_cfg(args)
-    log_root = Path(args.log_root) / cfg.env.robot / cfg.task
+    log_root = Path(args.log_root) / load_robot(cfg.env.robot).name / cfg.task
     resume_from = None
     if args.resume:
         run = find_run(log_root, args.load_run)

@@ -77,7 +77,10 @@ def _log(p: argparse.ArgumentParser) -> None:
 @command("train", "train a policy with rsl-rl-lib PPO in batched MuJoCo", "trot.train.runner:run_train")
 def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--robot", default="pupper_v3", help="robot name or folder")
-    p.add_argument("--task", default="walk", help="task name (walk)")
+    p.add_argument(
+        "--task", default="walk", help="experiment name: runs go to LOG_ROOT/<robot>/<task>/ (the task itself is "
+        "the shared walking task with the robot folder's task.toml)",
+    )  # fmt: skip
     p.add_argument("--preset", default="cpu", choices=["cpu", "gpu"], help="cpu: 2-core default; gpu: mjwarp")
     p.add_argument("--num_envs", type=int, default=None, help="parallel environments (preset default)")
     p.add_argument(
@@ -95,7 +98,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log_root", default="logs", help="runs go to LOG_ROOT/<robot>/<task>/<time>_<run_name>")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
-        help="override any config field, e.g. --set env.rewards.weights.orientation=-2 (repeatable)",
+        help="override any config field, e.g. --set env.rewards.orientation.weight=-2 (repeatable)",
     )  # fmt: skip
 
 

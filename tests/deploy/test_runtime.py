@@ -8,14 +8,15 @@ import torch
 from trot.deploy.bundle import load_bundle
 from trot.deploy.runtime import PolicyRuntime
 from trot.randomization import RandomizationCfg
-from trot.sim.config import EnvCfg
 from trot.sim.locomotion import LocomotionEnv
+from trot.sim.task import task_cfg
 
 
 def test_runtime_observation_equals_simulator_observation(tiny_bundle):
     runtime = PolicyRuntime(load_bundle(tiny_bundle))
-    cfg = replace(EnvCfg(), num_envs=1, randomization=RandomizationCfg.nominal(),
-                  observations=replace(EnvCfg().observations, add_noise=False))  # fmt: skip
+    pupper = task_cfg("pupper_v3")
+    cfg = replace(pupper, num_envs=1, randomization=RandomizationCfg.nominal(),
+                  observations=replace(pupper.observations, add_noise=False))  # fmt: skip
     env = LocomotionEnv(cfg)
     gen = torch.Generator().manual_seed(0)
     for step in range(20):

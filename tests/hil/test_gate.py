@@ -13,7 +13,11 @@ import pytest
 
 from trot.deploy.bundle import load_bundle
 from trot.hil import gate
-from trot.hil.gate import CellSim, make_engine, policy_noise_stds
+from trot.hil.gate.cell import ENGINES, CellSim, make_engine
+from trot.hil.gate.commands import command_at
+from trot.hil.gate.judge import error_bounds, tracking_failures
+from trot.hil.gate.perturbations import policy_noise_stds
+from trot.hil.gate.run import run_gate
 from trot.robots import load_robot
 
 ROBOT = load_robot("pupper_v3")
@@ -36,7 +40,7 @@ def cell(engine: str, perturbation: str = "nominal", seconds: float = 10.0, **ch
     """A gate perturbation's physics on a freshly built engine (CellSim applies it once, at build)."""
     _engines.append(make_engine(engine, ROBOT))
     p = replace(gate.PERTURBATIONS[perturbation], **changes)
-    return CellSim(_engines[-1], ROBOT, p, seconds, np.random.default_rng(0), policy_noise_stds())
+    return CellSim(_engines[-1], ROBOT, p, seconds, np.random.default_rng(0), policy_noise_stds(ROBOT))
 
 
 def hold(sim: CellSim, seconds: float, target=DEFAULT) -> None:
@@ -52,7 +56,7 @@ def standing(engine: str, perturbation: str = "nominal") -> tuple[float, float, 
     return sim.engine.base_pose()[0][2], np.abs(q - DEFAULT).sum(), np.abs(sim.engine.last_torque).sum()
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_payload_loads_the_legs_and_lowers_the_base(engine):
     h0, _, tau0 = standing(engine)
     h1, _, tau1 = standing(engine, "payload_+20%")
@@ -60,7 +64,7 @@ def test_payload_loads_the_legs_and_lowers_the_base(engine):
     assert 1.1 < tau1 / tau0 < 1.5  # 20 % more mass on four legs: about 20-30 % more holding torque
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_weaker_motors_sag_more_under_the_same_load(engine):
     h0, sag0, _ = standing(engine)
     h1, sag1, _ = standing(engine, "motor_-20%")
@@ -68,7 +72,7 @@ def test_weaker_motors_sag_more_under_the_same_load(engine):
     assert sag1 / sag0 > 1.15  # kp × 0.8: at least 1/0.8 of the static PD error, less a little for posture
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_low_friction_lets_the_feet_slide_further_after_a_push(engine):
     slide = {}
     for mu in (0.5, 1.2):
@@ -81,7 +85,7 @@ def test_low_friction_lets_the_feet_slide_further_after_a_push(engine):
     assert slide[0.5] > 1.5 * slide[1.2], slide
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_latency_delays_the_joint_response_by_one_control_step(engine):
     target = DEFAULT.copy()
     target[2] += 0.3  # step the front-right knee
@@ -98,7 +102,7 @@ def test_latency_delays_the_joint_response_by_one_control_step(engine):
     np.testing.assert_allclose(moved[1][1:], moved[0][:2], atol=0.01)
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_push_kicks_the_base_sideways_by_its_speed_at_its_time(engine):
     sim = cell(engine, "push_0.3", seconds=2.0)  # a 2 s cell pushes at half time, 1 s
     assert sim.push_step == round(1.0 / ROBOT.control_dt)
@@ -116,9 +120,9 @@ def test_push_kicks_the_base_sideways_by_its_speed_at_its_time(engine):
     assert lateral[-1] > 0.15  # what is left of 0.3 m/s after one control period on the ground
 
 
-@pytest.mark.parametrize("engine", gate.ENGINES)
+@pytest.mark.parametrize("engine", ENGINES)
 def test_sensor_noise_has_the_training_stds_and_nominal_sensors_are_exact(engine):
-    stds = policy_noise_stds()
+    stds = policy_noise_stds(ROBOT)
     quiet, noisy = cell(engine), cell(engine, "sensor_noise")
     hold(quiet, 0.2)
     hold(noisy, 0.2)
@@ -197,7 +201,7 @@ def test_help_lists_every_command_and_perturbation():
 
 def test_the_gate_is_deterministic_given_its_seed(tiny_bundle):
     runs = [
-        gate.run_gate(
+        run_gate(
             load_bundle(tiny_bundle),
             commands=["forward_0.2"],
             perturbations=["sensor_noise"],
@@ -240,7 +244,7 @@ def test_standalone_script_reproduces_a_nominal_gate_cell(tiny_bundle):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     alone = json.loads(out.stdout)
-    cell_ = gate.run_gate(
+    cell_ = run_gate(
         load_bundle(bundle), commands=["forward_0.2"], perturbations=["nominal"], seconds=5.0, jobs=1
     ).cells[0]
     assert alone["fell"] == cell_.fell
@@ -261,14 +265,14 @@ def test_a_sequence_is_judged_segment_by_segment_against_each_command():
     th = gate.GateThresholds()
     segments = gate.COMMANDS["sequence"]
     t = np.arange(1, 501) * ROBOT.control_dt
-    cmds, starts = zip(*(gate.command_at(segments, x - ROBOT.control_dt, 10.0) for x in t))
+    cmds, starts = zip(*(command_at(segments, x - ROBOT.control_dt, 10.0) for x in t))
     trace = {"t": t, "command": np.array(cmds), "command_start": np.array(starts)}
     measured = t > th.settle_s
     # A robot that stands still averages under max_lin_err over the sequence but fails its moving segments.
     still = dict(trace, lin_vel=np.zeros((len(t), 2)), yaw_rate=np.zeros(len(t)))
     assert np.linalg.norm(trace["command"][measured, :2], axis=1).mean() <= th.max_lin_err
-    assert len(gate.tracking_failures(th, still, measured)) == 4  # three linear segments and the turn
+    assert len(tracking_failures(th, still, measured)) == 4  # three linear segments and the turn
     tracking = dict(trace, lin_vel=trace["command"][:, :2], yaw_rate=trace["command"][:, 2])
-    assert gate.tracking_failures(th, tracking, measured) == []
-    assert gate.error_bounds(th, (0.2, 0.0, 0.0)) == (pytest.approx(0.1), th.max_yaw_err)
-    assert gate.error_bounds(th, (0.4, 0.0, 1.0)) == (th.max_lin_err, th.max_yaw_err)
+    assert tracking_failures(th, tracking, measured) == []
+    assert error_bounds(th, (0.2, 0.0, 0.0)) == (pytest.approx(0.1), th.max_yaw_err)
+    assert error_bounds(th, (0.4, 0.0, 1.0)) == (th.max_lin_err, th.max_yaw_err)

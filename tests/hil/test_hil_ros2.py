@@ -11,7 +11,6 @@ TROT_WALK_BUNDLE) and skips without it.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
@@ -27,6 +26,8 @@ import pytest
 pytest.importorskip("pybullet")
 pytest.importorskip("cyclonedds")
 
+import hil_walk  # noqa: E402  (tests/hil/hil_walk.py)
+
 from trot.deploy.bundle import load_bundle  # noqa: E402
 from trot.deploy.commands import ConstantCommand  # noqa: E402
 from trot.deploy.loop import LoopConfig, run_loop  # noqa: E402
@@ -35,11 +36,11 @@ from trot.deploy.ros2 import convert, dds, msgs  # noqa: E402
 from trot.deploy.ros2.msgs import IDL_TYPES as T  # noqa: E402
 from trot.deploy.ros2.topics import Ros2Topics  # noqa: E402
 from trot.deploy.ros2.transport import CmdVelCommand, Ros2Transport  # noqa: E402
-from trot.deploy.safety import SafetyLimits, tilt_deg  # noqa: E402
+from trot.deploy.safety import SafetyLimits  # noqa: E402
 from trot.deploy.telemetry import read_telemetry  # noqa: E402
 from trot.deploy.transport import TransportError  # noqa: E402
-from trot.hil.emulator import EmulatorOptions  # noqa: E402
-from trot.hil.emulator_ros2 import Ros2Emulator, Ros2EmulatorOptions  # noqa: E402
+from trot.hil.emulator import Emulator, EmulatorOptions  # noqa: E402
+from trot.hil.emulator.ros2_link import Ros2EmulatorOptions, ros2_link  # noqa: E402
 from trot.robots import load_robot  # noqa: E402
 
 ROBOT = load_robot("pupper_v3")
@@ -51,7 +52,6 @@ FAST = SafetyLimits(soft_start_s=0.3, fade_in_s=0.3, estop_damping_s=0.3, shutdo
 FAULT_AT = 1.0
 STATE_RATE_HZ = 125  # Imu and JointState each, like a ros2_control broadcaster; spares the shared CPUs
 SLACK_S = 0.025  # scheduling on a shared 2-core machine
-SHIPPED_POLICY = ROBOT.folder / "policies" / "walk.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def bundle(tiny_bundle):
 @contextmanager
 def emulator(topics: Ros2Topics, start_physics: bool = True, ros2: dict | None = None, **options):
     """An emulator over ROS 2, its physics in a thread; always stopped and closed."""
-    emu = Ros2Emulator(
+    emu = Emulator(
         ROBOT,
         EmulatorOptions(fault_clock="session", state_rate_hz=STATE_RATE_HZ, **options),
-        Ros2EmulatorOptions(topics=topics, domain_id=DOMAIN_ID, **(ros2 or {})),
+        ros2_link(Ros2EmulatorOptions(topics=topics, domain_id=DOMAIN_ID, **(ros2 or {}))),
     )
     thread = threading.Thread(target=emu.run, name="emulator", daemon=True)
     try:
@@ -273,7 +273,7 @@ def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_p
     loops = []
     with emulator(topics, ros2={f"stop_{topic}_at": FAULT_AT, "command_topic": command_topic}) as emu:
         result, tel = deploy(bundle, topics, tmp_path, ready=loops.append)
-        last_published = emu.last_published[topic]
+        last_published = emu.link.last_published[topic]
     fault = only_fault(tel, "stale")
     tick = tel.ticks[fault["tick"]]
     bound_ms = 1e3 * FAST.stale_periods * DT
@@ -291,7 +291,7 @@ def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_p
           f"{1e3 * since_publish:.0f} ms after the last {kind} was published")  # fmt: skip
     assert since_publish <= FAST.stale_periods * DT + 2 * DT + SLACK_S  # + up to a period until the first poll
     assert result.exit_code == 1 and tel.summary["end_state"] == "DONE"
-    assert [mode for _, mode in emu.command_modes][-2:] == ["POSITION", "DAMPING"]  # applied by the robot
+    assert [mode for _, mode in emu.link.command_modes][-2:] == ["POSITION", "DAMPING"]  # applied by the robot
 
 
 def deploy_process(*args) -> subprocess.Popen:
@@ -327,7 +327,7 @@ def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_pa
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
-        modes = [(emu._t0 + t, mode) for t, mode in emu.command_modes]
+        modes = [(emu.board.t0 + t, mode) for t, mode in emu.link.command_modes]
     assert proc.returncode == 1, err[-2000:]
     tel = read_telemetry(telemetry)
     fault = only_fault(tel, "estop_topic")
@@ -352,53 +352,14 @@ def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_pa
 
 @pytest.mark.slow
 def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopback):
-    policy = Path(os.environ.get("TROT_WALK_BUNDLE", SHIPPED_POLICY))
-    if not policy.is_file():
-        pytest.skip(f"no shipped policy at {policy}: train and export one to run the 20 s walk over ROS 2")
-    from trot.hil.gate import GateThresholds
-
-    threshold = GateThresholds().max_lin_err
-    command = np.array([0.2, 0.0])
+    policy = hil_walk.shipped_policy("ROS 2")
     telemetry = tmp_path / "walk.jsonl"
-    samples = []  # (wall time, base velocity world, base quat, base height)
     with emulator(topics) as emu, dds.DdsNode(topics, DOMAIN_ID) as teleop:
         cmd_vel = teleop.writer("cmd_vel", msgs.Twist)
-        twist = convert.command_to_twist(T, [0.2, 0.0, 0.0])
+        twist = convert.command_to_twist(T, list(hil_walk.COMMAND))
         proc = deploy_process("--bundle", policy, "--telemetry", telemetry, "--domain_id", DOMAIN_ID,
-                              "--ros_namespace", topics.namespace, "--duration", 20)  # fmt: skip
-        try:
-            while proc.poll() is None:
-                cmd_vel.write(twist)  # the velocity command comes over cmd_vel, as from a teleop node
-                gt = emu.ground_truth()
-                samples.append((time.monotonic(), gt["base_lin_vel"], gt["base_quat"], gt["base_pos"][2]))
-                time.sleep(0.05)
-            end = time.monotonic()
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    tel = read_telemetry(telemetry)
-    assert proc.returncode == 0, err[-2000:]
-    assert tel.complete and tel.summary["end_state"] == "DONE"
-    assert tel.summary["overrun_pct"] <= 1.0, tel.summary
-    # The last 10 s of walking: before the 0.5 s of shutdown damping and the process exit.
-    stop = end - 0.8
-    window = [s for s in samples if stop - 10.0 <= s[0] <= stop]
-    assert len(window) > 100
-    errors, forward = [], []
-    for _, vel, quat, _ in window:
-        w, x, y, z = quat
-        yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-        c, s = math.cos(yaw), math.sin(yaw)
-        body = np.array([c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1]])  # heading frame
-        errors.append(np.linalg.norm(body - command))
-        forward.append(body[0])
-    print(
-        f"walk over ROS 2: mean forward {np.mean(forward):.3f} m/s, mean |v - cmd| {np.mean(errors):.3f} m/s "
-        f"(threshold {threshold} from GateThresholds.max_lin_err), overruns {tel.summary['overrun_pct']:.2f} %"
-    )
-    assert min(s[3] for s in samples[len(samples) // 4 :]) > 0.08, "the robot went down"
-    assert max(tilt_deg(s[2]) for s in samples) < 50
-    assert np.mean(errors) <= threshold
+                              "--ros_namespace", topics.namespace, "--duration", hil_walk.SECONDS)  # fmt: skip
+        # The velocity command comes over cmd_vel, as from a teleop node.
+        walk = hil_walk.follow(emu, proc, each=lambda: cmd_vel.write(twist))
+    hil_walk.check_walk(walk, telemetry, "ROS 2")
     assert_loopback_only(loopback, processes=2)

@@ -9,8 +9,6 @@ the shipped policy (robots/pupper_v3/policies/walk.onnx, or TROT_WALK_BUNDLE) an
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import shutil
 import signal
 import subprocess
@@ -33,6 +31,8 @@ from trot.robots import load_robot
 
 pytest.importorskip("pybullet")
 pytest.importorskip("serial")
+import hil_walk  # noqa: E402  (tests/hil/hil_walk.py)
+
 from trot.hil.emulator import Emulator, EmulatorOptions  # noqa: E402
 
 ROBOT = load_robot("pupper_v3")
@@ -41,7 +41,6 @@ ROBOT_ID = bytes.fromhex(ROBOT.contract_sha256())
 # Short phases so that each fault test reaches RUNNING in 0.6 s; faults at 1.0 s on the session clock.
 FAST = SafetyLimits(soft_start_s=0.3, fade_in_s=0.3, estop_damping_s=0.3, shutdown_damping_s=0.2)
 FAULT_AT = 1.0
-SHIPPED_POLICY = ROBOT.folder / "policies" / "walk.onnx"
 
 
 @contextlib.contextmanager
@@ -407,56 +406,13 @@ def test_missing_port_is_refused_naming_it(tiny_bundle, tmp_path):
 # ---- walking with the shipped policy ------------------------------------------------------------
 
 
-def walk_threshold() -> tuple[float, str]:
-    try:
-        from trot.hil.gate import GateThresholds
-
-        return GateThresholds().max_lin_err, "trot.hil.gate.GateThresholds.max_lin_err"
-    except ImportError:
-        return 0.15, "0.15 m/s (trot.hil.gate not available)"
-
-
 @pytest.mark.slow
 def test_shipped_policy_walks_forward_over_the_serial_link_for_20_s(tmp_path):
-    policy = Path(os.environ.get("TROT_WALK_BUNDLE", SHIPPED_POLICY))
-    if not policy.is_file():
-        pytest.skip(f"no shipped policy at {policy}: train and export one to run the 20 s walk over the serial link")
-    threshold, source = walk_threshold()
-    command = np.array([0.2, 0.0])
+    policy = hil_walk.shipped_policy("the serial link")
     telemetry = tmp_path / "walk.jsonl"
-    samples = []  # (wall time, base velocity world, base quat, base height)
     with emulator(start_physics=False) as (emu, physics):
         proc = deploy_process("--bundle", policy, "--port", emu.port, "--telemetry", telemetry,
-                              "--command", "0.2,0,0", "--duration", 20, physics=physics)  # fmt: skip
-        try:
-            while proc.poll() is None:
-                gt = emu.ground_truth()
-                samples.append((time.monotonic(), gt["base_lin_vel"], gt["base_quat"], gt["base_pos"][2]))
-                time.sleep(0.05)
-            end = time.monotonic()
-            out, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    tel = read_telemetry(telemetry)
-    assert proc.returncode == 0, err[-2000:]
-    assert tel.complete and tel.summary["end_state"] == "DONE"
-    assert tel.summary["overrun_pct"] <= 1.0, tel.summary
-    # The last 10 s of walking: before the 0.5 s of shutdown damping and the process exit.
-    stop = end - 0.8
-    window = [s for s in samples if stop - 10.0 <= s[0] <= stop]
-    assert len(window) > 100
-    errors, forward = [], []
-    for _, vel, quat, _ in window:
-        w, x, y, z = quat
-        yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-        c, s = math.cos(yaw), math.sin(yaw)
-        body = np.array([c * vel[0] + s * vel[1], -s * vel[0] + c * vel[1]])  # heading frame
-        errors.append(np.linalg.norm(body - command))
-        forward.append(body[0])
-    print(f"walk: mean forward {np.mean(forward):.3f} m/s, mean |v - cmd| {np.mean(errors):.3f} m/s "
-          f"(threshold {threshold} from {source}), overruns {tel.summary['overrun_pct']:.2f} %")  # fmt: skip
-    assert min(s[3] for s in samples[len(samples) // 4 :]) > 0.08, "the robot went down"
-    assert max(tilt_deg(s[2]) for s in samples) < 50
-    assert np.mean(errors) <= threshold
+                              "--command", ",".join(map(str, hil_walk.COMMAND)), "--duration", hil_walk.SECONDS,
+                              physics=physics)  # fmt: skip
+        walk = hil_walk.follow(emu, proc)
+    hil_walk.check_walk(walk, telemetry, "the serial link")

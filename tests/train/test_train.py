@@ -53,6 +53,7 @@ def test_train_creates_events_config_and_checkpoints(tiny_run):
     assert {"torch", "numpy", "python", "env"} <= set(meta["rng"])
     assert "optimizer_state_dict" in ckpt and any("obs_normalizer" in k for k in ckpt["actor_state_dict"])
     assert meta["env_steps"] == 2 * 8 * 8
+    assert set(meta) == {"robot", "task", "config", "code_revision", "run", "env_steps", "created", "rng"}
 
 
 def test_tensorboard_has_every_reward_term_and_timing(tiny_run):
@@ -64,9 +65,9 @@ def test_tensorboard_has_every_reward_term_and_timing(tiny_run):
     assert {"Perf/total_fps", "Perf/collection_time", "Perf/learning_time"} <= tags
     assert "perf/physics_ms_per_step" in tags
     from trot.randomization import TERMS
-    from trot.sim.config import RewardCfg
+    from trot.sim.config import default_rewards
 
-    assert {f"reward/{name}" for name, w in RewardCfg().weights.items() if w} <= tags
+    assert {f"reward/{name}" for name, term in default_rewards().items() if term.weight} <= tags
     assert {f"randomization/{name}" for name in TERMS} <= tags
 
 
@@ -172,6 +173,132 @@ def test_play_writes_video_plots_and_table(tiny_run, tmp_path):
 
 def test_unknown_config_override_is_refused():
     out = trot(
-        "train", "--max_iterations", "1", "--set", "env.rewards.nonsense=1", "--log_root", "/nonexistent"
+        "train", "--max_iterations", "1", "--set", "env.rewards.nonsense.weight=1", "--log_root", "/nonexistent"
     )
-    assert out.returncode != 0 and "no field 'nonsense'" in out.stderr
+    assert out.returncode != 0 and "no field 'nonsense' in 'env.rewards'; known: ['action_rate'" in out.stderr
+
+
+def _args(*sets: str):
+    import argparse
+
+    return argparse.Namespace(
+        task="walk", preset="cpu", robot="pupper_v3", num_envs=None, seed=None, max_iterations=None, logger=None,
+        device=None, sim="mujoco", set=list(sets),
+    )  # fmt: skip
+
+
+def test_set_overrides_fields_by_name_with_their_type():
+    from trot.train.runner import build_cfg
+
+    cfg = build_cfg(_args(
+        "env.rewards.orientation.weight=-2", "env.rewards.track_lin_vel_xy.params.sigma=0.2", "ppo.learning_rate=5e-4",
+        "env.commands.vx=[-0.3, 0.5]", "env.observations.policy_terms.joint_vel.noise=0.4",
+        "env.randomization.terms.friction.range=[0.5, 1.5]", "policy.actor_hidden_dims=[64, 64]",
+        "env.only_positive_rewards=false",
+    ))  # fmt: skip
+    env = cfg.env
+    assert env.rewards["orientation"].weight == -2.0 and isinstance(env.rewards["orientation"].weight, float)
+    assert env.rewards["track_lin_vel_xy"].params == {"sigma": 0.2}
+    assert cfg.ppo.learning_rate == 5e-4 and env.commands.vx == (-0.3, 0.5)
+    assert {t.name: t.noise for t in env.observations.policy_terms}["joint_vel"] == 0.4
+    assert env.randomization.terms["friction"].range == (0.5, 1.5) and cfg.policy.actor_hidden_dims == (64, 64)
+    assert env.only_positive_rewards is False
+    assert env.rewards["feet_air_time"].params == {"target_s": 0.2}  # the rest is Pupper's task, untouched
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("env.rewards.orientation.weight=abc", "field 'env.rewards.orientation.weight' = 'abc'; expected a number"),
+        ("ppo.num_learning_epochs=2.5", "field 'ppo.num_learning_epochs' = 2.5; expected a whole number"),
+        ("env.commands.vx=[0.1]", "field 'env.commands.vx' = [0.1]; expected a list of 2 values"),
+        ("env.only_positive_rewards=1", "expected true or false"),
+        ("env.observations.policy_terms.gyro.noise=1", "no entry 'gyro' in 'env.observations.policy_terms'"),
+        ("env.randomization.terms.friction.range=[0.2, 9]", "'env.randomization.terms.friction.range' = [0.2, 9.0]; "
+         "expected within the physical bounds [0.0, 5.0]"),
+        ("env.rewards.orientation.func=wobble",
+         "'env.rewards.orientation.func' = 'wobble'; expected a reward function"),
+        ("env.rewards", "--set expects key=value"),
+    ],
+)  # fmt: skip
+def test_bad_set_is_refused_naming_field_value_and_expectation(item, message):
+    from trot.train.runner import build_cfg
+
+    with pytest.raises(SystemExit) as e:
+        build_cfg(_args(item))
+    assert message in str(e.value)
+
+
+def test_checkpoint_config_round_trips_and_refuses_unknown_fields():
+    from trot.train.config import TrainCfg, from_dict, preset, to_dict
+
+    cfg = preset("cpu")
+    data = to_dict(cfg)
+    assert from_dict(TrainCfg, json.loads(json.dumps(data))) == cfg
+    data["env"]["rewards"]["orientation"]["scale"] = 1.0
+    with pytest.raises(CheckpointError, match=r"checkpoint config: field 'env.rewards.orientation' = \['scale'\]"):
+        from_dict(TrainCfg, data)
+    data["env"]["rewards"] = {"weights": {"orientation": -5.0}, "only_positive": True}  # before terms were declared
+    with pytest.raises(CheckpointError, match="'env.rewards.weights' holds the reward format of an older trot"):
+        from_dict(TrainCfg, data)
+
+
+def synthetic_robot(tmp_path: Path) -> Path:
+    """A second 12-joint robot: Pupper's URDF with a heavier base and stronger motors, its own robot.toml and a
+    task.toml with a pacing gait (left legs together), another clock and other command ranges."""
+    import shutil
+
+    from trot.robots import load_robot
+
+    folder = tmp_path / "pacer"
+    shutil.copytree(load_robot("pupper_v3").folder, folder, ignore=shutil.ignore_patterns("policies", "task.toml"))
+    urdf = (folder / "pupper_v3.urdf").read_text()
+    assert urdf.count('effort="3.0"') == 12 and '<mass value="1.506"/>' in urdf, "test setup"
+    urdf = urdf.replace('effort="3.0"', 'effort="4.0"').replace('<mass value="1.506"/>', '<mass value="2.0"/>')
+    (folder / "pacer.urdf").write_text(urdf)
+    (folder / "pupper_v3.urdf").unlink()
+    toml = (folder / "robot.toml").read_text()
+    for old, new in (('name = "pupper_v3"', 'name = "pacer"'), ('urdf = "pupper_v3.urdf"', 'urdf = "pacer.urdf"'),
+                     ("torque_limit = 3.0", "torque_limit = 4.0"), ("kp = 5.0", "kp = 6.0")):  # fmt: skip
+        assert old in toml, "test setup"
+        toml = toml.replace(old, new)
+    (folder / "robot.toml").write_text(toml)
+    (folder / "task.toml").write_text(
+        "[commands]\nvx = [-0.3, 0.3]\nvy = [-0.1, 0.1]\nyaw_rate = [-0.5, 0.5]\n"
+        '[gait]\npairs = [["leg_front_r_3", "leg_back_r_3"], [1, 3]]\n'
+        "[observations]\ngait_frequency_hz = 2.0\n"
+        "[randomization.terms]\nfriction = { range = [0.8, 1.2] }\nactuation_latency = { range = [0.0, 0.008] }\n"
+    )
+    return folder
+
+
+def test_a_second_robot_trains_from_its_folder_alone(tmp_path):
+    folder = synthetic_robot(tmp_path)
+    out = trot("train", "--robot", str(folder), "--max_iterations", "2", "--log_root", str(tmp_path / "logs"), *TINY)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = list((tmp_path / "logs" / "pacer" / "walk").iterdir())
+    ckpt = load_checkpoint(find_checkpoint(run))
+    assert ckpt["iter"] == 1 and ckpt["trot"]["robot"]["name"] == "pacer"
+    env_cfg = ckpt["trot"]["config"]["env"]
+    assert env_cfg["gait"]["pairs"] == [[0, 2], [1, 3]] and env_cfg["observations"]["gait_frequency_hz"] == 2.0
+    assert env_cfg["commands"]["vx"] == [-0.3, 0.3]
+    assert env_cfg["randomization"]["terms"]["actuation_latency"]["range"] == [0.0, 0.008]
+
+    from dataclasses import replace
+
+    from trot.sim.locomotion import LocomotionEnv
+    from trot.sim.task import task_cfg
+
+    env = LocomotionEnv(replace(task_cfg(folder), num_envs=2))
+    assert env.robot.total_mass == pytest.approx(3.17 + 0.494, abs=1e-6)
+    assert env.first_pair.tolist() == [True, False, True, False]  # right feet stand in the first half
+    assert env.params.torque_limit.max().item() == 4.0 and env.params.kp.max().item() == 6.0
+
+
+def test_task_names_the_run_folder(tmp_path):
+    out = trot("train", "--task", "stairs_v2", "--max_iterations", "1", "--log_root", str(tmp_path), *TINY)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = list((tmp_path / "pupper_v3" / "stairs_v2").iterdir())
+    assert load_checkpoint(find_checkpoint(run))["trot"]["task"] == "stairs_v2"
+    out = trot("train", "--task", "../elsewhere", "--max_iterations", "1", "--log_root", str(tmp_path))
+    assert out.returncode != 0 and "must be a plain name" in out.stderr

@@ -1,14 +1,10 @@
-"""Robot emulator over ROS 2: the PyBullet robot of `hil/emulator.py` with ROS 2 topics in place of the pty.
+"""The ROS 2 link: the emulated robot's readings and commands as ROS 2 topics over raw Cyclone DDS.
 
-It publishes `sensor_msgs/Imu` and `sensor_msgs/JointState` at a steady rate and applies the joint targets
-and gains that `trot deploy --transport ros2` publishes (`deploy/ROS2.md`), through raw Cyclone DDS, so
-the deploy loop runs against it unchanged. `trot emulate --transport ros2` keeps DDS on the loopback
-interface (`dds.loopback_config_xml()`) unless CYCLONEDDS_URI already is a loopback-only configuration.
-
-`Ros2Emulator` is the serial `Emulator` with its link swapped: the physics, motor model, IMU kinematics,
-real-time loop, command watchdog, e-stop latch and the push, tip, NaN, frozen-IMU, drop, delay, disconnect
-and e-stop-button faults are that class's; this one overrides where commands come from (`_receive`) and
-where readings go (`_send_state`, `_flush`, `_send_estop`, `_close_pty`). What ROS 2 changes:
+It publishes `sensor_msgs/Imu` and `sensor_msgs/JointState` at a steady rate and hands the joint targets
+and gains that `trot deploy --transport ros2` publishes (`deploy/ROS2.md`) to the same firmware as the
+serial link, so the deploy loop runs against it unchanged. `trot emulate --transport ros2` keeps DDS on
+the loopback interface (`dds.loopback_config_xml()`) unless CYCLONEDDS_URI already is a loopback-only
+configuration. What ROS 2 changes, against the serial link:
 
 - No Hello: a session opens with the first command message (physics waits for it, as for the Hello).
 - Commands: `joint_targets` (JointState: position = target, effort = feed-forward torque) or, with
@@ -28,6 +24,7 @@ where readings go (`_send_state`, `_flush`, `_send_estop`, `_close_pty`). What R
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 from collections import deque
@@ -35,13 +32,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from trot.deploy.protocol import Command, ControlMode, EStopReason
+from trot.deploy.protocol import Command, ControlMode, EStopReason, StatusFlags
 from trot.deploy.ros2 import convert
 from trot.deploy.ros2.topics import Ros2Topics
-from trot.hil.emulator import Emulator, EmulatorOptions, options_from_args
+from trot.hil.emulator.faults import after
+from trot.hil.emulator.link import Board, LinkFactory, Reading
+from trot.hil.emulator.options import EmulatorOptions
 from trot.robots import Robot
 
-log = logging.getLogger("trot.hil.emulator")
+log = logging.getLogger(__name__)
 
 COMMAND_TOPICS = ("joint_targets", "joint_commands")
 
@@ -64,17 +63,24 @@ class Ros2EmulatorOptions:
             )
 
 
-class Ros2Emulator(Emulator):
-    """The emulated robot, publishing Imu and JointState and taking joint commands over ROS 2 (raw DDS)."""
+def ros2_link(ros2: Ros2EmulatorOptions | None = None) -> LinkFactory:
+    """The link factory for `Emulator(robot, options, link=...)`: this robot over ROS 2."""
+    return functools.partial(Ros2Link, ros2=ros2 or Ros2EmulatorOptions())
 
-    def __init__(self, robot: Robot, options: EmulatorOptions | None = None, ros2: Ros2EmulatorOptions | None = None):
-        o = options or EmulatorOptions()
-        serial_only = [name for name, used in (("corrupt", o.corrupt > 0), ("link", o.link is not None)) if used]
+
+class Ros2Link:
+    """Imu and JointState out, joint commands, gains and the e-stop in, over one DDS participant."""
+
+    label = ""
+
+    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, ros2: Ros2EmulatorOptions):
+        serial_only = [name for name, used in (("corrupt", options.corrupt > 0), ("link", options.link is not None))
+                       if used]  # fmt: skip
         if serial_only:
             raise ValueError(f"EmulatorOptions {', '.join(serial_only)}: serial link only, no meaning over ROS 2")
-        super().__init__(robot, o)
-        self.ros2 = ros2 or Ros2EmulatorOptions()
+        self.robot, self.options, self.board, self.ros2 = robot, options, board, ros2
         n = robot.num_joints
+        self.port: str | None = None
         self._gains = (np.full(n, robot.kp), np.full(n, robot.kd))  # until a joint_gains message says otherwise
         self._target: np.ndarray | None = None
         self._tau_ff = np.zeros(n)
@@ -87,12 +93,8 @@ class Ros2Emulator(Emulator):
         self.last_published: dict[str, float] = {}  # topic -> host monotonic time of its last publication
         self.command_modes: list[tuple[float, str]] = []  # (t, mode) each time the commanded mode changes
 
-    # ---- lifetime -------------------------------------------------------------------------------
-
-    def start(self) -> str:
-        """Join the ROS 2 graph and start the clock; return what it publishes and takes, for people."""
-        if self._node is not None:
-            return self.port
+    def open(self) -> str:
+        """Join the ROS 2 graph; return what it publishes and takes, for people."""
         from trot.deploy.ros2 import dds, msgs
 
         self._types = msgs.IDL_TYPES
@@ -115,23 +117,18 @@ class Ros2Emulator(Emulator):
             f"ros2 domain {node.domain_id}: publishing {name('imu')} and {name('joint_states')} at {rate:g} Hz, "
             f"commands from {name(command)} with gains from {name('joint_gains')}"
         )
-        self._t0 = time.monotonic()
         return self.port
-
-    def _close_pty(self) -> None:  # the serial emulator's disconnect and close: here the DDS participant goes
-        if self._node is not None:
-            self._node.close()
-            self._node = None
 
     # ---- receiving ------------------------------------------------------------------------------
 
     def _take(self, reader: str) -> list:
         return [s for s in self._readers[reader].take(N=64) if s.sample_info.valid_data]
 
-    def _receive(self, t: float) -> None:
+    def receive(self, t: float) -> None:
+        """The newest gains, e-stop messages and the newest command, to the firmware."""
         if self._node is None:
             return
-        n = self.robot.num_joints
+        n, firmware = self.robot.num_joints, self.board.firmware
         gains_changed = False
         gains = self._take("joint_gains")
         if gains:
@@ -140,12 +137,12 @@ class Ros2Emulator(Emulator):
                 gains_changed = True
             except ValueError as e:
                 self._refuse("joint_gains", e)
+        estop_topic = self.ros2.topics.ros_name("estop")
         for msg in self._take("estop") if "estop" in self._readers else []:
             if msg.data:
-                self._latch_estop(t, EStopReason.HOST, f"a true on {self.ros2.topics.ros_name('estop')}")
-            elif self._estop_t is not None:
-                self._estop_t, self._estop_repeat = None, False
-                log.info("e-stop released by a false on %s at t=%.2f s", self.ros2.topics.ros_name("estop"), t)
+                firmware.latch_estop(t, EStopReason.HOST, f"a true on {estop_topic}")
+            else:
+                firmware.release_estop(t, f"a false on {estop_topic}")
         commands = self._take("command")
         if commands:
             try:
@@ -158,75 +155,71 @@ class Ros2Emulator(Emulator):
                 self._refuse(self.ros2.command_topic, e)
                 return
             self._refusing = False
-            if self._session_t is None:
-                self._session_t = t
-                if self._first_session_t is None:
-                    self._first_session_t = t
-                log.info("session opened at t=%.2f s: first command on %s", t, self.ros2.command_topic)
+            if firmware.session_t is None:
+                firmware.open_session(t, f": first command on {self.ros2.command_topic}")
             self._target, self._tau_ff = target, tau_ff
             self._apply(t)
         elif gains_changed and self._target is not None:
             self._apply(t)
 
     def _apply(self, t: float) -> None:
-        """The last target with the gains in force, as the serial emulator's Command (its clamps and checks)."""
+        """The last target with the gains in force, as a serial Command (the firmware's clamps and checks)."""
         kp, kd = self._gains
         if not kp.any():
             mode = ControlMode.DAMPING if kd.any() else ControlMode.OFF
         else:
             mode = ControlMode.POSITION
         self._commands_received += 1
-        self._on_command(Command(self._commands_received % (1 << 32), mode, self._target, kp, kd, self._tau_ff), t)
+        command = Command(self._commands_received % (1 << 32), mode, self._target, kp, kd, self._tau_ff)
+        self.board.firmware.on_command(command, t)
         if not self.command_modes or self.command_modes[-1][1] != mode.name:
             self.command_modes.append((t, mode.name))
 
     def _refuse(self, topic: str, error: Exception) -> None:
-        self.stats.rx_errors += 1
+        self.board.stats.rx_errors += 1
         if not self._refusing:
             log.warning("%s message refused: %s", topic, error)
         self._refusing = True
 
     # ---- sending --------------------------------------------------------------------------------
 
-    def _send_state(self, t: float, status, imu: tuple) -> None:
-        o, r, ft = self.options, self.ros2, self._fault_time(t)
-        q, qd = self.sim.joint_state()
-        if o.nan_at is not None and ft is not None and ft >= o.nan_at:
-            q[self._nan_joint] = np.nan
-        stamp = time.time()
-        imu_stamp = stamp
-        if o.freeze_imu_at is not None and ft is not None and ft >= o.freeze_imu_at:
-            if self._frozen_imu is None:
-                self._frozen_imu, self._frozen_stamp = imu, stamp
-                log.warning("fault: IMU frozen at t=%.2f s", t)
-            imu = self._frozen_imu
-            if not o.freeze_imu_silent:
-                imu_stamp = self._frozen_stamp  # the driver repeats its last message
-        T, topics = self._types, r.topics
-        messages = []
+    def publish(self, t: float, reading: Reading) -> None:
+        """Imu and JointState, each through the drop fault, queued for the delay fault."""
+        r, ft, topics = self.ros2, self.board.fault_time(t), self.ros2.topics
+        stamp = imu_stamp = time.time()
+        if reading.status & StatusFlags.IMU_STALE:  # the driver repeats its last message, stamp and all
+            if self._frozen_stamp is None:
+                self._frozen_stamp = stamp
+            imu_stamp = self._frozen_stamp
+        T, messages = self._types, []
         if not self._stops("imu", r.stop_imu_at, ft, t):
-            messages.append(("imu", convert.arrays_to_imu(T, *imu, stamp=imu_stamp, frame_id=topics.imu_frame_id)))
+            imu = convert.arrays_to_imu(T, *reading.imu, stamp=imu_stamp, frame_id=topics.imu_frame_id)
+            messages.append(("imu", imu))
         if not self._stops("joint_states", r.stop_joint_states_at, ft, t):
-            torque = self.sim.last_torque
-            js = convert.arrays_to_joint_state(T, self.robot.joint_names, q, qd, torque, stamp, topics.joint_frame_id)
+            js = convert.arrays_to_joint_state(T, self.robot.joint_names, reading.joint_pos, reading.joint_vel,
+                                               reading.joint_torque, stamp, topics.joint_frame_id)  # fmt: skip
             messages.append(("joint_states", js))
-        due = time.monotonic() + 1e-3 * o.delay_ms
+        due = time.monotonic() + self.board.faults.delay_s
         for topic, msg in messages:
-            if o.drop > 0 and self._rng.random() < o.drop:
-                self.stats.states_dropped += 1
-                continue
-            self._queue.append((due, topic, msg))
+            if not self.board.faults.drop():
+                self._queue.append((due, topic, msg))
 
     def _stops(self, topic: str, at: float | None, ft: float | None, t: float) -> bool:
         """Whether `topic` has stopped being published (its stop_*_at fault); logged once."""
-        if at is None or ft is None or ft < at:
+        if not after(at, ft):
             return False
         if topic not in self._stopped:
             self._stopped.add(topic)
             log.warning("fault: %s stops being published at t=%.2f s", self.ros2.topics.ros_name(topic), t)
         return True
 
-    def _flush(self, now: float) -> None:
+    def send_estop(self) -> None:
+        """The e-stop button: true on the estop topic (latched)."""
+        if self._node is not None:
+            self._writers["estop"].write(convert.make_bool(self._types, True))
+
+    def flush(self, now: float) -> None:
+        """Publish the messages due by `now`."""
         if self._node is None:
             return
         while self._queue and self._queue[0][0] <= now:
@@ -234,13 +227,15 @@ class Ros2Emulator(Emulator):
             self._writers[topic].write(msg)
             self.last_published[topic] = time.monotonic()
             if topic == "joint_states":
-                self.stats.states_sent += 1
+                self.board.stats.states_sent += 1
 
-    def _send_estop(self, t: float) -> None:
-        """The e-stop button: true on the estop topic (latched)."""
-        self._estop_sent_t = t
+    def disconnect(self) -> None:
+        """Leave the ROS 2 graph: the DDS participant goes."""
         if self._node is not None:
-            self._writers["estop"].write(convert.make_bool(self._types, True))
+            self._node.close()
+            self._node = None
+
+    close = disconnect
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -266,20 +261,21 @@ def add_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     )
 
 
-def emulator_from_args(robot: Robot, args: argparse.Namespace) -> Ros2Emulator:
-    """A Ros2Emulator from `trot emulate` flags, with DDS kept on the loopback interface."""
+def link_from_args(args: argparse.Namespace) -> LinkFactory:
+    """The ROS 2 link from `trot emulate` flags, with DDS kept on the loopback interface."""
     from trot.deploy.ros2 import dds
     from trot.deploy.ros2.args import topics_from_args
 
     if dds.loopback_config_problems():
         dds.use_config(dds.loopback_config_xml())
         log.info("CYCLONEDDS_URI set to the loopback-only configuration (give `trot deploy` --dds_loopback)")
-    ros2 = Ros2EmulatorOptions(
-        topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos),
-        domain_id=args.domain_id,
-        command_topic=args.command_topic,
-        listen_estop=args.listen_estop,
-        stop_imu_at=args.stop_imu_at,
-        stop_joint_states_at=args.stop_joint_states_at,
+    return ros2_link(
+        Ros2EmulatorOptions(
+            topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos),
+            domain_id=args.domain_id,
+            command_topic=args.command_topic,
+            listen_estop=args.listen_estop,
+            stop_imu_at=args.stop_imu_at,
+            stop_joint_states_at=args.stop_joint_states_at,
+        )
     )
-    return Ros2Emulator(robot, options_from_args(args), ros2)

@@ -1,0 +1,92 @@
+"""The 20 s walk of the shipped policy against the emulator, shared by the serial and the ROS 2 HIL tests.
+
+`follow` samples the emulator's ground truth while `trot deploy` runs in its own process; `check_walk`
+holds the last 10 s of walking to the gate's linear tracking threshold (`GateThresholds.max_lin_err`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trot.deploy.safety import tilt_deg
+from trot.deploy.telemetry import read_telemetry
+from trot.hil.gate import GateThresholds
+from trot.robots import load_robot
+
+SHIPPED_POLICY = load_robot("pupper_v3").folder / "policies" / "walk.onnx"
+COMMAND = (0.2, 0.0, 0.0)  # vx m/s, vy m/s, yaw rate rad/s
+SECONDS = 20
+SAMPLE_PERIOD_S = 0.05
+
+
+def shipped_policy(over: str) -> Path:
+    """The policy to walk (TROT_WALK_BUNDLE or the shipped one); skips, saying why, when there is none."""
+    policy = Path(os.environ.get("TROT_WALK_BUNDLE", SHIPPED_POLICY))
+    if not policy.is_file():
+        pytest.skip(f"no shipped policy at {policy}: train and export one to run the 20 s walk over {over}")
+    return policy
+
+
+@dataclass
+class Walk:
+    samples: list  # (monotonic time, base velocity world, base quat w x y z, base height)
+    end: float  # monotonic time the deploy process was seen to exit
+    returncode: int
+    err: str
+
+
+def follow(emulator, proc: subprocess.Popen, each=None) -> Walk:
+    """Sample the emulator's ground truth every 50 ms until `proc` exits; `each()` runs before every sample."""
+    samples = []
+    try:
+        while proc.poll() is None:
+            if each is not None:
+                each()
+            gt = emulator.ground_truth()
+            samples.append((time.monotonic(), gt["base_lin_vel"], gt["base_quat"], gt["base_pos"][2]))
+            time.sleep(SAMPLE_PERIOD_S)
+        end = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return Walk(samples, end, proc.returncode, err)
+
+
+def heading_velocity(vel_world, quat_wxyz) -> np.ndarray:
+    """The base's horizontal velocity in its heading frame (world frame turned by the base's yaw)."""
+    w, x, y, z = quat_wxyz
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    c, s = math.cos(yaw), math.sin(yaw)
+    return np.array([c * vel_world[0] + s * vel_world[1], -s * vel_world[0] + c * vel_world[1]])
+
+
+def check_walk(walk: Walk, telemetry: Path, over: str) -> None:
+    """The deploy run ended cleanly on time, the robot stayed up, and it tracked the command."""
+    threshold = GateThresholds().max_lin_err
+    tel = read_telemetry(telemetry)
+    assert walk.returncode == 0, walk.err[-2000:]
+    assert tel.complete and tel.summary["end_state"] == "DONE"
+    assert tel.summary["overrun_pct"] <= 1.0, tel.summary
+    # The last 10 s of walking: before the 0.5 s of shutdown damping and the process exit.
+    stop = walk.end - 0.8
+    window = [s for s in walk.samples if stop - 10.0 <= s[0] <= stop]
+    assert len(window) > 100
+    body = np.array([heading_velocity(vel, quat) for _, vel, quat, _ in window])
+    errors = np.linalg.norm(body - np.array(COMMAND[:2]), axis=1)
+    print(
+        f"walk over {over}: mean forward {body[:, 0].mean():.3f} m/s, mean |v - cmd| {errors.mean():.3f} m/s "
+        f"(threshold {threshold} from GateThresholds.max_lin_err), overruns {tel.summary['overrun_pct']:.2f} %"
+    )
+    assert min(s[3] for s in walk.samples[len(walk.samples) // 4 :]) > 0.08, "the robot went down"
+    assert max(tilt_deg(s[2]) for s in walk.samples) < 50
+    assert errors.mean() <= threshold

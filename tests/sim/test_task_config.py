@@ -1,0 +1,96 @@
+"""A robot's task.toml over the shared task defaults: Pupper's numbers, and bad files refused by file and field."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trot.robots import ContractError, load_robot
+from trot.sim.config import EnvCfg
+from trot.sim.task import policy_noise_stds, task_cfg
+
+PUPPER_DIR = load_robot("pupper_v3").folder
+
+
+def test_pupper_task_holds_its_numbers():
+    cfg = task_cfg("pupper_v3")
+    c = cfg.commands
+    assert (c.vx, c.vy, c.yaw_rate) == ((-0.6, 0.6), (-0.4, 0.4), (-1.5, 1.5))
+    assert cfg.gait.pairs == ((0, 3), (1, 2))  # FR+BL, then FL+BR
+    assert cfg.observations.policy.gait_frequency_hz == cfg.observations.critic.gait_frequency_hz == 2.5
+    assert policy_noise_stds("pupper_v3") == {
+        "base_ang_vel": 0.17, "projected_gravity": 0.058, "joint_pos_rel": 0.058, "joint_vel": 0.5,
+    }  # fmt: skip
+    assert cfg.rewards["track_lin_vel_xy"].params == {"sigma": 0.1}
+    assert cfg.rewards["track_ang_vel_z"].params == {"sigma": 0.25}
+    assert cfg.rewards["feet_air_time"].params == {"target_s": 0.2}
+    terms = cfg.randomization.terms
+    assert {n: t.range for n, t in terms.items()} == {
+        "friction": (0.6, 1.4), "link_mass_scale": (0.7, 1.3), "payload_mass": (0.0, 0.4),
+        "com_offset_x": (-0.03, 0.03), "com_offset_y": (-0.01, 0.01), "com_offset_z": (-0.02, 0.02),
+        "kp_scale": (0.75, 1.25), "kd_scale": (0.5, 2.0), "motor_strength": (0.8, 1.2),
+        "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02), "joint_zero_offset": (-0.02, 0.02),
+        "push_velocity": (0.0, 0.2),
+    }  # fmt: skip
+    assert terms["link_mass_scale"].schedule == terms["joint_zero_offset"].schedule == "startup"
+    assert terms["push_velocity"].schedule == "interval" and terms["push_velocity"].interval_s == 1.0
+
+
+def test_shared_defaults_hold_no_robot_numbers():
+    cfg = EnvCfg()
+    assert cfg.gait.pairs is None and cfg.observations.gait_frequency_hz is None
+    assert all(t.noise == 0 for t in cfg.observations.policy_terms)
+    assert all(t.range[0] == t.range[1] for t in cfg.randomization.terms.values())
+
+
+def robot_with_task(tmp_path: Path, task: str | None) -> Path:
+    folder = tmp_path / "robot"
+    shutil.copytree(PUPPER_DIR, folder, ignore=shutil.ignore_patterns("policies", "task.toml"))
+    if task is not None:
+        (folder / "task.toml").write_text(task)
+    return folder
+
+
+GOOD = """
+[gait]
+pairs = [[0, 3], [1, 2]]
+[observations]
+gait_frequency_hz = 2.0
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, field, expected",
+    [
+        ('[commands]\nvx = "fast"\n', "commands.vx", "a list of 2 values"),
+        ("[commands]\nvz = [0.0, 1.0]\n", "commands.vz", "a known field: one of ['min_speed'"),
+        ("[observations.policy_terms]\nfoo = { noise = 1.0 }\n", "observations.policy_terms.foo", "one of the entries"),
+        ("[observations.policy_terms]\njoint_vel = { noise = true }\n", "observations.policy_terms[4].noise",
+         "a number"),
+        ("[rewards.feet_air_time.params]\ntarget = 0.3\n", "rewards.feet_air_time.params.target", "['target_s']"),
+        ("[randomization.terms]\nfriction = { range = [0.6, 9.0] }\n", "randomization.terms.friction.range",
+         "physical bounds [0.0, 5.0]"),
+        ("[randomization.terms]\nactuation_latency = { range = [0.0, 0.005] }\n",
+         "randomization.terms.actuation_latency.range", "whole physics steps of 0.004 s"),
+    ],
+)  # fmt: skip
+def test_bad_task_file_is_refused_with_file_field_and_expectation(tmp_path, extra, field, expected):
+    folder = robot_with_task(tmp_path, GOOD + extra)
+    with pytest.raises(ContractError) as e:
+        task_cfg(folder)
+    assert e.value.file == str(folder / "task.toml") and e.value.field == field
+    assert expected in e.value.expected
+
+
+def test_bad_gait_pairs_are_refused(tmp_path):
+    folder = robot_with_task(tmp_path, GOOD.replace("[[0, 3], [1, 2]]", '[["leg_front_r_3", "leg_back_l_3"], [1]]'))
+    with pytest.raises(ContractError, match="gait.pairs.*each foot once") as e:
+        task_cfg(folder)
+    assert e.value.file == str(folder / "task.toml")
+
+
+def test_robot_without_task_file_is_told_what_to_set(tmp_path):
+    folder = robot_with_task(tmp_path, None)
+    with pytest.raises(ContractError) as e:
+        task_cfg(folder)
+    assert e.value.field == "observations.gait_frequency_hz" and str(folder / "task.toml") in e.value.expected
