@@ -1,7 +1,7 @@
 """Transfer study: why a policy bundle walks faster in PyBullet than in MuJoCo, one engine setting at a time.
 
 Each cell runs the bundle through `trot.deploy.runtime.PolicyRuntime` (the code that runs on the robot)
-on the gate's engines (`trot.hil.gate.make_engine`, `CellSim`): a command held for the whole cell, on a
+on the gate's engines (`trot.hil.gate.cell.make_engine`, `CellSim`): a command held for the whole cell, on a
 floor of a given friction. A *variant* is one of the two engines as the gate builds it with ONE setting
 changed on the built object (or a named combination of settings). The table gives, per variant and
 cell, the mean body-frame forward speed after the settle time, its error and overshoot against the
@@ -31,7 +31,9 @@ from transfer_variants import LEG_JOINTS, PAIRS, VARIANTS, foot_geoms, pb_links
 
 from trot.deploy.bundle import load_bundle
 from trot.deploy.runtime import PolicyRuntime
-from trot.hil.gate import RATIO_FLOOR, CellSim, Perturbation
+from trot.hil.gate.cell import CellSim
+from trot.hil.gate.perturbations import Perturbation
+from trot.hil.gate.run import RATIO_FLOOR
 from trot.hil.mujoco_robot import MujocoRobot
 from trot.robots import load_robot
 

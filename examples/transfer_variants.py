@@ -1,7 +1,7 @@
 """The engine variants of `transfer_study.py`: the gate's PyBullet and MuJoCo engines, each with one
 setting changed on the built object (or a named combination), and the pairs of setups compared.
 
-Nothing here edits `trot.hil`: every change is applied to an engine `trot.hil.gate.make_engine` built
+Nothing here edits `trot.hil`: every change is applied to an engine `trot.hil.gate.cell.make_engine` built
 (`changeDynamics` / `setPhysicsEngineParameter` in PyBullet, model fields in MuJoCo), or, for the PD
 computed outside MuJoCo's step, to a subclass of `trot.hil.mujoco_robot.MujocoRobot`.
 """
@@ -15,7 +15,7 @@ from functools import partial
 import mujoco
 import numpy as np
 
-from trot.hil.gate import make_engine
+from trot.hil.gate.cell import make_engine
 from trot.hil.mujoco_robot import MujocoRobot
 from trot.robots import Robot
 
@@ -358,6 +358,11 @@ VARIANTS: dict[str, Variant] = {
         partial(mj_solref, timeconst=0.008),
         substep={"substeps": 4, "explicit_pd": True},
     ),
+    "mj.explicit_sub16_stiff": _mj(
+        "armature kept, explicit PD 16 x 0.25 ms, solref 0.008 (mj.pb_fixed_like with the armature)",
+        partial(mj_solref, timeconst=0.008),
+        substep={"substeps": 16, "explicit_pd": True},
+    ),
     "mj.pb_fixed_like": _mj(
         "the fixed PyBullet in MuJoCo: no armature, explicit PD 16 x 0.25 ms, solref 0.008",
         partial(mj_joint_terms, armature=0.0),
@@ -373,5 +378,6 @@ PAIRS = (
     ("pb.base", "mj.pb_like"),  # ... and PyBullet's explicit PD and stiff contact
     ("pb.no_refl_inertia_sub16", "mj.base"),  # PyBullet without the armature in its links
     ("pb.no_refl_inertia_sub16", "mj.solref_0.008"),  # ... and MuJoCo with its stiffest contact
-    ("pb.no_refl_inertia_sub16", "mj.pb_fixed_like"),  # MuJoCo set up as the fixed PyBullet
+    ("pb.no_refl_inertia_sub16", "mj.explicit_sub16_stiff"),  # ... MuJoCo with explicit PD at 0.25 ms too
+    ("pb.no_refl_inertia_sub16", "mj.pb_fixed_like"),  # ... and without its armature: the fixed PyBullet
 )
