@@ -23,6 +23,7 @@ from trot.robots import Robot
 
 
 def pb_links(engine) -> list[int]:
+    """PyBullet link indices of the robot, the base (-1) included."""
     return [-1, *range(engine.client.getNumJoints(engine.body))]
 
 
@@ -129,6 +130,7 @@ def mj_option(engine, **fields) -> None:
 
 
 def mj_disable(engine, flag: mujoco.mjtDisableBit) -> None:
+    """Set one of MjOption's disable flags (eulerdamp, refsafe, ...)."""
     engine.model.opt.disableflags |= flag
 
 
