@@ -357,7 +357,7 @@ def _pybullet_inertia(robot) -> str:
     return "PyBullet's mass matrix: " + "; ".join(out)
 
 
-BENCH_VARIANTS = ("old.base", "pb.base", "pb.substeps_8", "pb.explicit_sub16", "old.no_refl_inertia_sub16", "mj.base")
+BENCH_VARIANTS = ("old.base", "pb.base", "pb.substeps_4", "pb.substeps_8", "pb.explicit_sub16", "mj.base")
 
 
 def bench(robot, steps: int = 1000) -> str:

@@ -279,15 +279,16 @@ def _mj(help: str, *changes, substep: dict | None = None) -> Variant:
 
 # Bullet combines rolling (spinning) friction as r_a μ_b + r_b μ_a: set on the feet alone, it is r_foot μ_floor.
 ROLLING = {"rollingFriction": 0.0001, "spinningFriction": 0.005, "floor_too": False}  # MuJoCo's condim-6 defaults, m
-IMPLICIT = {"link_armature": 0.0, "explicit": False}  # the gate's PyBullet step, for LegacyPyBullet
+IMPLICIT = {"link_armature": 0.0, "explicit": False, "substeps": 16}  # the gate's PyBullet step, for LegacyPyBullet
 EXPLICIT = {"link_armature": 0.0, "rigid_contact": False}  # the gate's PyBullet but for an explicit PD
 
 VARIANTS: dict[str, Variant] = {
     # PyBullet as the gate builds it now, then one change
-    "pb.base": _pb("the gate's PyBullet: implicit damping, 4 substeps of 1 ms, no armature, contact matched to MuJoCo"),
+    "pb.base": _pb("the gate's PyBullet: implicit damping, 16 substeps of 0.25 ms, no armature, contact matched"),
     "pb.substeps_2": _pb("2 substeps of 2 ms", partial(pb_substeps, n=2)),
-    "pb.substeps_8": _pb("8 substeps", partial(pb_substeps, n=8)),
-    "pb.substeps_16": _pb("16 substeps (convergence check)", partial(pb_substeps, n=16)),
+    "pb.substeps_4": _pb("4 substeps of 1 ms", partial(pb_substeps, n=4)),
+    "pb.substeps_8": _pb("8 substeps of 0.5 ms", partial(pb_substeps, n=8)),
+    "pb.substeps_32": _pb("32 substeps (convergence check)", partial(pb_substeps, n=32)),
     "pb.explicit_sub16": _pb("explicit PD in 16 substeps (the other fix)", build_with={**EXPLICIT, "substeps": 16}),
     "pb.explicit_sub32": _pb("explicit PD in 32 substeps", build_with={**EXPLICIT, "substeps": 32}),
     "pb.rigid_contact": _pb("Bullet's rigid contact", build_with={**IMPLICIT, "rigid_contact": True}),

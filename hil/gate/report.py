@@ -32,15 +32,15 @@ def _median(ratios: dict) -> float | None:
 def summary_table(run: GateRun) -> str:
     """Per engine, commands × perturbations: lin/yaw tracking error (and drift), FAIL on a failing cell."""
     lines = []
-    width = max(15, *(len(p) + 1 for p in run.perturbations))
     for engine in run.engines:
+        text = {(c, p): ("" if x is None or x.passed else "FAIL ") + _cell_text(x)
+                for c in run.commands for p in run.perturbations for x in [run.cell(engine, c, p)]}  # fmt: skip
+        width = 2 + max(len(t) for t in [*text.values(), *run.perturbations])
         lines.append(f"{engine}: lin err m/s / yaw err rad/s (d: standing drift m) per cell; FAIL marks a failing "
                      "cell, n/a one not run")  # fmt: skip
         lines.append(f"{'':<16}" + "".join(f"{p:>{width}}" for p in run.perturbations))
         for c in run.commands:
-            cells = (run.cell(engine, c, p) for p in run.perturbations)
-            lines.append(f"{c:<16}" + "".join(
-                f"{('' if x is None or x.passed else 'FAIL ') + _cell_text(x):>{width}}" for x in cells))  # fmt: skip
+            lines.append(f"{c:<16}" + "".join(f"{text[(c, p)]:>{width}}" for p in run.perturbations))
         lines += [f"{engine}: {run.failed(engine)} of {run.run_count(engine)} cells fail", ""]
     for metric in RATIO_FLOOR:
         ratios = run.ratios(metric)

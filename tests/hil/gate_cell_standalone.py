@@ -8,7 +8,7 @@ observation terms, scales, history, clip and gait clock, action scale and clip) 
 bundle's `trot` metadata through onnxruntime; geometry, inertia, joint limits, damping and dry friction
 come from the URDF. The one physics figure neither holds is the feet's contact compliance, which the
 gate matches to MuJoCo's (`trot.hil.pybullet_model.matched_contact`): pass it with --contact-stiffness
-and --contact-damping. The physics is the gate's PyBullet engine (1 ms substeps, the PD's damping
+and --contact-damping. The physics is the gate's PyBullet engine (0.25 ms substeps, the PD's damping
 implicit through PyBullet's own mass matrix, no armature); the observation mapping is re-implemented
 here from DESIGN contract 3. Prints the cell's metrics as JSON, measured as the gate measures them.
 """
@@ -74,7 +74,7 @@ def rotate_inverse(q_wxyz, v) -> np.ndarray:
 class Robot:
     """The URDF in PyBullet with the contract's motor model, stepped at physics_dt."""
 
-    def __init__(self, urdf: str, meta: dict, stiffness: float, damping: float, substep_s: float = 0.001):
+    def __init__(self, urdf: str, meta: dict, stiffness: float, damping: float, substep_s: float = 0.00025):
         self.meta = meta
         self.substeps = math.ceil(meta["physics_dt"] / substep_s - 1e-9)
         with quiet_stdout():  # PyBullet prints its argv on connect; stdout is for the JSON
