@@ -110,10 +110,11 @@ class LegacyPyBullet(PyBulletRobot):
             return super().step(target, kp, kd, tau_ff)
         import pybullet as p
 
+        kp = self.kp if kp is None else kp
+        kd = self.kd if kd is None else kd
         for _ in range(self.substeps):
             q, qd = self.joint_state()
-            tau = np.clip(self.kp * (np.asarray(target) - q) - self.kd * qd + tau_ff, -self.torque_limit,
-                          self.torque_limit)  # fmt: skip
+            tau = np.clip(kp * (np.asarray(target) - q) - kd * qd + tau_ff, -self.torque_limit, self.torque_limit)
             self.last_torque = tau
             forces = (tau - self.joint_damping * qd).tolist()
             self.client.setJointMotorControlArray(self.body, self.joint_ids, p.TORQUE_CONTROL, forces=forces)

@@ -4,7 +4,7 @@ The motor model is MuJoCo's position actuator: tau = clip(kp (q* - q) - kd qd + 
 joint viscous damping and dry friction, with the damping treated as MuJoCo's implicit-fast integrator
 treats it. PyBullet applies torques explicitly and has no joint armature; on the Pupper's 50 g lower
 legs an explicit kd is stable only below 0.37 ms steps. So each step of `physics_dt` is split into
-0.25 ms substeps, and at each the damping torque is the implicit one,
+substeps (1 ms by default, 0.25 ms in the gate), and at each the damping torque is the implicit one,
 tau_d = -(I + h D W)^-1 D qd (D = kd + joint damping, W the joint block of the inverse of PyBullet's own
 floating-base mass matrix, computed once per physics_dt): for a free-floating robot that is exactly
 MuJoCo's (M + h D)^-1 velocity update, and it is stable at any step. The motors' armature is NOT
@@ -31,9 +31,11 @@ from pybullet_utils import bullet_client
 
 from trot.robots import Robot
 
-# Longest PyBullet step. 1 ms is stable and 2.6 times cheaper, but the robot rocks more than in MuJoCo (body
-# rates +30 %) and the engines' tracking-error ratio rises by about 0.25 (docs/gate.md, "The engines").
-SUBSTEP_S = 0.00025
+# Longest PyBullet step. The default, 1 ms, is stable and cheap enough for the emulator's real time; the gate
+# steps 0.25 ms (2.6 times the cost): at 1 ms the robot rocks 30-50 % more than in MuJoCo and the engines'
+# tracking-error ratio rises by about 0.25 (docs/gate.md, "The engines").
+SUBSTEP_S = 0.001
+GATE_SUBSTEP_S = 0.00025
 GRAVITY = 9.81
 # EnvParams fields that are the gate cell's (latencies, encoder offsets), not the engine's.
 CELL_FIELDS = ("actuation_latency_s", "observation_latency_s", "joint_zero_offset")
@@ -49,9 +51,9 @@ class PyBulletRobot:
         "com_offset": "PyBullet cannot move a link's centre of mass once the URDF is loaded",
     }
 
-    def __init__(self, robot: Robot, substeps: int | None = None, gui: bool = False):
+    def __init__(self, robot: Robot, substeps: int | None = None, gui: bool = False, substep_s: float = SUBSTEP_S):
         self.robot = robot
-        self.substeps = substeps or math.ceil(robot.physics_dt / SUBSTEP_S - 1e-9)
+        self.substeps = substeps or math.ceil(robot.physics_dt / substep_s - 1e-9)
         self.client = bullet_client.BulletClient(connection_mode=p.GUI if gui else p.DIRECT)
         c = self.client
         c.setGravity(0, 0, -GRAVITY)

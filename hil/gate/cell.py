@@ -42,9 +42,9 @@ def make_engine(name: str, robot: Robot):
     """A single-robot simulator with PyBulletRobot's interface."""
     with _quiet_stdout():  # PyBullet prints its argv on connect
         if name == "pybullet":
-            from trot.hil.pybullet_model import PyBulletRobot
+            from trot.hil.pybullet_model import GATE_SUBSTEP_S, PyBulletRobot
 
-            return PyBulletRobot(robot)
+            return PyBulletRobot(robot, substep_s=GATE_SUBSTEP_S)
         if name == "mujoco":
             from trot.hil.mujoco_robot import MujocoRobot
 

@@ -89,6 +89,9 @@ def check_walk(walk: Walk, telemetry: Path, over: str) -> None:
         f"walk over {over}: mean forward {body[:, 0].mean():.3f} m/s, mean |v - cmd| {errors.mean():.3f} m/s "
         f"(threshold {threshold}), overruns {tel.summary['overrun_pct']:.2f} %"
     )
-    assert min(s[3] for s in walk.samples[len(walk.samples) // 4 :]) > 0.08, "the robot went down"
+    # Up while walking: from the first quarter to the window's end (the shutdown damping then lowers it on purpose:
+    # kp 0, kd 0.1 lets the Pupper sink below 0.08 m within the 0.5 s, in MuJoCo as in PyBullet).
+    walking = [s for s in walk.samples[len(walk.samples) // 4 :] if s[0] <= stop]
+    assert min(s[3] for s in walking) > 0.08, "the robot went down"
     assert max(tilt_deg(s[2]) for s in walk.samples) < 50
     assert errors.mean() <= threshold

@@ -145,7 +145,7 @@ def test_pybullet_has_the_urdf_inertia_and_no_armature_in_its_links(robot, mj, p
     pb.reset()
     pb_joints = pb.mass_matrix()[np.ix_(pb._dof, pb._dof)]
     np.testing.assert_allclose(pb_joints, mj_joints, rtol=1e-3, atol=1e-8)
-    assert pb.substeps == {"pupper_v3": 16, "go2": 20}[robot.name]  # 0.25 ms PyBullet steps
+    assert pb.substeps == {"pupper_v3": 4, "go2": 5}[robot.name]  # 1 ms PyBullet steps (the gate's: 0.25 ms)
 
 
 @pytest.mark.parametrize("timeconst", [0.02, 0.04])
@@ -172,8 +172,9 @@ def test_pybullet_implicit_damping_stands_where_the_explicit_pd_diverges():
     (2 / (kd λmax(W)), W the joint block of the inverse mass matrix: λmax 21,400 kg⁻¹m⁻²): at 1 ms substeps the
     same PD applied explicitly blows up, the implicit damping stands still (the gate steps 0.25 ms, for accuracy)."""
     pupper = load_robot("pupper_v3")
-    bullet = PyBulletRobot(pupper, substeps=4)
+    bullet = PyBulletRobot(pupper)
     try:
+        assert bullet.substeps == 4
         w = np.linalg.inv(bullet.mass_matrix())[np.ix_(bullet._dof, bullet._dof)]
         assert np.linalg.eigvalsh(w).max() == pytest.approx(21400, rel=0.01)
         h, tilt = stand_pybullet(pupper, bullet, seconds=2.0)

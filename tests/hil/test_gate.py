@@ -70,6 +70,11 @@ def test_the_perturbations_are_training_terms_in_their_units():
     assert p["sensor_noise"].sensor_noise and not p["sensor_noise"].terms
 
 
+def test_the_gates_pybullet_steps_a_quarter_millisecond():
+    _engines.append(make_engine("pybullet", ROBOT))
+    assert _engines[-1].substeps == 16  # of a 4 ms physics_dt (the emulator's PyBullet: 4); docs/gate.md
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_payload_loads_the_legs_and_lowers_the_base(engine):
     h0, _, tau0 = standing(engine)
@@ -208,8 +213,9 @@ def test_a_new_training_term_is_testable_in_the_gate_with_no_gate_code(engine, m
     pinned = resolve([], ["torque_limit_scale=0.5"], ROBOT)["torque_limit_scale=0.5"]
     sim = cell(engine, pinned)
     np.testing.assert_allclose(sim.torque_limit, 1.5)
-    sim.engine.step(DEFAULT + 1.0)  # 5 N·m asked of every joint
-    np.testing.assert_allclose(np.abs(sim.engine.last_torque), 1.5, rtol=1e-6)
+    sim.engine.step(DEFAULT + 1.0)  # 5 N·m asked of every joint: each held at 1.5 (but a light shank, damped)
+    torque = np.abs(sim.engine.last_torque)
+    assert torque.max() == pytest.approx(1.5) and (torque > 1.5 - 1e-9).sum() >= 8, torque
 
 
 def test_unknown_terms_and_values_outside_their_bounds_are_refused_by_name():

@@ -215,7 +215,9 @@ PINNED_REWARDS = [
 # Pupper's randomization on eed94be where it differs from today's task.toml: three ranges, and the terms added since
 # left at their nominal values (which draw nothing from the generator).
 EED94BE_RANGES = {"friction": (0.6, 1.4), "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02)}
-TERMS_SINCE = ("contact_timeconst", "contact_dampratio", "armature_scale", "joint_damping_scale", "joint_friction_scale")
+TERMS_SINCE = (
+    "contact_timeconst", "contact_dampratio", "armature_scale", "joint_damping_scale", "joint_friction_scale",
+)  # fmt: skip
 
 
 def test_same_seed_gives_the_rewards_pinned_before_terms_were_declared():
