@@ -177,7 +177,7 @@ class MjwarpBackend:
         d, dev, sens = self.wd, self.device, self.idx.sensor
         self._qpos, self._qvel = wp.to_torch(d.qpos), wp.to_torch(d.qvel)
         self._sens = wp.to_torch(d.sensordata)
-        self._time, self._warmstart = wp.to_torch(d.time), wp.to_torch(d.qacc_warmstart)
+        self._time = wp.to_torch(d.time)
         self._target_t, self._held_t = wp.to_torch(self._target), wp.to_torch(self._held)
         self._latency_t, self._peak = wp.to_torch(self._latency), wp.to_torch(self._touch_peak)
         self._per_world = {f: wp.to_torch(getattr(self.wm, f)) for f in PER_WORLD}
@@ -224,7 +224,6 @@ class MjwarpBackend:
         self._qpos[ids] = qpos
         self._qvel[ids] = qvel.to(self.device, torch.float32)
         self._time[ids] = 0.0
-        self._warmstart[ids] = 0.0  # the solver starts cold, as from the C backend's reset state
         self._held_t[:, ids] = qpos[:, self._jq]
         self._peak[ids] = 0.0
 
