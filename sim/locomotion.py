@@ -81,7 +81,7 @@ class LocomotionEnv(VecEnv):
         # (feet,) stance in the clock's first half
         self.first_pair = torch.tensor([i in first for i in range(f)], device=dev)
         # Per-step observation noise is drawn where the task runs; on the CPU from the one seeded generator.
-        self._noise_gen = self.gen if dev.type == "cpu" else torch.Generator(dev).manual_seed(self.cfg.seed)
+        self._noise_gen = self.gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(self.cfg.seed)
         self.common_step_counter = 0
 
     def _randomize(self, schedule: str, ids: torch.Tensor) -> None:

@@ -1,18 +1,27 @@
-"""`trot train --sim mjwarp` and `trot bench sim --sim mjwarp` end to end, on Warp's CPU device."""
+"""`trot train --sim mjwarp` and `trot bench sim --sim mjwarp` end to end on Warp's CPU device; the training image."""
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mujoco_warp", reason="the gpu extra (mujoco-warp, warp-lang) is not installed")
+from trot.robots import tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_warp = pytest.mark.skipif(
+    importlib.util.find_spec("mujoco_warp") is None, reason="the gpu extra (mujoco-warp, warp-lang) is not installed"
+)
 
 
 def trot(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "trot.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@needs_warp
 @pytest.mark.slow
 def test_train_two_iterations_on_mjwarp(tmp_path):
     out = trot(
@@ -30,6 +39,7 @@ def test_train_two_iterations_on_mjwarp(tmp_path):
     assert ckpt["trot"]["env_steps"] == 2 * 8 * 16
 
 
+@needs_warp
 @pytest.mark.slow
 def test_bench_sim_mjwarp_prints_the_task_against_raw_stepping():
     out = trot("bench", "sim", "--sim", "mjwarp", "--num_envs", "16", "--seconds", "0.5", "--threads", "1")
@@ -54,3 +64,15 @@ def test_preset_gpu_without_cuda_stops_before_making_a_run_folder(tmp_path):
     assert out.returncode != 0
     assert "--device cuda:0 (preset 'gpu'): this torch finds no CUDA device" in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_the_training_image_installs_the_gpu_extra_and_every_package_folder():
+    """docker/Dockerfile.train is not built in CI (no Docker engine): its install line names extras that exist,
+    with train and gpu among them, and it copies every folder the package maps."""
+    text = (ROOT / "docker" / "Dockerfile.train").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    extras = re.search(r'pip install --no-cache-dir "\.\[([a-z0-9,]+)\]"', text).group(1).split(",")
+    assert {"train", "gpu"} <= set(extras) <= set(project["project"]["optional-dependencies"])
+    folders = set(project["tool"]["setuptools"]["package-dir"].values())
+    copied = set(re.findall(r"^COPY (\w+) \1$", text, re.M))
+    assert folders <= copied, folders - copied
