@@ -76,3 +76,14 @@ def test_the_training_image_installs_the_gpu_extra_and_every_package_folder():
     folders = set(project["tool"]["setuptools"]["package-dir"].values())
     copied = set(re.findall(r"^COPY (\w+) \1$", text, re.M))
     assert folders <= copied, folders - copied
+
+
+def test_preset_gpu_is_the_gpu_anchors_batch_layout():
+    """legged_gym / Isaac Lab PPO on one GPU: 4096 envs x 24 steps per iteration in 4 mini-batches, 5 epochs,
+    actor and critic MLP 512-256-128, on MuJoCo Warp on cuda:0."""
+    from trot.train.config import preset
+
+    cfg = preset("gpu")
+    assert (cfg.sim, cfg.device, cfg.env.num_envs) == ("mjwarp", "cuda:0", 4096)
+    assert (cfg.runner.num_steps_per_env, cfg.ppo.num_mini_batches, cfg.ppo.num_learning_epochs) == (24, 4, 5)
+    assert cfg.policy.actor_hidden_dims == cfg.policy.critic_hidden_dims == (512, 256, 128)
