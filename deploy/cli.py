@@ -21,29 +21,13 @@ EXIT_REFUSED = 2
 
 def add_deploy_args(p: argparse.ArgumentParser) -> None:
     """Flags of `trot deploy`."""
-    p.add_argument("--bundle", required=True, help="policy bundle (.onnx)")
-    p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
-    p.add_argument("--transport", default="serial", choices=["serial", "ros2"], help="link to the robot")
-    p.add_argument("--port", default=None, help="serial port, e.g. /dev/ttyACM0 or the emulator's --link")
-    p.add_argument("--baud", type=int, default=1_000_000, help="serial baud rate (default 1000000)")
-    from trot.deploy.ros2.args import add_ros2_args  # argparse only
+    from trot.deploy.link import add_transport_args  # argparse only
 
-    ros2 = p.add_argument_group("ROS 2 (--transport ros2; see deploy/ROS2.md)")
-    add_ros2_args(ros2)
-    ros2.add_argument(
-        "--ros2_backend",
-        choices=["auto", "rclpy", "dds"],
-        default="auto",
-        help="auto: rclpy where it imports, else raw Cyclone DDS",
+    p.add_argument(
+        "--bundle", required=True, help="policy bundle (.onnx), or a `trot flash` folder (runs its current policy)"
     )
-    ros2.add_argument(
-        "--dds_loopback",
-        action="store_true",
-        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate --transport ros2` uses",
-    )
-    ros2.add_argument(
-        "--cmd_vel_timeout_s", type=float, default=0.5, help="cmd_vel: zero command after this long without a Twist"
-    )
+    p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
+    add_transport_args(p)
     src = p.add_argument_group(
         "velocity command (one of; default: stand, 0,0,0; with --transport ros2 the cmd_vel topic)"
     ).add_mutually_exclusive_group()
@@ -106,8 +90,8 @@ def _command_source(args: argparse.Namespace, bundle, transport=None):
     if args.keyboard:
         return KeyboardCommand()
     if args.gamepad:
-        return GamepadCommand(None if args.gamepad == "auto" else args.gamepad, bundle.meta["commands"])
-    if args.velocity is None and getattr(transport, "name", None) == "ros2":
+        return GamepadCommand(None if args.gamepad == "auto" else args.gamepad, bundle.meta.commands)
+    if args.velocity is None and transport is not None and transport.name == "ros2":
         from trot.deploy.ros2.transport import CmdVelCommand
 
         return CmdVelCommand(transport)
@@ -151,80 +135,29 @@ class _Signals:
         self.previous.clear()
 
 
-def _transport(args: argparse.Namespace, robot):
-    """The transport `--transport` names, not opened yet; or why it cannot be used (a refusal, nothing sent).
-
-    A new transport adds its branch here and its name to `--transport`'s choices.
-    """
-    from trot.deploy.transport import SerialTransport
-
-    if args.transport == "ros2":
-        return _ros2_transport(args, robot)
-
-    if args.transport == "serial":
-        if not args.port:
-            return "--transport serial needs --port (e.g. /dev/ttyACM0, or the emulator's --link path)"
-        if not Path(args.port).exists():
-            return (
-                f"serial port {args.port} does not exist (is the microcontroller plugged in? for the "
-                f"emulator, start `trot emulate --link {args.port}` first)"
-            )
-        return SerialTransport(args.port, args.baud, robot.num_joints, bytes.fromhex(robot.contract_sha256()))
-    return f"unknown transport {args.transport!r}; expected one of: serial, ros2"
-
-
-def _ros2_transport(args: argparse.Namespace, robot):
-    """The ROS 2 transport (rclpy or raw DDS), or why it cannot be used."""
-    from trot.deploy.ros2.args import topics_from_args
-    from trot.deploy.ros2.transport import make_ros2_transport
-
-    if args.port:
-        return "--port is for --transport serial; --transport ros2 finds the robot by its topics"
-    if not args.cmd_vel_timeout_s > 0:
-        return f"--cmd_vel_timeout_s {args.cmd_vel_timeout_s}: expected > 0"
-    try:
-        topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos)
-        if args.dds_loopback:  # before any participant exists; rclpy reads it too (rmw_cyclonedds_cpp)
-            from trot.deploy.ros2.dds import loopback_config_xml, use_config
-
-            use_config(loopback_config_xml())
-        return make_ros2_transport(
-            args.ros2_backend,
-            joint_names=robot.joint_names,
-            topics=topics,
-            domain_id=args.domain_id,
-            hardware_id=robot.name,
-            control_dt=robot.control_dt,
-            cmd_vel_timeout_s=args.cmd_vel_timeout_s,
-        )
-    except (ValueError, ImportError) as e:
-        return str(e)
-
-
 def run_deploy(args: argparse.Namespace) -> int:
     """`trot deploy`: check everything that can be checked before the port is touched, then run the loop."""
     log_to_stderr()
     from trot.deploy.bundle import BundleError, check_contract, load_bundle
     from trot.deploy.commands import CommandError
+    from trot.deploy.flash import FlashError, resolve_flashed
+    from trot.deploy.link import build_transport
     from trot.deploy.loop import LoopConfig, run_loop
     from trot.deploy.safety import SafetyLimits
     from trot.deploy.telemetry import format_summary
     from trot.robots import ContractError, load_robot
 
     try:
-        bundle = load_bundle(args.bundle)
-        robot = load_robot(args.robot or bundle.meta["robot"]["name"])
-        check_contract(bundle, robot)
-    except (BundleError, ContractError, FileNotFoundError) as e:
+        path = resolve_flashed(args.bundle)  # a flash folder's current policy; its hash file checked
+        bundle = load_bundle(path)  # integrity: graph, weights and every metadata field
+        robot = load_robot(args.robot or bundle.contract.name)
+        check_contract(bundle, robot)  # field by field, joint order included
+    except (BundleError, ContractError, FlashError, FileNotFoundError) as e:
         return _refuse(str(e))
-    if list(bundle.meta["joint_names"]) != list(robot.joint_names):
-        return _refuse(
-            f"{args.bundle}: joint_names {bundle.meta['joint_names']} differ from {robot.name}'s "
-            f"{list(robot.joint_names)}"
-        )
-    transport = _transport(args, robot)
-    if isinstance(transport, str):
-        return _refuse(transport)
+    try:
+        transport = build_transport(args, robot)
+    except ValueError as e:
+        return _refuse(str(e))
     overrides = {
         k: getattr(args, k) for k in ("soft_start_s", "fade_in_s", "max_tilt_deg") if getattr(args, k) is not None
     }

@@ -1,8 +1,9 @@
 """Velocity command sources for the deploy loop: constant, scripted file, keyboard on a TTY, gamepad.
 
-Each source answers `poll(t)` with (vx m/s, vy m/s, yaw rate rad/s), t in seconds since the policy
-started, without blocking; keyboard and gamepad also carry the operator's e-stop (`estop`) and quit
-(`stop`) requests as a reason string. The loop clips every command to the bundle's command ranges.
+The loop calls `poll()` once a tick, first thing (it reads the keys or the gamepad's events without
+blocking), and later `velocity(t)`: (vx m/s, vy m/s, yaw rate rad/s) at t seconds since the policy
+started. Keyboard and gamepad also carry the operator's e-stop (`estop`) and quit (`stop`) requests, and a
+gamepad that went away (`lost`), as reason strings. The loop clips every command to the bundle's ranges.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ class CommandSource(Protocol):
     """What the loop reads every tick; `estop`, `stop` and `lost` are reason strings once set (or None)."""
 
     describe: str
-    estop: str | None
-    stop: str | None
+    estop: str | None  # the operator's e-stop
+    stop: str | None  # the operator's quit
+    lost: str | None  # the source went away (its command is zero from then on)
 
-    def poll(self, t: float | None) -> np.ndarray:
-        """(vx, vy, yaw rate) now; t = seconds since the policy started (None before). Never blocks."""
+    def poll(self) -> None:
+        """Read what the operator did since the last tick (keys, buttons, sticks). Never blocks."""
+
+    def velocity(self, t: float | None) -> np.ndarray:
+        """(vx, vy, yaw rate) at t = seconds since the policy started (None before). No I/O."""
 
     def close(self) -> None:
         """Give back what the source took (the terminal's settings, the device)."""
@@ -46,32 +51,40 @@ def parse_velocity(text: str) -> np.ndarray:
     return np.array(values)
 
 
-def clip_to_ranges(command: np.ndarray, ranges: dict) -> np.ndarray:
-    """Clip (vx, vy, yaw) to the bundle's `commands` ranges {'vx': [lo, hi], 'vy': ..., 'yaw_rate': ...}."""
-    lo = np.array([ranges[k][0] for k in ("vx", "vy", "yaw_rate")], dtype=np.float64)
-    hi = np.array([ranges[k][1] for k in ("vx", "vy", "yaw_rate")], dtype=np.float64)
+def clip_to_ranges(command: np.ndarray, ranges) -> np.ndarray:
+    """Clip (vx, vy, yaw) to the bundle's command ranges (`trot.bundle.Commands`)."""
+    lo = np.array([ranges.vx[0], ranges.vy[0], ranges.yaw_rate[0]], dtype=np.float64)
+    hi = np.array([ranges.vx[1], ranges.vy[1], ranges.yaw_rate[1]], dtype=np.float64)
     return np.clip(np.asarray(command, dtype=np.float64), lo, hi)
 
 
-class ConstantCommand:
-    """The same command all the time (zero: stand)."""
+class BaseCommand:
+    """What every source has: no e-stop, quit or loss until one happens, nothing to read or give back."""
 
-    describe = "constant"
+    describe = "command source"
+    estop: str | None = None
+    stop: str | None = None
+    lost: str | None = None
 
-    def __init__(self, velocity=(0.0, 0.0, 0.0)):
-        self.velocity = np.asarray(velocity, dtype=np.float64)
-        self.describe = "constant " + ",".join(f"{v:g}" for v in self.velocity)
-        self.estop: str | None = None
-        self.stop: str | None = None
-
-    def poll(self, t: float | None) -> np.ndarray:
-        return self.velocity
+    def poll(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
 
 
-class ScriptedCommand:
+class ConstantCommand(BaseCommand):
+    """The same command all the time (zero: stand)."""
+
+    def __init__(self, velocity=(0.0, 0.0, 0.0)):
+        self.command = np.asarray(velocity, dtype=np.float64)
+        self.describe = "constant " + ",".join(f"{v:g}" for v in self.command)
+
+    def velocity(self, t: float | None) -> np.ndarray:
+        return self.command
+
+
+class ScriptedCommand(BaseCommand):
     """Piecewise-constant commands from a file: lines `t vx vy yaw` (spaces or commas, # comments) or JSON
     lines {"t": .., "vx": .., "vy": .., "yaw": ..}; t in s since the policy started, increasing. Before the
     first line: zero; after the last: the last command holds."""
@@ -80,17 +93,12 @@ class ScriptedCommand:
         self.path = Path(path)
         self.times, self.values = _read_script(self.path)
         self.describe = f"scripted {self.path} ({len(self.times)} segments)"
-        self.estop: str | None = None
-        self.stop: str | None = None
 
-    def poll(self, t: float | None) -> np.ndarray:
+    def velocity(self, t: float | None) -> np.ndarray:
         if t is None:
             return np.zeros(3)
         i = int(np.searchsorted(self.times, t, side="right")) - 1
         return self.values[i] if i >= 0 else np.zeros(3)
-
-    def close(self) -> None:
-        pass
 
 
 def _read_script(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +131,7 @@ def _read_script(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0], table[:, 1:]
 
 
-class KeyboardCommand:
+class KeyboardCommand(BaseCommand):
     """Keys on a TTY (cbreak mode, so Ctrl-C still signals): w/s vx ±step, a/d vy ±step, q/e yaw ±step,
     x or 0 zero, space e-stop."""
 
@@ -140,27 +148,27 @@ class KeyboardCommand:
         self._saved = termios.tcgetattr(self.fd)
         tty.setcbreak(self.fd)
         self.steps = np.asarray(steps, dtype=np.float64)
-        self.velocity = np.zeros(3)
+        self.command = np.zeros(3)
         self.describe = "keyboard (" + self.HELP + ")"
-        self.estop: str | None = None
-        self.stop: str | None = None
 
-    def poll(self, t: float | None) -> np.ndarray:
+    def poll(self) -> None:
         while select.select([self.fd], [], [], 0)[0]:
             data = os.read(self.fd, 64)
             if not data:
                 break
             for key in data.decode("ascii", "ignore").lower():
                 self.press(key)
-        return self.velocity
+
+    def velocity(self, t: float | None) -> np.ndarray:
+        return self.command
 
     def press(self, key: str) -> None:
         if key in self.KEYS:
             axis, sign = self.KEYS[key]
-            self.velocity = self.velocity.copy()
-            self.velocity[axis] = round(self.velocity[axis] + sign * self.steps[axis], 6)
+            self.command = self.command.copy()
+            self.command[axis] = round(self.command[axis] + sign * self.steps[axis], 6)
         elif key in "x0":
-            self.velocity = np.zeros(3)
+            self.command = np.zeros(3)
         elif key == " ":
             self.estop = "keyboard e-stop (space)"
 
@@ -182,7 +190,7 @@ def find_gamepad() -> str | None:
     return str(found[0]) if found else None
 
 
-class GamepadCommand:
+class GamepadCommand(BaseCommand):
     """A gamepad through the Linux joystick API (/dev/input/js*): left stick vx (up +) and vy (left +),
     right stick x yaw (left +), full deflection = the bundle's range; button `estop_button` e-stops,
     `stop_button` quits. A lost gamepad sets the command to zero and says so once."""
@@ -190,7 +198,7 @@ class GamepadCommand:
     def __init__(
         self,
         device: str | None,
-        ranges: dict,
+        ranges,
         deadzone: float = 0.1,
         axes=(1, 0, 3),
         estop_button: int = 1,
@@ -206,30 +214,24 @@ class GamepadCommand:
         self.device = device
         self.describe = f"gamepad {device}"
         # Full stick = the largest command magnitude the policy was trained on, each direction.
-        self.scale = np.array([max(abs(v) for v in ranges[k]) for k in ("vx", "vy", "yaw_rate")])
+        self.scale = np.array([max(abs(v) for v in r) for r in (ranges.vx, ranges.vy, ranges.yaw_rate)])
         self.deadzone, self.axes = deadzone, axes
         self.estop_button, self.stop_button = estop_button, stop_button
         self.axis_values: dict[int, float] = {}
-        self.estop: str | None = None
-        self.stop: str | None = None
-        self.lost: str | None = None
 
-    def poll(self, t: float | None) -> np.ndarray:
-        if self.lost:
-            return np.zeros(3)
-        while True:
+    def poll(self) -> None:
+        while not self.lost:
             try:
                 data = os.read(self.fd, 64 * _JS_EVENT.size)
             except BlockingIOError:
                 break
             except OSError as e:
                 self.lost = f"gamepad {self.device} lost ({e}): velocity command set to zero"
-                return np.zeros(3)
+                break
             if not data:
                 break
             for i in range(0, len(data) - _JS_EVENT.size + 1, _JS_EVENT.size):
                 self.event(*_JS_EVENT.unpack_from(data, i)[1:])
-        return self.velocity()
 
     def event(self, value: int, kind: int, number: int) -> None:
         kind &= ~_JS_INIT
@@ -241,7 +243,9 @@ class GamepadCommand:
             elif number == self.stop_button:
                 self.stop = f"gamepad quit (button {number})"
 
-    def velocity(self) -> np.ndarray:
+    def velocity(self, t: float | None) -> np.ndarray:
+        if self.lost:
+            return np.zeros(3)
         # Stick up and left read negative on the joystick API; forward, left and counter-clockwise are +.
         raw = np.array([-self.axis_values.get(a, 0.0) for a in self.axes])
         live = np.where(np.abs(raw) > self.deadzone, (np.abs(raw) - self.deadzone) / (1 - self.deadzone), 0.0)

@@ -1,33 +1,43 @@
 """`trot flash`: put a policy bundle on the robot (over ssh, or into a folder such as a mounted SD card).
 
 What lands in the target folder:
-  policy.onnx            the bundle the service runs
-  policy.previous.onnx   the one it replaced (`trot flash --rollback` swaps them back)
-  policy.onnx.sha256     the hash of policy.onnx, checked after every copy
-  trot-deploy.service    a systemd unit running `trot deploy` with the chosen transport
-The bundle is checked against the robot contract before anything is copied.
+  policies/<sha256>.onnx         one file per flashed bundle, named by its hash, never changed once there
+  policies/<sha256>.onnx.sha256  its hash file (`sha256sum` format), written before it can become current
+  current.json                   the pointer: {"current": "policies/<sha>.onnx", "previous": ... or null}
+  trot-deploy.service            a systemd unit running `trot deploy --bundle <folder>` (it reads the pointer)
+
+Every file is written to a temporary name, fsync'd, renamed into place, and its folder fsync'd. A flash
+copies and verifies the new version first, then switches `current.json` in one rename; a rollback is
+that one rename alone. So a flash or rollback killed at any point leaves the pointer naming one complete
+policy whose hash file matches, the old one or the new one, and `--rollback` works from there.
+
+Before anything is copied the bundle goes through the same checks as `trot deploy`: integrity, the
+contract field by field against the robot's (joint order included).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from trot.deploy.bundle import BundleError, check_contract, load_bundle
 
-POLICY, PREVIOUS, HASH, UNIT = "policy.onnx", "policy.previous.onnx", "policy.onnx.sha256", "trot-deploy.service"
+POINTER, VERSIONS, UNIT = "current.json", "policies", "trot-deploy.service"
 SSH_TARGET = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")
+_VERSION_NAME = re.compile(rf"^{VERSIONS}/[0-9a-f]{{64}}\.onnx$")
 
 
 class FlashError(RuntimeError):
-    """Flashing stopped; the message says at which step and why."""
+    """Flashing stopped, or a flashed policy failed its check; the message says where and why."""
 
 
 def sha256_file(path: Path) -> str:
@@ -38,51 +48,129 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _put_text(target, rel: str, text: str) -> None:
-    """Write `text` to `rel` on any target through its atomic `put`."""
-    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as f:
-        f.write(text)
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        target.put(Path(f.name), rel)
+        os.fsync(fd)
     finally:
-        os.unlink(f.name)
+        os.close(fd)
+
+
+# ---- the pointer ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pointer:
+    current: str  # "policies/<sha256>.onnx", relative to the target folder
+    previous: str | None
+
+    def to_text(self) -> str:
+        return json.dumps({"current": self.current, "previous": self.previous}) + "\n"
+
+    @staticmethod
+    def parse(text: str, where: str) -> Pointer:
+        """The pointer in `text`; FlashError naming the file and what was expected."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise FlashError(f"{where}: not valid JSON ({e})") from e
+        ok = isinstance(doc, dict) and set(doc) == {"current", "previous"} and isinstance(doc["current"], str)
+        names = [doc.get("current"), doc.get("previous")] if ok else []
+        if not ok or not all(n is None or (isinstance(n, str) and _VERSION_NAME.match(n)) for n in names):
+            expected = '{"current": "policies/<sha256>.onnx", "previous": "policies/<sha256>.onnx" or null}'
+            raise FlashError(f"{where}: {text.strip()!r}; expected {expected}")
+        return Pointer(doc["current"], doc["previous"])
+
+
+def version_name(digest: str) -> str:
+    return f"{VERSIONS}/{digest}.onnx"
+
+
+def hash_text(digest: str) -> str:
+    """A version's hash file, in `sha256sum -c` format (run in policies/)."""
+    return f"{digest}  {digest}.onnx\n"
+
+
+def check_hash_file(name: str, hash_file_text: str | None, actual: str, where: str) -> None:
+    """Refuse a version whose hash file is missing or disagrees with the file's sha256 or its name."""
+    if hash_file_text is None:
+        raise FlashError(f"{where}: no hash file {name}.sha256: the policy was not completely flashed")
+    recorded = hash_file_text.split()[0] if hash_file_text.split() else ""
+    if not (recorded == actual == Path(name).stem):
+        raise FlashError(f"{where}: sha256 {actual} does not match its hash file ({recorded or 'empty'}): "
+                         "the file changed after it was flashed; flash it again")  # fmt: skip
+
+
+def resolve_flashed(path: str | Path) -> Path:
+    """The bundle file to run for `path`, its hash file checked: a flash target folder's current policy
+    (through its pointer), or a bundle file (checked against `<file>.sha256` when there is one)."""
+    path = Path(path)
+    if path.is_dir():
+        pointer_path = path / POINTER
+        if not pointer_path.is_file():
+            raise FlashError(f"{path}: no {POINTER}: no policy has been flashed to this folder (`trot flash`)")
+        pointer = Pointer.parse(pointer_path.read_text(), str(pointer_path))
+        file = path / pointer.current
+        if not file.is_file():
+            raise FlashError(f"{pointer_path}: current policy {file} does not exist")
+        hash_file = file.with_name(file.name + ".sha256")
+        check_hash_file(pointer.current, hash_file.read_text() if hash_file.is_file() else None,
+                        sha256_file(file), str(file))  # fmt: skip
+        return file
+    hash_file = path.with_name(path.name + ".sha256")
+    if path.is_file() and hash_file.is_file():
+        recorded = (hash_file.read_text().split() or [""])[0]
+        if recorded != sha256_file(path):
+            raise FlashError(f"{path}: sha256 {sha256_file(path)} does not match {hash_file} ({recorded or 'empty'})")
+    return path
+
+
+# ---- targets --------------------------------------------------------------------------------------
 
 
 class DirTarget:
     """A folder on this machine (a mounted SD card, a staging folder)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.name = str(self.root)
 
     def prepare(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / VERSIONS).mkdir(parents=True, exist_ok=True)
+        _fsync_dir(self.root)
 
     def exists(self, rel: str) -> bool:
         return (self.root / rel).exists()
 
-    def move(self, src: str, dst: str) -> None:
-        os.replace(self.root / src, self.root / dst)
+    def read_text(self, rel: str) -> str | None:
+        file = self.root / rel
+        return file.read_text() if file.is_file() else None
 
     def put(self, local: Path, rel: str) -> None:
-        tmp = self.root / f".{rel}.tmp"
+        """Copy `local` to `rel` atomically: temporary name, fsync, rename, fsync of the folder."""
+        dst = self.root / rel
+        tmp = dst.with_name(f".{dst.name}.tmp")
         shutil.copyfile(local, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, self.root / rel)
-
-    def write_text(self, rel: str, text: str) -> None:
-        _put_text(self, rel, text)
+        os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
 
     def sha256(self, rel: str) -> str:
         return sha256_file(self.root / rel)
 
-    def path(self, rel: str) -> str:
-        return str(self.root.resolve() / rel)
+    def listdir(self, rel: str) -> list[str]:
+        return sorted(p.name for p in (self.root / rel).iterdir())
+
+    def remove(self, rel: str) -> None:
+        (self.root / rel).unlink(missing_ok=True)
+
+    def path(self, rel: str = "") -> str:
+        return str(self.root.resolve() / rel) if rel else str(self.root.resolve())
 
 
 class SshTarget:
-    """`user@host:DIR` through the system's OpenSSH (`ssh` and `scp`)."""
+    """`user@host:DIR` through the system's OpenSSH (`ssh` and `scp`); every step is one remote command."""
 
     def __init__(self, dest: str, root: str, ssh_options: list[str] | None = None):
         if not SSH_TARGET.match(dest):
@@ -97,34 +185,41 @@ class SshTarget:
         return out.stdout
 
     def _q(self, rel: str) -> str:
-        return shlex.quote(f"{self.root}/{rel}")
+        return shlex.quote(f"{self.root}/{rel}" if rel else self.root)
 
     def prepare(self) -> None:
-        self._ssh(f"mkdir -p {shlex.quote(self.root)}")
+        self._ssh(f"mkdir -p {self._q(VERSIONS)} && sync {self._q('')}")
 
     def exists(self, rel: str) -> bool:
         return self._ssh(f"test -e {self._q(rel)} && echo yes || echo no").strip() == "yes"
 
-    def move(self, src: str, dst: str) -> None:
-        self._ssh(f"mv -f {self._q(src)} {self._q(dst)}")
+    def read_text(self, rel: str) -> str | None:
+        out = self._ssh(f"if test -f {self._q(rel)}; then echo yes; cat {self._q(rel)}; else echo no; fi")
+        flag, _, text = out.partition("\n")
+        return text if flag == "yes" else None
 
     def put(self, local: Path, rel: str) -> None:
-        tmp = f"{self.root}/.{rel}.tmp"
+        """scp to a temporary name, then one remote command: fsync it, rename it, fsync the folder."""
+        folder, name = os.path.split(rel)
+        tmp = f"{folder}/.{name}.tmp" if folder else f".{name}.tmp"
         # Options are shared with ssh: use the spelling both accept (-o Port=2222, -i KEY).
-        out = subprocess.run(["scp", "-q", *self.opts, str(local), f"{self.dest}:{tmp}"],
+        out = subprocess.run(["scp", "-q", *self.opts, str(local), f"{self.dest}:{self.root}/{tmp}"],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
         if out.returncode != 0:
-            raise FlashError(f"scp to {self.dest}:{tmp} failed ({out.returncode}): {out.stderr.strip()}")
-        self._ssh(f"sync && mv -f {shlex.quote(tmp)} {self._q(rel)}")
-
-    def write_text(self, rel: str, text: str) -> None:
-        _put_text(self, rel, text)
+            raise FlashError(f"scp to {self.dest}:{self.root}/{tmp} failed ({out.returncode}): {out.stderr.strip()}")
+        self._ssh(f"sync {self._q(tmp)} && mv -f {self._q(tmp)} {self._q(rel)} && sync {self._q(folder)}")
 
     def sha256(self, rel: str) -> str:
         return self._ssh(f"sha256sum {self._q(rel)}").split()[0]
 
-    def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}"
+    def listdir(self, rel: str) -> list[str]:
+        return sorted(self._ssh(f"ls -1A {self._q(rel)}").split())
+
+    def remove(self, rel: str) -> None:
+        self._ssh(f"rm -f {self._q(rel)}")
+
+    def path(self, rel: str = "") -> str:
+        return f"{self.root}/{rel}" if rel else self.root
 
 
 def make_target(target: str, remote_dir: str, ssh_options: list[str] | None = None):
@@ -133,17 +228,36 @@ def make_target(target: str, remote_dir: str, ssh_options: list[str] | None = No
     return DirTarget(target)
 
 
-def systemd_unit(policy_path: str, robot: str, transport: str, port: str) -> str:
-    """The unit that runs the deploy loop at boot, restarts it, and asks for real-time priority."""
-    args = f"--bundle {policy_path} --robot {robot} --transport {transport}"
-    if transport == "serial":
-        args += f" --port {port}"
+def _put_text(target, rel: str, text: str) -> None:
+    """Write `text` to `rel` through the target's atomic `put`."""
+    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as f:
+        f.write(text)
+    try:
+        target.put(Path(f.name), rel)
+    finally:
+        os.unlink(f.name)
+
+
+def read_pointer(target) -> Pointer | None:
+    text = target.read_text(POINTER)
+    return None if text is None else Pointer.parse(text, target.path(POINTER))
+
+
+# ---- flash and rollback -----------------------------------------------------------------------------
+
+
+def systemd_unit(folder: str, robot: str, transport_args: list[str]) -> str:
+    """The unit that runs the deploy loop at boot on the folder's current policy, restarts it, and asks
+    for real-time priority."""
+    args = " ".join(shlex.quote(a) for a in ["--bundle", folder, "--robot", robot, *transport_args])
+    transport = transport_args[transport_args.index("--transport") + 1] if "--transport" in transport_args else ""
     return f"""[Unit]
 Description=trot deploy loop ({robot}, {transport})
 After=network-online.target
 
 [Service]
 Type=simple
+# --bundle is the flash folder: trot deploy runs the policy its current.json names, after checking its hash file.
 ExecStart=/usr/bin/env trot deploy {args}
 Restart=on-failure
 RestartSec=2
@@ -158,41 +272,78 @@ WantedBy=multi-user.target
 """
 
 
-def flash(bundle_path: Path, target, robot, transport: str = "serial", port: str = "/dev/ttyACM0") -> list[str]:
-    """Check, copy, verify; return what was done, one line per step."""
-    bundle = load_bundle(bundle_path)
-    check_contract(bundle, robot)  # refuse before anything is copied
-    digest = sha256_file(bundle_path)
-    done = [f"checked {bundle_path} against robot '{robot.name}' (contract {robot.contract_sha256()[:12]})"]
+def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = None) -> list[str]:
+    """Check as `trot deploy` does, copy and verify the new version, switch the pointer; one line per step."""
+    bundle_path = resolve_flashed(bundle_path)  # as deploy: a flash folder's current policy, a hash file beside it
+    bundle = load_bundle(bundle_path)  # integrity: graph, weights and every metadata field
+    check_contract(bundle, robot)  # the contract field by field, joint order included: refuse before any copy
+    digest, name = sha256_file(bundle_path), version_name(sha256_file(bundle_path))
+    done = [f"checked {bundle_path} (integrity, contract {robot.contract_sha256()[:12]} of robot '{robot.name}')"]
     target.prepare()
-    if target.exists(POLICY):
-        target.move(POLICY, PREVIOUS)
-        done.append(f"kept the previous policy as {target.path(PREVIOUS)}")
-    target.put(bundle_path, POLICY)
-    copied = target.sha256(POLICY)
-    if copied != digest:
-        raise FlashError(f"{target.path(POLICY)}: sha256 {copied} after copy, expected {digest}")
-    target.write_text(HASH, f"{digest}  {POLICY}\n")
-    done.append(f"copied {bundle_path.name} to {target.path(POLICY)} (sha256 {digest[:16]}… verified)")
-    target.write_text(UNIT, systemd_unit(target.path(POLICY), robot.name, transport, port))
-    done.append(f"wrote {target.path(UNIT)} (trot deploy --transport {transport})")
+    pointer = read_pointer(target)
+    if not (target.exists(name) and target.sha256(name) == digest):
+        target.put(bundle_path, name)
+        copied = target.sha256(name)
+        if copied != digest:
+            raise FlashError(f"{target.path(name)}: sha256 {copied} after copy, expected {digest}")
+    _put_text(target, name + ".sha256", hash_text(digest))
+    done.append(f"copied {bundle_path.name} to {target.path(name)} (sha256 {digest[:16]}… verified, hash file written)")
+    transport_args = transport_args or ["--transport", "serial", "--port", "/dev/ttyACM0"]
+    _put_text(target, UNIT, systemd_unit(target.path(), robot.name, transport_args))
+    done.append(f"wrote {target.path(UNIT)} (trot deploy {' '.join(transport_args)})")
+    if pointer is not None and pointer.current == name:
+        done.append(f"{name} was already the current policy")
+    else:
+        previous = pointer.current if pointer is not None else None
+        _put_text(target, POINTER, Pointer(name, previous).to_text())  # the switch: one rename
+        done.append(f"switched {target.path(POINTER)} to {name}" + (f" (previous {previous})" if previous else ""))
+    _prune(target, read_pointer(target))
     return done
 
 
+def _prune(target, pointer: Pointer) -> None:
+    """Remove versions the pointer no longer names, and temporary files a killed flash left."""
+    keep = {Path(n).name for n in (pointer.current, pointer.previous) if n}
+    for name in target.listdir(VERSIONS):
+        version = name.removesuffix(".sha256")
+        if version not in keep:
+            target.remove(f"{VERSIONS}/{name}")
+
+
 def rollback(target) -> list[str]:
-    """Swap policy.onnx and policy.previous.onnx back, verifying the restored file's hash."""
-    if not target.exists(PREVIOUS):
-        raise FlashError(f"{target.path(PREVIOUS)}: no previous policy to roll back to")
-    target.move(POLICY, ".policy.swap")
-    target.move(PREVIOUS, POLICY)
-    target.move(".policy.swap", PREVIOUS)
-    digest = target.sha256(POLICY)
-    target.write_text(HASH, f"{digest}  {POLICY}\n")
-    return [f"restored {target.path(POLICY)} (sha256 {digest[:16]}…); the rolled-back one is {target.path(PREVIOUS)}"]
+    """Make the previous policy current again (one rename of the pointer), after checking its hash file."""
+    pointer = read_pointer(target)
+    if pointer is None:
+        raise FlashError(f"{target.path(POINTER)}: no policy has been flashed here")
+    if pointer.previous is None:
+        raise FlashError(f"{target.path(POINTER)}: no previous policy to roll back to")
+    digest = target.sha256(pointer.previous) if target.exists(pointer.previous) else None
+    if digest is None:
+        raise FlashError(f"{target.path(pointer.previous)}: the previous policy is missing")
+    check_hash_file(pointer.previous, target.read_text(pointer.previous + ".sha256"), digest,
+                    target.path(pointer.previous))  # fmt: skip
+    _put_text(target, POINTER, Pointer(pointer.previous, pointer.current).to_text())
+    return [f"restored {target.path(pointer.previous)} (sha256 {digest[:16]}… matches its hash file); "
+            f"the rolled-back one, {pointer.current}, is now the previous policy"]  # fmt: skip
+
+
+def add_flash_args(p: argparse.ArgumentParser) -> None:
+    """Flags of `trot flash`: the target, the robot, and the transport the unit runs (the deploy registry's)."""
+    from trot.deploy.link import add_transport_args
+
+    p.add_argument("bundle", nargs="?", help="policy bundle (.onnx); not needed with --rollback")
+    p.add_argument("--target", required=True, help="user@host (OpenSSH) or a folder, e.g. a mounted SD card")
+    p.add_argument("--remote_dir", default="trot", help="folder on the robot for user@host targets (default ~/trot)")
+    p.add_argument("--robot", default=None, help="robot to check against (default: the bundle's)")
+    p.add_argument("--rollback", action="store_true", help="put the previous policy back")
+    p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
+    add_transport_args(p)
 
 
 def run_flash(args: argparse.Namespace) -> int:
-    from trot.robots import load_robot
+    """`trot flash BUNDLE --target T` or `trot flash --rollback --target T`."""
+    from trot.deploy.link import TRANSPORTS
+    from trot.robots import ContractError, load_robot
 
     ssh_options = shlex.split(args.ssh_options) if args.ssh_options else []
     try:
@@ -203,14 +354,15 @@ def run_flash(args: argparse.Namespace) -> int:
             if not args.bundle:
                 raise FlashError("a BUNDLE is needed (or --rollback)")
             bundle = load_bundle(args.bundle)
-            robot = load_robot(args.robot or bundle.meta["robot"]["name"])
-            lines = flash(Path(args.bundle), target, robot, args.transport, args.port)
-    except (BundleError, FlashError, FileNotFoundError) as e:
+            robot = load_robot(args.robot or bundle.contract.name)
+            transport_args = ["--transport", args.transport, *TRANSPORTS[args.transport].unit_args(args)]
+            lines = flash(Path(args.bundle), target, robot, transport_args)
+    except (BundleError, ContractError, FlashError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"trot flash: {e}") from None
     for line in lines:
         print(f"trot flash: {line}")
     if not args.rollback:
         unit = target.path(UNIT)
         print(f"trot flash: on the robot, once: sudo cp {unit} /etc/systemd/system/ && sudo systemctl enable --now "
-              "trot-deploy; after each flash: sudo systemctl restart trot-deploy")  # fmt: skip
+              "trot-deploy; after each flash or rollback: sudo systemctl restart trot-deploy")  # fmt: skip
     return 0

@@ -1,10 +1,11 @@
 """The onboard deploy loop: a fixed-rate loop at the bundle's control_dt around the policy and the safety layer.
 
-Each tick: drain the link (newest State), read the velocity command, run the safety checks, run the
-policy where the state says so, clamp the targets, send one Command (POSITION, DAMPING or OFF: every
-tick, so that the microcontroller's watchdog stays fed), and append a telemetry record. Deadlines sit
-on the grid start + k·control_dt of the monotonic clock: a late tick never shifts the later ones, and a
-tick more than a period late skips the missed slots instead of running them back to back.
+Each tick: drain the link (every State, stamped with its arrival), poll the command source once (keys,
+buttons, e-stop), run the safety checks, run the policy where the state says so, clamp the targets, send
+one Command (POSITION, DAMPING or OFF: every tick, so that the microcontroller's watchdog stays fed), and
+append a telemetry record. Deadlines sit on the grid start + k·control_dt of the monotonic clock: a late
+tick never shifts the later ones, and a tick more than a period late skips the missed slots instead of
+running them back to back.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from trot.deploy.bundle import Bundle
+from trot.deploy.bundle import Bundle, check_contract
 from trot.deploy.commands import CommandSource, clip_to_ranges
-from trot.deploy.protocol import ControlMode, EStopReason, StatusFlags
+from trot.deploy.link import ControlMode, EStopReason, Sample, StatusFlags, Transport, TransportError
 from trot.deploy.runtime import PolicyRuntime
 from trot.deploy.safety import (
     COMMAND_MODE,
@@ -35,7 +36,6 @@ from trot.deploy.safety import (
     smoothstep,
 )
 from trot.deploy.telemetry import TelemetryWriter, rounded
-from trot.deploy.transport import Sample, Transport, TransportError
 
 log = logging.getLogger("trot.deploy")
 
@@ -95,11 +95,14 @@ class DeployLoop:
         self.telemetry = telemetry
         self.limits = limits or SafetyLimits()
         self.config = config or LoopConfig()
-        self.period = float(bundle.meta["control_dt"])
+        # Gains, action scale, default pose and limits come from this contract only: the bundle's, verified
+        # (integrity when it was loaded, and field by field against the robot's here).
+        self.contract = check_contract(bundle, robot)
+        self.period = self.contract.control_dt
         self.runtime = runtime or PolicyRuntime(bundle, robot)
         self.machine = SafetyMachine(self.limits, self.period)
-        self.clamp = TargetClamp(robot, float(bundle.meta["kp"]), float(bundle.meta["kd"]))
-        self.ranges = bundle.meta["commands"]
+        self.clamp = TargetClamp(self.contract, robot.hardware)
+        self.ranges = bundle.meta.commands
         n = robot.num_joints
         self._kp = np.full(n, self.clamp.kp)
         self._kd = np.full(n, self.clamp.kd)
@@ -116,7 +119,6 @@ class DeployLoop:
         self._estop_frames_until_seen = False
         self._last_estop_sent = -math.inf
         self._seen_transitions = 0
-        self._report = getattr(transport, "report", None)  # a transport with a status channel (ros2 diagnostics)
         # Timing and counters.
         self.tick_starts: list[float] = []
         self.lateness: list[float] = []
@@ -190,15 +192,15 @@ class DeployLoop:
     def _tick(self, now: float, late: float) -> None:
         m = self.machine
         poll = self.transport.poll()
-        if poll.sample is not None:  # on the loop's clock from here on, like `now`
-            self.sample = replace(poll.sample, rx_time=poll.sample.rx_time - self.t0)
+        arrived = [replace(s, rx_time=s.rx_time - self.t0) for s in poll.samples]  # on the loop's clock, like `now`
+        if arrived:
+            self.sample = arrived[-1]
         self.states_received += poll.received
         self.link_errors = poll.link_errors
-        policy_t = None if self.policy_start is None else now - self.policy_start
-        self.commands.poll(policy_t)  # keys and buttons first: an e-stop pressed now acts in this tick
+        self.commands.poll()  # once a tick, keys and buttons first: an e-stop pressed now acts in this tick
         if self.config.duration_s is not None and now >= self.config.duration_s:
             self.request_stop(f"--duration {self.config.duration_s:g} s reached")
-        lost = getattr(self.commands, "lost", None)  # a gamepad unplugged: its command is zero from now on
+        lost = self.commands.lost  # a gamepad unplugged: its command is zero from now on
         if lost and lost not in self._logged_lost:
             self._logged_lost.add(lost)
             self._event("command_source", lost)
@@ -217,12 +219,12 @@ class DeployLoop:
         if self._stop_reason:
             m.request_stop(now, self._stop_reason)
         m.check_link(now, poll.lost, poll.link_errors, poll.payload_errors)
-        m.check_state(now, self.sample, poll.received, poll.seq_gap)
+        m.check_state(now, arrived, poll.seq_gap)
         m.advance(now)
         self._on_transitions(now)
 
         policy_t = None if self.policy_start is None else now - self.policy_start
-        velocity = clip_to_ranges(self.commands.poll(policy_t), self.ranges)
+        velocity = clip_to_ranges(self.commands.velocity(policy_t), self.ranges)
         out, inference_s = None, None
         if m.state in POLICY_MODES:
             s = self.sample
@@ -242,9 +244,8 @@ class DeployLoop:
         self.compute.append(time.monotonic() - self.t0 - now)
         record["compute_ms"] = round(1e3 * self.compute[-1], 4)
         self.telemetry.write(record)
-        if self._report is not None:
-            reason = m.transitions[-1].reason if m.transitions else ""
-            self._report(record, overruns=self.overruns, missed_ticks=self.missed, reason=reason)
+        reason = m.transitions[-1].reason if m.transitions else ""
+        self.transport.report(record, overruns=self.overruns, missed_ticks=self.missed, reason=reason)
 
     def _command(self, now: float, out) -> tuple:
         """(mode, target, kp, kd, clamp counts) for this tick's state."""
@@ -408,7 +409,7 @@ def telemetry_header(
     bundle: Bundle, robot, transport: Transport, commands, limits: SafetyLimits, config: LoopConfig
 ) -> dict:
     """The header record: enough to read the file without the bundle."""
-    meta = bundle.meta
+    meta, c = bundle.meta, bundle.contract
     import onnxruntime
 
     return {
@@ -422,14 +423,15 @@ def telemetry_header(
         },
         "bundle": {
             "path": str(bundle.path),
-            "training": meta.get("training", {}),
-            "kp": meta["kp"],
-            "kd": meta["kd"],
-            "action_scale": meta["action_scale"],
+            "graph_sha256": meta.integrity.graph_sha256,
+            "training": asdict(meta.training),
+            "kp": c.kp,
+            "kd": c.kd,
+            "action_scale": c.action_scale,
             "obs_size": bundle.obs_size,
-            "commands": meta["commands"],
+            "commands": asdict(meta.commands),
         },
-        "control_dt": float(meta["control_dt"]),
+        "control_dt": c.control_dt,
         "transport": transport.describe,
         "commands": commands.describe,
         "limits": asdict(limits),

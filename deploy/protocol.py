@@ -14,6 +14,10 @@ from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import numpy as np
+from cobs import cobs  # C extension where it compiled, else its pure-Python fallback (PROTOCOL.md)
+
+# The link's vocabulary, which frames carry; defined in the neutral `link` module and re-exported here.
+from trot.deploy.link import ControlMode, EStopReason, StatusFlags  # noqa: F401
 
 PROTOCOL_VERSION = 1
 DELIMITER = b"\x00"
@@ -42,37 +46,6 @@ class MessageType(enum.IntEnum):
     COMMAND = 0x11
     HEARTBEAT = 0x20
     ESTOP = 0x21
-
-
-class ControlMode(enum.IntEnum):
-    """What the microcontroller does with a Command."""
-
-    POSITION = 0  # PD to joint_target with kp, kd, plus tau_ff
-    DAMPING = 1  # torque = -kd * joint_vel; joint_target, kp and tau_ff ignored
-    OFF = 2  # zero torque
-
-
-class StatusFlags(enum.IntFlag):
-    """Microcontroller status bits carried in every State."""
-
-    WATCHDOG_DAMPING = 1 << 0  # no valid Command in time: damping until Commands resume
-    ESTOP = 1 << 1  # e-stop latched: damping, POSITION commands ignored until a new Hello
-    MOTORS_OFF = 1 << 2  # motors unpowered or no session yet
-    IMU_STALE = 1 << 3  # imu_quat, gyro, accel are older than one IMU period
-    LOW_VOLTAGE = 1 << 4  # battery below the firmware's threshold
-    MOTOR_FAULT = 1 << 5  # a motor driver reported a fault or stopped answering
-
-
-class EStopReason(enum.IntEnum):
-    """Known e-stop reason codes; a decoder delivers unknown codes too (an e-stop is never dropped)."""
-
-    UNSPECIFIED = 0
-    BUTTON = 1  # the robot's e-stop button
-    HOST = 2  # operator or host software
-    WATCHDOG = 3
-    FALL = 4
-    LOW_VOLTAGE = 5
-    MOTOR_FAULT = 6
 
 
 def _uint(name: str, value: int, bits: int) -> int:
@@ -365,37 +338,17 @@ def frame_size(msg_type: MessageType, num_joints: int) -> int:
     return 2 * len(DELIMITER) + _max_cobs_size(body)
 
 
-def _cobs_encode(data: bytes) -> bytes:
-    """COBS-encode data so that the result has no zero byte."""
-    out = bytearray()
-    blocks = data.split(DELIMITER)
-    for index, block in enumerate(blocks):
-        while len(block) >= _COBS_BLOCK:
-            out.append(0xFF)
-            out += block[:_COBS_BLOCK]
-            block = block[_COBS_BLOCK:]
-            if not block and index == len(blocks) - 1:
-                # Canonical COBS ends on a full block without an empty trailing code.
-                return bytes(out)
-        out.append(len(block) + 1)
-        out += block
-    return bytes(out)
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode data (canonical: no empty trailing code after a full 254-byte block); no zero byte in the result."""
+    return cobs.encode(data)
 
 
-def _cobs_decode(data: bytes) -> bytes | None:
+def cobs_decode(data: bytes) -> bytes | None:
     """Invert COBS; None when data is not a valid encoding."""
-    out = bytearray()
-    i, size = 0, len(data)
-    while i < size:
-        code = data[i]
-        end = i + code
-        if code == 0 or end > size:
-            return None
-        out += data[i + 1 : end]
-        if code < 0xFF and end < size:  # a code below 0xFF stands for a zero, except after the last block
-            out.append(0)
-        i = end
-    return bytes(out)
+    try:
+        return cobs.decode(data)
+    except cobs.DecodeError:
+        return None
 
 
 def encode(msg: Message, num_joints: int | None = None) -> bytes:
@@ -405,7 +358,7 @@ def encode(msg: Message, num_joints: int | None = None) -> bytes:
         raise ValueError(f"{type(msg).__name__} has {joints} joints, expected {num_joints}")
     body = bytes([msg.msg_type]) + msg._payload()
     body += _CRC.pack(zlib.crc32(body))
-    return DELIMITER + _cobs_encode(body) + DELIMITER
+    return DELIMITER + cobs_encode(body) + DELIMITER
 
 
 def _parse(body: bytes, num_joints: int) -> Message | None:
@@ -467,7 +420,7 @@ class Decoder:
 
     def _decode(self, piece: bytes) -> Message | None:
         """Check one candidate frame in order: framing, CRC, then payload; count the first failure."""
-        body = _cobs_decode(piece) if len(piece) <= self.max_encoded_size else None
+        body = cobs_decode(piece) if len(piece) <= self.max_encoded_size else None
         if body is None or len(body) < _TYPE_SIZE + _CRC.size:
             self.framing_errors += 1
             return None

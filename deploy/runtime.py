@@ -1,7 +1,8 @@
 """The deploy-side policy runtime: sensor readings -> observation -> onnxruntime -> motor targets.
 
 numpy and onnxruntime only. The observation is built by `trot.mapping`, the same code the
-simulator uses, from the order, scales and history stated in the bundle's metadata.
+simulator uses, from the order, scales and history stated in the bundle's metadata; the default
+pose, action scale and clip come from the verified contract (the robot's, when one is given).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import numpy as np
 
 from trot import mapping
 from trot.deploy.bundle import Bundle, check_contract
-
-DEFAULT_OBS_CLIP = 100.0
 
 
 @dataclass
@@ -27,19 +26,18 @@ class PolicyRuntime:
     """Keeps the observation history and last action; `step` returns the next motor targets."""
 
     def __init__(self, bundle: Bundle, robot=None):
-        if robot is not None:
-            check_contract(bundle, robot)
-        meta = bundle.meta
+        # Without a robot, the bundle's own contract (its integrity was checked when it was loaded).
+        contract = check_contract(bundle, robot) if robot is not None else bundle.contract
         self.bundle = bundle
         self.session = bundle.session()
-        self.spec = mapping.ObsSpec.from_metadata(meta["observation"])
+        self.spec = bundle.meta.observation.to_spec()
         mapping.validate_terms(self.spec)
-        self.num_joints = bundle.num_joints
-        self.default_joint_pos = np.asarray(meta["default_joint_pos"], dtype=np.float64)[None]
-        self.action_scale = float(meta["action_scale"])
-        self.action_clip = float(meta["action_clip"])
-        self.control_dt = float(meta["control_dt"])
-        self.obs_clip = float(meta["observation"].get("clip", DEFAULT_OBS_CLIP))
+        self.num_joints = contract.num_joints
+        self.default_joint_pos = np.asarray(contract.default_joint_pos, dtype=np.float64)[None]
+        self.action_scale = contract.action_scale
+        self.action_clip = contract.action_clip
+        self.control_dt = contract.control_dt
+        self.obs_clip = bundle.meta.observation.clip
         self.obs_size = self.spec.size(self.num_joints)
         self.reset()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trot.deploy.protocol import ControlMode, StatusFlags
+from trot.deploy.link import ControlMode, StatusFlags
 
 
 @dataclass(frozen=True)
@@ -241,23 +241,26 @@ class SafetyMachine:
             )
         return None
 
-    def check_state(self, now: float, sample, received: int, seq_gap: int | None) -> Transition | None:
-        """Checks on the newest State (`sample`: a transport.Sample, or None before the first one).
+    def check_state(self, now: float, arrived: list, seq_gap: int | None) -> Transition | None:
+        """Checks on the States that arrived this tick (`arrived`: `link.Sample`s, oldest first, each stamped with
+        its arrival time; empty when none came). `seq_gap` is the largest sequence step among them (1: none lost).
 
-        `received` States arrived this tick; `seq_gap` is the largest sequence step among them (1: none lost).
+        Staleness is timed from the newest State's arrival, and the IMU rules from the arrival of the first State
+        that showed the condition, so a State that waited for the loop's next tick is not younger than it is.
         The first State after the handshake that passes every check moves HANDSHAKE to SOFT_START.
         """
         lim, dt = self.limits, self.control_dt
         first = self._last_rx is None
-        if received and sample is not None:
-            self._last_rx = sample.rx_time
+        if arrived:
+            self._last_rx = arrived[-1].rx_time
         if self.state not in CHECKED_MODES or self._last_rx is None:
             return None
         age, stale = now - self._last_rx, lim.stale_periods * dt
         if self.state in ACTIVE_MODES and age > stale:
             return self.fault(now, "stale", f"state stale {1e3 * age:.0f} ms > {1e3 * stale:.0f} ms")
-        if not received:
+        if not arrived:
             return None
+        sample = arrived[-1]
         status = StatusFlags(sample.status)
         if StatusFlags.ESTOP in status:
             return self.estop(now, "estop_mcu", "microcontroller reports ESTOP")
@@ -288,7 +291,7 @@ class SafetyMachine:
         tilt = tilt_deg(sample.imu_quat)
         if tilt > lim.max_tilt_deg:
             return self.fault(now, "fall", f"fall: tilt {tilt:.0f} deg > {lim.max_tilt_deg:.0f} deg")
-        transition = self._check_imu(now, sample, status)
+        transition = self._check_imu(now, arrived)
         if transition is None and self.state == Mode.HANDSHAKE:
             return self._go(
                 now,
@@ -298,24 +301,26 @@ class SafetyMachine:
             )
         return transition
 
-    def _check_imu(self, now: float, sample, status: StatusFlags) -> Transition | None:
-        """IMU_STALE set too long, or IMU readings bit-identical too long (a stuck sensor nobody flagged)."""
+    def _check_imu(self, now: float, arrived: list) -> Transition | None:
+        """IMU_STALE set too long, or IMU readings bit-identical too long (a stuck sensor nobody flagged); both
+        timed from the arrival of the first State that showed it."""
         lim, dt = self.limits, self.control_dt
-        if StatusFlags.IMU_STALE in status:
-            self._imu_stale_since = self._imu_stale_since if self._imu_stale_since is not None else now
-            if now - self._imu_stale_since > lim.imu_stale_periods * dt:
-                return self.fault(
-                    now,
-                    "imu_stale",
-                    f"microcontroller reports IMU_STALE for "
-                    f"{1e3 * (now - self._imu_stale_since):.0f} ms > {1e3 * lim.imu_stale_periods * dt:.0f} ms",
-                )
-        else:
-            self._imu_stale_since = None
-        imu = np.concatenate([sample.imu_quat, sample.gyro, sample.accel]).astype(np.float32).tobytes()
-        if imu != self._imu_last:
-            self._imu_last, self._imu_same_since = imu, now
-        elif lim.imu_frozen_s and now - self._imu_same_since > lim.imu_frozen_s:
+        for s in arrived:
+            if StatusFlags.IMU_STALE in StatusFlags(s.status):
+                self._imu_stale_since = s.rx_time if self._imu_stale_since is None else self._imu_stale_since
+            else:
+                self._imu_stale_since = None
+            imu = np.concatenate([s.imu_quat, s.gyro, s.accel]).astype(np.float32).tobytes()
+            if imu != self._imu_last:
+                self._imu_last, self._imu_same_since = imu, s.rx_time
+        if self._imu_stale_since is not None and now - self._imu_stale_since > lim.imu_stale_periods * dt:
+            return self.fault(
+                now,
+                "imu_stale",
+                f"microcontroller reports IMU_STALE for "
+                f"{1e3 * (now - self._imu_stale_since):.0f} ms > {1e3 * lim.imu_stale_periods * dt:.0f} ms",
+            )
+        if lim.imu_frozen_s and now - self._imu_same_since > lim.imu_frozen_s:
             return self.fault(
                 now,
                 "imu_frozen",
@@ -352,18 +357,19 @@ class ClampCounts:
 
 
 class TargetClamp:
-    """Joint-target clamps from the robot contract: rate, predicted PD torque, then soft position limits."""
+    """Joint-target clamps from the verified contract and the robot's hardware caps: rate, predicted PD
+    torque, then soft position limits (the contract's joint limits less `soft_limit_margin`)."""
 
-    def __init__(self, robot, kp: float, kd: float):
-        hw = robot.hardware
-        self.lower = np.asarray(robot.soft_joint_limits.lower, dtype=np.float64)
-        self.upper = np.asarray(robot.soft_joint_limits.upper, dtype=np.float64)
-        self.max_step = robot.velocity_limit * robot.control_dt  # rad per tick
-        self.torque_limit = robot.torque_limit
-        self.kp = min(kp, hw["kp_max"])
-        self.kd = min(kd, hw["kd_max"])
-        self.damping_kd = min(hw["damping_kd"], hw["kd_max"])
-        self.default = np.clip(np.asarray(robot.default_joint_pos, dtype=np.float64), self.lower, self.upper)
+    def __init__(self, contract, hardware: dict):
+        margin = hardware["soft_limit_margin"]
+        self.lower = np.asarray(contract.joint_lower, dtype=np.float64) + margin
+        self.upper = np.asarray(contract.joint_upper, dtype=np.float64) - margin
+        self.max_step = contract.velocity_limit * contract.control_dt  # rad per tick
+        self.torque_limit = contract.torque_limit
+        self.kp = min(contract.kp, hardware["kp_max"])
+        self.kd = min(contract.kd, hardware["kd_max"])
+        self.damping_kd = min(hardware["damping_kd"], hardware["kd_max"])
+        self.default = np.clip(np.asarray(contract.default_joint_pos, dtype=np.float64), self.lower, self.upper)
 
     def __call__(
         self, target: np.ndarray, joint_pos: np.ndarray, joint_vel: np.ndarray, previous: np.ndarray | None

@@ -79,7 +79,7 @@ def bench_deploy(
     from trot.robots import load_robot
 
     bundle = load_bundle(bundle_path)
-    robot = load_robot(robot_name or bundle.meta["robot"]["name"])
+    robot = load_robot(robot_name or bundle.contract.name)
     check_contract(bundle, robot)
     runtime = PolicyRuntime(bundle, robot)
     reference = time_inference(runtime, REFERENCE_CALLS)

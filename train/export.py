@@ -1,5 +1,6 @@
 """`trot export`: a checkpoint -> the one-file policy bundle (ONNX graph with the normalizer, and the
-`trot` metadata JSON in `metadata_props`); `trot inspect` prints that metadata."""
+`trot` metadata JSON of `trot.bundle` in `metadata_props`); `trot export --upgrade` rewrites an older
+bundle's metadata to the current format, graph and weights untouched."""
 
 from __future__ import annotations
 
@@ -11,58 +12,92 @@ import warnings
 from pathlib import Path
 
 import onnx
-import torch
 
-from trot.deploy.bundle import FORMAT_VERSION, METADATA_KEY, BundleError, read_metadata
-from trot.robots import load_robot
-from trot.train.checkpoint import CheckpointError, find_checkpoint
-from trot.train.evaluate import load_policy
+from trot.bundle import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    BundleError,
+    BundleMeta,
+    Commands,
+    Contract,
+    Training,
+    model_sections,
+    parse_commands,
+    parse_contract,
+    parse_observation,
+    parse_training,
+    read_bundle_meta,
+)
+from trot.robots import contract_sha256, load_robot
 
 
-def bundle_metadata(cfg, ckpt: dict) -> dict:
-    """The metadata object of DESIGN contract 3 for a trained policy."""
+def bundle_metadata(cfg, ckpt: dict) -> BundleMeta:
+    """The metadata of DESIGN contract 3 for a trained policy (integrity hashes come with the graph)."""
     robot = load_robot(cfg.env.robot)
-    obs = cfg.env.observations
+    contract = Contract.from_robot(robot)
+    obs_doc = cfg.env.observations.policy.metadata(robot.num_joints)
+    obs_doc["clip"] = cfg.env.observations.clip
     c = cfg.env.commands
-    meta_obs = obs.policy.metadata(robot.num_joints)
-    meta_obs["clip"] = obs.clip
     trot = ckpt["trot"]
-    return {
-        "format_version": FORMAT_VERSION,
-        "robot": {
-            "name": robot.name,
-            "contract_sha256": robot.contract_sha256(),
-            "contract": robot.contract(),
-        },
-        "joint_names": list(robot.joint_names),
-        "default_joint_pos": list(robot.default_joint_pos),
-        "action_scale": robot.action_scale,
-        "action_clip": robot.action_clip,
-        "kp": robot.kp,
-        "kd": robot.kd,
-        "torque_limit": robot.torque_limit,
-        "control_dt": robot.control_dt,
-        "physics_dt": robot.physics_dt,
-        "observation": meta_obs,
-        "commands": {"vx": list(c.vx), "vy": list(c.vy), "yaw_rate": list(c.yaw_rate)},
-        "training": {
-            "run": trot.get("run", ""),
-            "iterations": int(ckpt["iter"]) + 1,
-            "env_steps": int(trot.get("env_steps", 0)),
-            "code_revision": trot.get("code_revision", "unknown"),
-            "created": trot.get("created", ""),
-            "task": trot.get("task", ""),
-        },
-    }
+    training = Training(
+        run=trot.get("run", ""),
+        iterations=int(ckpt["iter"]) + 1,
+        env_steps=int(trot.get("env_steps", 0)),
+        code_revision=trot.get("code_revision", "unknown"),
+        created=trot.get("created", ""),
+        task=trot.get("task", ""),
+    )
+    where = "trot export"
+    observation = parse_observation({"observation": obs_doc}, robot.num_joints, where)
+    commands = Commands(*(tuple(float(v) for v in r) for r in (c.vx, c.vy, c.yaw_rate)))
+    return BundleMeta(contract, observation, commands, training)
 
 
-def export_bundle(checkpoint: Path, out: Path) -> dict:
+def write_bundle(model: onnx.ModelProto, meta: BundleMeta, out: Path) -> BundleMeta:
+    """Put `meta` (with the integrity hashes of `model`) into `model` and save it to `out` atomically.
+
+    Any earlier `trot` entry is replaced; the graph and weights are written as they are.
+    """
+    others = [(p.key, p.value) for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    for key, value in others:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    graph_sha256, _ = model_sections(model.SerializeToString(), str(out))
+    meta = meta.with_graph(graph_sha256)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, meta.to_json()
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staged = Path(tmp) / "bundle.onnx"
+        onnx.save(model, str(staged))
+        with open(staged, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(staged, out)
+    _fsync_dir(out.parent)
+    read_bundle_meta(out)  # what every loader will do: refuse now rather than on the robot
+    return meta
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export_bundle(checkpoint: Path, out: Path) -> BundleMeta:
     """Write the bundle for `checkpoint` to `out` atomically; return its metadata."""
+    import torch
+
+    from trot.train.evaluate import load_policy
+
     policy, cfg, ckpt = load_policy(checkpoint)
     module = policy.as_onnx(verbose=False).to("cpu").eval()
     meta = bundle_metadata(cfg, ckpt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "policy.onnx"
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for an MLP
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -71,27 +106,67 @@ def export_bundle(checkpoint: Path, out: Path) -> dict:
                 dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17, dynamo=False,
             )  # fmt: skip
         model = onnx.load(str(raw))
-        model.doc_string = f"trot policy for {meta['robot']['name']} ({meta['training']['run']})"
-        del model.metadata_props[:]
-        entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(meta, separators=(",", ":"))
-        onnx.checker.check_model(model)
-        staged = Path(tmp) / "bundle.onnx"
-        onnx.save(model, str(staged))
-        os.replace(staged, out)
-    read_metadata(out)  # what deploy will do: refuse now rather than on the robot
-    return meta
+    model.doc_string = f"trot policy for {meta.contract.name} ({meta.training.run})"
+    return write_bundle(model, meta, out)
+
+
+def upgrade_metadata(old: dict, where: str) -> BundleMeta:
+    """Format-1 metadata -> format 2: the contract from its `robot.contract` copy, checked against its hash
+    and against the duplicated top-level fields; observation, commands and training record kept."""
+    if old.get("format_version") != 1:
+        raise BundleError(f"{where}: format_version {old.get('format_version')!r}; --upgrade reads format 1 "
+                          f"(format {FORMAT_VERSION} bundles need no upgrade)")  # fmt: skip
+    robot = old.get("robot") if isinstance(old.get("robot"), dict) else {}
+    stored = robot.get("contract")
+    if not isinstance(stored, dict):
+        raise BundleError(f"{where}: metadata field 'robot.contract' is missing; expected format 1's contract copy")
+    if contract_sha256(stored) != robot.get("contract_sha256"):
+        raise BundleError(f"{where}: metadata field 'robot.contract' does not hash to robot.contract_sha256; "
+                          "the format-1 metadata was edited: re-export from the checkpoint instead")  # fmt: skip
+    contract = parse_contract(stored, where)
+    for key, value in contract.to_dict().items():
+        if key in old and old[key] != value:
+            raise BundleError(f"{where}: metadata field '{key}' = {old[key]!r} differs from robot.contract's "
+                              f"{value!r}; re-export from the checkpoint instead")  # fmt: skip
+    observation = parse_observation(old, contract.num_joints, where)
+    return BundleMeta(contract, observation, parse_commands(old, where), parse_training(old, where))
+
+
+def upgrade_bundle(src: Path, out: Path) -> BundleMeta:
+    """Rewrite a format-1 bundle's metadata to the current format; the graph and weights are not touched."""
+    if not src.is_file():
+        raise BundleError(f"{src}: no such bundle file")
+    model = onnx.load(str(src))
+    entries = [p.value for p in model.metadata_props if p.key == METADATA_KEY]
+    if len(entries) != 1:
+        raise BundleError(f"{src}: {len(entries)} '{METADATA_KEY}' entries in metadata_props; expected one")
+    try:
+        old = json.loads(entries[0])
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{src}: metadata '{METADATA_KEY}' is not valid JSON ({e})") from e
+    return write_bundle(model, upgrade_metadata(old, str(src)), out)
 
 
 def run_export(args: argparse.Namespace) -> int:
-    target = Path(args.run)
+    """`trot export RUN -o OUT`, or `trot export --upgrade OLD -o OUT`."""
+    from trot.train.checkpoint import CheckpointError, find_checkpoint
+
+    out = Path(args.output)
     try:
-        checkpoint = find_checkpoint(target, args.checkpoint) if target.is_dir() else target
-        meta = export_bundle(checkpoint, Path(args.output))
+        if args.upgrade:
+            if args.run:
+                raise BundleError(f"--upgrade {args.upgrade} takes no RUN ({args.run!r})")
+            source = Path(args.upgrade)
+            meta = upgrade_bundle(source, out)
+        else:
+            if not args.run:
+                raise BundleError("a RUN folder or checkpoint is needed (or --upgrade OLD.onnx)")
+            target = Path(args.run)
+            source = find_checkpoint(target, args.checkpoint) if target.is_dir() else target
+            meta = export_bundle(source, out)
     except (CheckpointError, BundleError) as e:
         raise SystemExit(f"trot export: {e}") from None
-    print(f"trot export: {checkpoint} -> {args.output}")
-    print(f"  robot {meta['robot']['name']} contract {meta['robot']['contract_sha256'][:12]}, "
-          f"obs {sum(t['size'] for t in meta['observation']['terms']) * meta['observation']['history']}, "
-          f"actions {len(meta['joint_names'])}")  # fmt: skip
+    print(f"trot export: {source} -> {out} (format {FORMAT_VERSION})")
+    print(f"  robot {meta.contract.name} contract {meta.contract_sha256[:12]}, obs {meta.observation.size}, "
+          f"actions {meta.contract.num_joints}, graph sha256 {meta.integrity.graph_sha256[:12]}")  # fmt: skip
     return 0

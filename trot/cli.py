@@ -49,9 +49,16 @@ def _bench(p: argparse.ArgumentParser) -> None:
     from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
+    from trot.deploy.fuzz import add_fuzz_args  # argparse only until it runs
+
+    add_fuzz_args(sub.add_parser("fuzz", help="mutated frames through the serial decoder: frames/s, what it refused"))
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if args.what == "fuzz":
+        from trot.deploy.fuzz import run_bench_fuzz
+
+        return run_bench_fuzz(args)
     if args.what == "deploy":
         from trot.hil.bench_deploy import run_bench as run_bench_deploy
 
@@ -124,9 +131,11 @@ def _play(p: argparse.ArgumentParser) -> None:
 
 @command("export", "export a checkpoint to the one-file ONNX policy bundle", "trot.train.export:run_export")
 def _export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", nargs="?", help="run folder or checkpoint file")
     p.add_argument("--checkpoint", default=None, help="checkpoint (N or file); default: latest")
     p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
+    p.add_argument("--upgrade", default=None, metavar="OLD.onnx",
+                   help="rewrite an older bundle's metadata to the current format (graph and weights untouched)")
 
 
 @command("inspect", "print a policy bundle's metadata", "trot.deploy.bundle:run_inspect")
@@ -144,14 +153,9 @@ def _emulate(p: argparse.ArgumentParser) -> None:
 
 @command("flash", "copy a policy bundle and its systemd unit to the robot", "trot.deploy.flash:run_flash")
 def _flash(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bundle", nargs="?", help="policy bundle (.onnx); not needed with --rollback")
-    p.add_argument("--target", required=True, help="user@host (OpenSSH) or a folder, e.g. a mounted SD card")
-    p.add_argument("--remote_dir", default="trot", help="folder on the robot for user@host targets (default ~/trot)")
-    p.add_argument("--robot", default=None, help="robot to check against (default: the bundle's)")
-    p.add_argument("--transport", default="serial", choices=["serial", "ros2"], help="what the unit runs")
-    p.add_argument("--port", default="/dev/ttyACM0", help="serial port for the unit")
-    p.add_argument("--rollback", action="store_true", help="put the previous policy back")
-    p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
+    from trot.deploy.flash import add_flash_args  # argparse only
+
+    add_flash_args(p)
 
 
 @command("gate", "test a policy bundle in PyBullet over commands x perturbations", "trot.hil.gate:run_cli")

@@ -1,6 +1,8 @@
-"""Command-line flags shared by `trot deploy --transport ros2` and `trot emulate --transport ros2`.
+"""Command-line flags shared by `trot deploy --transport ros2`, `trot flash --transport ros2` (the unit's
+command line) and `trot emulate --transport ros2`, and the transport they build.
 
-argparse and `topics` only (no middleware, no numpy), so that building the CLI's parser stays light.
+argparse and `topics` only at import time (no middleware, no numpy), so that building the CLI's parser
+stays light; `transport_from_args` imports the transport when it runs.
 """
 
 from __future__ import annotations
@@ -68,3 +70,66 @@ def _split(item: str, flag: str, form: str) -> tuple[str, str]:
     if not sep or not field.strip() or not value.strip():
         raise ValueError(f"{flag} {item!r}: expected {form}")
     return field.strip(), value.strip()
+
+
+def add_deploy_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flags of the deploy side: the graph to join, the middleware and the cmd_vel timeout."""
+    add_ros2_args(p)
+    p.add_argument(
+        "--ros2_backend",
+        choices=["auto", "rclpy", "dds"],
+        default="auto",
+        help="auto: rclpy where it imports, else raw Cyclone DDS",
+    )
+    p.add_argument(
+        "--dds_loopback",
+        action="store_true",
+        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate --transport ros2` uses",
+    )
+    p.add_argument(
+        "--cmd_vel_timeout_s", type=float, default=0.5, help="cmd_vel: zero command after this long without a Twist"
+    )
+
+
+def transport_from_args(args: argparse.Namespace, robot):
+    """The ROS 2 transport (rclpy or raw DDS) the flags describe, not opened yet; ValueError saying why not."""
+    from trot.deploy.ros2.transport import make_ros2_transport
+
+    if getattr(args, "port", None):
+        raise ValueError("--port is for --transport serial; --transport ros2 finds the robot by its topics")
+    if not args.cmd_vel_timeout_s > 0:
+        raise ValueError(f"--cmd_vel_timeout_s {args.cmd_vel_timeout_s}: expected > 0")
+    topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos)
+    if args.dds_loopback:  # before any participant exists; rclpy reads it too (rmw_cyclonedds_cpp)
+        from trot.deploy.ros2.dds import loopback_config_xml, use_config
+
+        use_config(loopback_config_xml())
+    try:
+        return make_ros2_transport(
+            args.ros2_backend,
+            joint_names=robot.joint_names,
+            topics=topics,
+            domain_id=args.domain_id,
+            hardware_id=robot.name,
+            control_dt=robot.control_dt,
+            cmd_vel_timeout_s=args.cmd_vel_timeout_s,
+        )
+    except ImportError as e:
+        raise ValueError(str(e)) from e
+
+
+def unit_args(args: argparse.Namespace) -> list[str]:
+    """The same flags again, for the command line of a systemd unit."""
+    out = []
+    if args.ros_namespace:
+        out += ["--ros_namespace", args.ros_namespace]
+    if args.domain_id is not None:
+        out += ["--domain_id", str(args.domain_id)]
+    for item in args.ros_topic:
+        out += ["--ros_topic", item]
+    for item in args.ros_qos:
+        out += ["--ros_qos", item]
+    out += ["--ros2_backend", args.ros2_backend, "--cmd_vel_timeout_s", f"{args.cmd_vel_timeout_s:g}"]
+    if args.dds_loopback:
+        out.append("--dds_loopback")
+    return out

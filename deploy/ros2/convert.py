@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from typing import Any
 
 import numpy as np
@@ -27,24 +28,34 @@ GAINS_LABEL = "gains"  # Float64MultiArray dimension label of the (kp, kd) rows
 _INT32 = (-(2**31), 2**31 - 1)
 
 
+def _in(package: str):
+    return dataclass_field(metadata={"package": package})
+
+
 @dataclass(frozen=True)
 class MessageTypes:
-    """The message classes a builder instantiates, named as in ROS 2."""
+    """The message classes a builder instantiates, named as in ROS 2, each with its ROS 2 package: the one list
+    of message types trot uses (`msgs` and `rclpy_msgs` fill it through `collect`)."""
 
-    Time: type
-    Header: type
-    Bool: type
-    MultiArrayDimension: type
-    MultiArrayLayout: type
-    Float64MultiArray: type
-    Vector3: type
-    Quaternion: type
-    Twist: type
-    Imu: type
-    JointState: type
-    KeyValue: type
-    DiagnosticStatus: type
-    DiagnosticArray: type
+    Time: type = _in("builtin_interfaces")
+    Header: type = _in("std_msgs")
+    Bool: type = _in("std_msgs")
+    MultiArrayDimension: type = _in("std_msgs")
+    MultiArrayLayout: type = _in("std_msgs")
+    Float64MultiArray: type = _in("std_msgs")
+    Vector3: type = _in("geometry_msgs")
+    Quaternion: type = _in("geometry_msgs")
+    Twist: type = _in("geometry_msgs")
+    Imu: type = _in("sensor_msgs")
+    JointState: type = _in("sensor_msgs")
+    KeyValue: type = _in("diagnostic_msgs")
+    DiagnosticStatus: type = _in("diagnostic_msgs")
+    DiagnosticArray: type = _in("diagnostic_msgs")
+
+    @staticmethod
+    def collect(find: Callable[[str, str], type]) -> MessageTypes:
+        """Every type, each the class `find(package, name)` returns."""
+        return MessageTypes(**{f.name: find(f.metadata["package"], f.name) for f in fields(MessageTypes)})
 
 
 # --- time -----------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
+from trot.deploy.ros2 import typehash
 from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
 
 LOOPBACK_INTERFACE = "lo"
@@ -115,8 +116,9 @@ def loopback_trace_problems(trace_text: str) -> list[str]:
     return problems
 
 
-def dds_qos(profile: QosProfile) -> Qos:
-    """The Cyclone DDS QoS of a profile, restricted to classic CDR as `rmw_cyclonedds_cpp` is."""
+def dds_qos(profile: QosProfile, msg_type: type | None = None) -> Qos:
+    """The Cyclone DDS QoS of a profile, restricted to classic CDR as `rmw_cyclonedds_cpp` is; with `msg_type`,
+    the endpoint USER_DATA `typehash=RIHS01_<hex>;` that rmw_cyclonedds_cpp announces (REP-2011)."""
     reliability = (
         Policy.Reliability.Reliable(max_blocking_time=duration(seconds=MAX_BLOCKING_S))
         if profile.reliability == "reliable"
@@ -124,12 +126,15 @@ def dds_qos(profile: QosProfile) -> Qos:
     )
     latched = profile.durability == "transient_local"
     durability = Policy.Durability.TransientLocal if latched else Policy.Durability.Volatile
-    return Qos(
+    policies = [
         reliability,
         durability,
         Policy.History.KeepLast(depth=profile.depth),
         Policy.DataRepresentation(use_cdrv0_representation=True),
-    )
+    ]
+    if msg_type is not None:
+        policies.append(Policy.Userdata(data=typehash.user_data(msg_type)))
+    return Qos(*policies)
 
 
 class DdsNode:
@@ -150,11 +155,13 @@ class DdsNode:
 
     def reader(self, topic: str, msg_type: type) -> DataReader:
         """A reader of a `Ros2Topics` field, with its QoS."""
-        return DataReader(self.participant, self._topic(topic, msg_type), qos=dds_qos(self.topics.qos(topic)))
+        qos = dds_qos(self.topics.qos(topic), msg_type)
+        return DataReader(self.participant, self._topic(topic, msg_type), qos=qos)
 
     def writer(self, topic: str, msg_type: type) -> DataWriter:
         """A writer of a `Ros2Topics` field, with its QoS."""
-        return DataWriter(self.participant, self._topic(topic, msg_type), qos=dds_qos(self.topics.qos(topic)))
+        qos = dds_qos(self.topics.qos(topic), msg_type)
+        return DataWriter(self.participant, self._topic(topic, msg_type), qos=qos)
 
     def close(self) -> None:
         """Delete the participant and every reader, writer and topic under it."""

@@ -1,7 +1,8 @@
 """ROS 2 message types as Cyclone DDS IDL structs, byte-compatible with `rmw_cyclonedds_cpp`.
 
 Each class mirrors its `.msg` definition field for field, in order, with the IDL types that
-`rosidl` generates (`float64[9]` -> `double[9]`, `string[]` -> `sequence<string>`, `byte` -> `octet`)
+`rosidl` generates (`float64[9]` -> `double[9]`, `string[]` -> `sequence<string>`, `byte` -> `uint8`, as
+rmw_cyclonedds_cpp declares it)
 and the DDS type name ROS 2 registers (`<package>::msg::dds_::<Name>_`). The structs are @final
 (cyclonedds' default), so they serialize as classic CDR (XCDR1), which is what ROS 2 speaks.
 Class and field names match rclpy's, so `convert` reads and builds either kind.
@@ -110,7 +111,7 @@ class DiagnosticStatus(IdlStruct, typename="diagnostic_msgs::msg::dds_::Diagnost
     ERROR = 2
     STALE = 3
 
-    level: t.byte = 0
+    level: t.uint8 = 0  # `byte` in the .msg; uint8 on the wire, as rmw_cyclonedds_cpp declares it
     name: str = ""
     message: str = ""
     hardware_id: str = ""
@@ -124,19 +125,4 @@ class DiagnosticArray(IdlStruct, typename="diagnostic_msgs::msg::dds_::Diagnosti
 
 
 # What `convert`'s builders take to build these structs.
-IDL_TYPES = MessageTypes(
-    Time=Time,
-    Header=Header,
-    Bool=Bool,
-    MultiArrayDimension=MultiArrayDimension,
-    MultiArrayLayout=MultiArrayLayout,
-    Float64MultiArray=Float64MultiArray,
-    Vector3=Vector3,
-    Quaternion=Quaternion,
-    Twist=Twist,
-    Imu=Imu,
-    JointState=JointState,
-    KeyValue=KeyValue,
-    DiagnosticStatus=DiagnosticStatus,
-    DiagnosticArray=DiagnosticArray,
-)
+IDL_TYPES = MessageTypes.collect(lambda package, name: globals()[name])

@@ -6,8 +6,8 @@ targets as a forward command controller's `Float64MultiArray` and as a `JointSta
 latched `Float64MultiArray` (kp row, kd row) whenever they change, and `DiagnosticArray` (the state
 machine and the loop's timing) at `diagnostics_period_s` and at every state change.
 
-`Ros2Transport` speaks raw Cyclone DDS (`dds.DdsNode`). `RclpyTransport` replaces its four middleware
-hooks (`_connect`, `_take`, `_publish`, `_disconnect`) with rclpy and is what `make_ros2_transport`
+`Ros2Transport` speaks raw Cyclone DDS (`dds.DdsNode`). `RclpyTransport` replaces its three middleware
+hooks (`_connect`, `_publish`, `_disconnect`) with rclpy and is what `make_ros2_transport`
 picks when rclpy imports; everything else (conversion, names, QoS, staleness, e-stop, gains,
 diagnostics) is this module's shared code. The rclpy variant is untested here (rclpy is not
 installable in the test environment); the DDS one is tested end to end against the emulator.
@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from trot.deploy.protocol import ControlMode, StatusFlags
+from trot.deploy.commands import BaseCommand
+from trot.deploy.link import ControlMode, Poll, Sample, StatusFlags, TransportError
 from trot.deploy.ros2 import convert
 from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
-from trot.deploy.transport import Poll, Sample, TransportError
 
 # The message type (a `convert.MessageTypes` field) of each topic.
 TOPIC_TYPES = {
@@ -58,6 +58,7 @@ DIAGNOSTICS_PERIOD_S = 0.5  # 2 Hz, plus one message at every state change
 CMD_VEL_TIMEOUT_S = 0.5  # no Twist for this long: the velocity command is zero (stand)
 OPEN_POLL_S = 0.005
 MAX_TAKE = 64
+READER_WAKE_MS = 50  # the DDS reader thread checks for close() this often while nothing arrives
 # DiagnosticStatus level of each state; the others are OK.
 STATE_LEVELS = {"DAMPING": convert.ERROR, "ESTOP_DAMPING": convert.WARN, "OFF": convert.WARN}
 
@@ -69,8 +70,7 @@ class _Sensor:
     kind: str  # "Imu", "JointState": the telemetry's frame names
     arrays: tuple | None = None  # imu_to_arrays or joint_state_to_arrays of it
     stamp: float = 0.0  # its header stamp, s (0: the publisher does not stamp)
-    rx_time: float | None = None  # host monotonic clock when it was taken
-    fresh: int = 0  # fresh messages since the last poll
+    rx_time: float | None = None  # host monotonic clock when it arrived
 
 
 @dataclass
@@ -130,27 +130,61 @@ class Ros2Transport:
         self._window = _Window()
         self._diag_state: str | None = None
         self._diag_t = -math.inf
+        # Messages in arrival order with the monotonic time they arrived, filled by the middleware's thread.
+        self._inbox = {topic: deque(maxlen=MAX_TAKE) for topic in SUBSCRIBED}
+        self._inbox_lock = threading.Lock()
+        self._arrived: list[Sample] = []  # States built since the last poll, oldest first
 
-    # ---- middleware hooks: raw Cyclone DDS (RclpyTransport replaces these four) ---------------------
+    # ---- middleware hooks: raw Cyclone DDS (RclpyTransport replaces these three) --------------------
 
     def _connect(self) -> None:
         from trot.deploy.ros2 import dds, msgs
 
         self.types = msgs.IDL_TYPES
         self._node = dds.DdsNode(self.topics, self.domain_id)
-        self._readers = {topic: self._node.reader(topic, self._type(topic)) for topic in SUBSCRIBED}
+        readers = {topic: self._node.reader(topic, self._type(topic)) for topic in SUBSCRIBED}
         self._writers = {topic: self._node.writer(topic, self._type(topic)) for topic in PUBLISHED}
+        self._stop_reading = threading.Event()
+        self._reader = threading.Thread(target=self._read_dds, args=(readers,), name="trot-dds-rx", daemon=True)
+        self._reader.start()
 
-    def _take(self, topic: str) -> list:
-        """Every message waiting on a subscribed topic, oldest first; never blocks."""
-        # A writer going away leaves an invalid sample (no data) behind: not a message.
-        return [s for s in self._readers[topic].take(N=MAX_TAKE) if s.sample_info.valid_data]
+    def _read_dds(self, readers: dict) -> None:
+        """Reader thread: wake when a sample arrives (the wait releases the GIL), stamp it, put it in the inbox."""
+        from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
+        from cyclonedds.util import duration
+
+        waitset = WaitSet(self._node.participant)
+        mask = SampleState.NotRead | ViewState.Any | InstanceState.Any
+        conditions = [ReadCondition(reader, mask) for reader in readers.values()]
+        for condition in conditions:
+            waitset.attach(condition)
+        while not self._stop_reading.is_set():
+            waitset.wait(duration(milliseconds=READER_WAKE_MS))
+            for topic, reader in readers.items():
+                for sample in reader.take(N=MAX_TAKE):
+                    if sample.sample_info.valid_data:  # a writer going away leaves a sample with no data
+                        self._on_message(topic, sample)
 
     def _publish(self, topic: str, msg: Any) -> None:
         self._writers[topic].write(msg)
 
     def _disconnect(self) -> None:
+        self._stop_reading.set()
+        self._reader.join(timeout=1.0)
         self._node.close()
+
+    def _on_message(self, topic: str, msg: Any) -> None:
+        """A subscribed message, stamped with the monotonic clock as it arrives (middleware thread)."""
+        arrived = time.monotonic()
+        with self._inbox_lock:
+            self._inbox[topic].append((arrived, msg))
+
+    def _take(self, topic: str) -> list[tuple[float, Any]]:
+        """(arrival time, message) of every message waiting on a subscribed topic, oldest first; never blocks."""
+        with self._inbox_lock:
+            messages = list(self._inbox[topic])
+            self._inbox[topic].clear()
+        return messages
 
     # ---- the Transport seam ---------------------------------------------------------------------
 
@@ -165,7 +199,7 @@ class Ros2Transport:
         self._connected = True
         deadline = time.monotonic() + timeout_s
         while True:
-            self._drain(time.monotonic())
+            self._drain()
             if self._lost:
                 raise TransportError(f"{self.describe}: {self._lost}")
             missing = [t for t, s in self._sensors.items() if s.arrays is None]
@@ -185,22 +219,12 @@ class Ros2Transport:
         )
 
     def poll(self) -> Poll:
-        """The newest Imu + JointState as one Sample, stamped with the older topic's receive time."""
+        """A State for every fresh Imu or JointState (with the newest of the other), in arrival order, each
+        stamped with the older topic's arrival time: either topic going quiet makes the State stale."""
         if self._connected and not self._lost:
-            self._drain(time.monotonic())
-        poll = Poll(lost=self._lost, frames=self._frames)
-        self._frames = {}
-        imu, joints = self._sensors["imu"], self._sensors["joint_states"]
-        fresh = max(imu.fresh, joints.fresh)
-        if fresh and imu.arrays is not None and joints.arrays is not None:
-            quat, gyro, accel = imu.arrays
-            pos, vel, effort = joints.arrays
-            status = StatusFlags.ESTOP if self._estop_on and not self._estop_sent else StatusFlags(0)
-            stamp_us = round(joints.stamp * 1e6) if joints.stamp else None
-            rx_time = min(imu.rx_time, joints.rx_time)  # either topic going quiet makes the State stale
-            poll.sample = Sample(rx_time, None, stamp_us, pos, vel, effort, quat, gyro, accel, int(status))
-            poll.received = fresh
-        imu.fresh = joints.fresh = 0
+            self._drain()
+        poll = Poll(samples=self._arrived, received=len(self._arrived), lost=self._lost, frames=self._frames)
+        self._frames, self._arrived = {}, []
         if self._estop_raised:
             self._estop_raised = False
             poll.peer_estop_from = f"{self.topics.ros_name('estop')} is true"
@@ -310,38 +334,54 @@ class Ros2Transport:
     def _count(self, kind: str) -> None:
         self._frames[kind] = self._frames.get(kind, 0) + 1
 
-    def _drain(self, now: float) -> None:
+    def _drain(self) -> None:
         """Take everything waiting on the subscribed topics; a sensor message counts only if its stamp is newer."""
-        for topic, sensor in self._sensors.items():
-            for msg in self._take(topic):
-                stamp = convert.seconds_from_stamp(msg.header.stamp)
-                if sensor.arrays is not None and stamp and stamp <= sensor.stamp:
-                    self._count(f"{sensor.kind} repeated")  # an old or repeated message is no news
-                    continue
-                self._count(sensor.kind)
-                try:
-                    if topic == "imu":
-                        arrays = convert.imu_to_arrays(msg)
-                    else:
-                        arrays = convert.joint_state_to_arrays(msg, self.joint_names)
-                except ValueError as e:
-                    self._lost = f"{sensor.kind} on {self.topics.ros_name(topic)} refused: {e}"
-                    break
-                sensor.arrays, sensor.stamp, sensor.rx_time = arrays, stamp, now
-                sensor.fresh += 1
-        for msg in self._take("cmd_vel"):
+        sensor_messages = sorted(
+            ((arrived, topic, msg) for topic in self._sensors for arrived, msg in self._take(topic)),
+            key=lambda item: item[0],
+        )
+        for arrived, topic, msg in sensor_messages:
+            sensor = self._sensors[topic]
+            stamp = convert.seconds_from_stamp(msg.header.stamp)
+            if sensor.arrays is not None and stamp and stamp <= sensor.stamp:
+                self._count(f"{sensor.kind} repeated")  # an old or repeated message is no news
+                continue
+            self._count(sensor.kind)
+            try:
+                if topic == "imu":
+                    arrays = convert.imu_to_arrays(msg)
+                else:
+                    arrays = convert.joint_state_to_arrays(msg, self.joint_names)
+            except ValueError as e:
+                self._lost = f"{sensor.kind} on {self.topics.ros_name(topic)} refused: {e}"
+                break
+            sensor.arrays, sensor.stamp, sensor.rx_time = arrays, stamp, arrived
+            self._add_state()
+        for arrived, msg in self._take("cmd_vel"):
             velocity = convert.twist_to_command(msg)
             if np.all(np.isfinite(velocity)):
                 self._count("Twist")
-                self._velocity, self._velocity_t = velocity, now
+                self._velocity, self._velocity_t = velocity, arrived
             else:
                 self._count("Twist refused")  # non-finite: the previous command stands (and times out)
-        for msg in self._take("estop"):
+        for _, msg in self._take("estop"):
             self._count("Bool")
             on = bool(msg.data)
             if on and not self._estop_on and not self._estop_sent:
                 self._estop_raised = True
             self._estop_on = on
+
+    def _add_state(self) -> None:
+        """A State from the newest Imu and JointState, once both have come, stamped with the older's arrival."""
+        imu, joints = self._sensors["imu"], self._sensors["joint_states"]
+        if imu.arrays is None or joints.arrays is None:
+            return
+        quat, gyro, accel = imu.arrays
+        pos, vel, effort = joints.arrays
+        status = StatusFlags.ESTOP if self._estop_on and not self._estop_sent else StatusFlags(0)
+        stamp_us = round(joints.stamp * 1e6) if joints.stamp else None
+        rx_time = min(imu.rx_time, joints.rx_time)  # either topic going quiet makes the State stale
+        self._arrived.append(Sample(rx_time, None, stamp_us, pos, vel, effort, quat, gyro, accel, int(status)))
 
     def _hold(self, target: np.ndarray) -> np.ndarray:
         arrays = self._sensors["joint_states"].arrays
@@ -350,7 +390,7 @@ class Ros2Transport:
         return np.where(np.isfinite(arrays[0]), arrays[0], target)
 
 
-class CmdVelCommand:
+class CmdVelCommand(BaseCommand):
     """The velocity command source of `--transport ros2`: the transport's newest cmd_vel Twist, zero once
     none came for its `cmd_vel_timeout_s` (a teleop that stopped publishing means stand, not walk on)."""
 
@@ -360,14 +400,9 @@ class CmdVelCommand:
             f"cmd_vel {transport.topics.ros_name('cmd_vel')} (zero after {transport.cmd_vel_timeout_s:g} s "
             "without a Twist)"
         )
-        self.estop: str | None = None
-        self.stop: str | None = None
 
-    def poll(self, t: float | None) -> np.ndarray:
-        return self.transport.velocity_command()
-
-    def close(self) -> None:
-        pass
+    def velocity(self, t: float | None) -> np.ndarray:
+        return self.transport.velocity_command()  # the transport's poll drained the topic this tick
 
 
 # ---- rclpy ---------------------------------------------------------------------------------------
@@ -388,8 +423,9 @@ def rclpy_qos(profile: QosProfile):
 
 
 class RclpyTransport(Ros2Transport):
-    """The same transport through rclpy (a sourced ROS 2): subscriptions fill an inbox from an executor
-    thread, `_take` empties it. Untested here: rclpy is not installable in the test environment."""
+    """The same transport through rclpy (a sourced ROS 2): subscriptions fill the inbox from an executor
+    thread, stamping each message as it arrives. Untested here: rclpy is not installable in the test
+    environment."""
 
     backend = "rclpy"
 
@@ -405,8 +441,6 @@ class RclpyTransport(Ros2Transport):
         # The deploy CLI handles SIGINT/SIGTERM itself (damp, then exit): rclpy must not take them.
         rclpy.init(context=self._context, domain_id=self.domain_id, signal_handler_options=SignalHandlerOptions.NO)
         self._node = rclpy.create_node("trot_deploy", context=self._context)
-        self._inbox = {topic: deque(maxlen=MAX_TAKE) for topic in SUBSCRIBED}
-        self._inbox_lock = threading.Lock()
         for topic in SUBSCRIBED:
             self._node.create_subscription(
                 self._type(topic),
@@ -424,16 +458,6 @@ class RclpyTransport(Ros2Transport):
         self._executor.add_node(self._node)
         self._spin = threading.Thread(target=self._executor.spin, name="trot-rclpy", daemon=True)
         self._spin.start()
-
-    def _on_message(self, topic: str, msg: Any) -> None:
-        with self._inbox_lock:
-            self._inbox[topic].append(msg)
-
-    def _take(self, topic: str) -> list:
-        with self._inbox_lock:
-            messages = list(self._inbox[topic])
-            self._inbox[topic].clear()
-        return messages
 
     def _publish(self, topic: str, msg: Any) -> None:
         self._publishers[topic].publish(msg)

@@ -48,9 +48,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     """Flags of `trot emulate`; names match EmulatorOptions fields."""
     p, d = parser, _DEFAULTS
     p.add_argument("--robot", default="pupper_v3", help="robot name or folder (default: pupper_v3)")
+    from trot.deploy.link import TRANSPORTS  # the names `trot deploy` and `trot flash` take
+
     p.add_argument(
         "--transport",
-        choices=list(LINKS),
+        choices=list(TRANSPORTS),
         default="serial",
         help="; ".join(f"{name}: {kind.help}" for name, kind in LINKS.items()),
     )

@@ -176,12 +176,12 @@ def run_cell(spec: CellSpec) -> CellResult:
     started = time.perf_counter()
     robot = load_robot(spec.robot)
     runtime = PolicyRuntime(spec.bundle, robot)
-    meta, th = spec.bundle.meta, spec.thresholds
+    contract, th = spec.bundle.contract, spec.thresholds
     engine = make_engine(spec.engine, robot)
     try:
         p = PERTURBATIONS[spec.perturbation]
         rng = np.random.default_rng(cell_seed(spec.seed, spec.command, spec.perturbation))
-        sim = CellSim(engine, robot, p, spec.seconds, rng, spec.noise_stds, meta["kp"], meta["kd"])
+        sim = CellSim(engine, robot, p, spec.seconds, rng, spec.noise_stds, contract.kp, contract.kd)
         segments = COMMANDS[spec.command]
         dt = robot.control_dt
         trace = {k: [] for k in TRACE_KEYS}

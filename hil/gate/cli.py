@@ -42,7 +42,7 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         check_matrix(commands, perturbations)
         bundle = load_bundle(path)
-        check_contract(bundle, load_robot(args.robot or bundle.meta["robot"]["name"]))
+        check_contract(bundle, load_robot(args.robot or bundle.contract.name))
     except (ValueError, FileNotFoundError) as e:  # BundleError and ContractError are ValueErrors
         print(f"trot gate: {e}", file=sys.stderr)
         return 2

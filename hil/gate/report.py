@@ -55,26 +55,27 @@ def summary_table(run: GateRun) -> str:
 
 def bundle_summary(bundle: Bundle) -> dict:
     """What the report says about the bundle: path, robot, contract hash, sizes, rates, gains, training."""
-    m = bundle.meta
-    keys = ("control_dt", "physics_dt", "kp", "kd", "torque_limit", "action_scale", "commands", "training")
+    c = bundle.contract
     return {
         "path": str(bundle.path),
-        "robot": m["robot"]["name"],
-        "contract_sha256": m["robot"]["contract_sha256"],
+        "robot": c.name,
+        "contract_sha256": c.sha256(),
         "obs_size": bundle.obs_size,
         "num_joints": bundle.num_joints,
-        **{k: m[k] for k in keys},
+        **{k: getattr(c, k) for k in ("control_dt", "physics_dt", "kp", "kd", "torque_limit", "action_scale")},
+        "commands": {k: list(v) for k, v in asdict(bundle.meta.commands).items()},
+        "training": asdict(bundle.meta.training),
     }
 
 
 def outside_training_range(run: GateRun) -> list[str]:
     """Commands of the matrix that leave the bundle's trained command ranges."""
-    ranges, out = run.bundle.meta["commands"], []
+    ranges, out = asdict(run.bundle.meta.commands), []
     for name in run.commands:
         for _, cmd in COMMANDS[name]:
             for value, key in zip(cmd, ("vx", "vy", "yaw_rate")):
                 if not ranges[key][0] <= value <= ranges[key][1]:
-                    out.append(f"command {name}: {key} {value} is outside the trained range {ranges[key]}")
+                    out.append(f"command {name}: {key} {value} is outside the trained range {list(ranges[key])}")
     return out
 
 

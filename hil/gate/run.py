@@ -86,7 +86,7 @@ def run_gate(
     thresholds: what every cell is held to (default `GateThresholds()`).
     """
     thresholds = thresholds or GateThresholds()
-    rob = load_robot(robot or bundle.meta["robot"]["name"])
+    rob = load_robot(robot or bundle.contract.name)
     check_contract(bundle, rob)
     commands = list(commands or COMMANDS)
     perturbations = list(perturbations or PERTURBATIONS)

@@ -1,57 +1,95 @@
-"""`trot flash`: copy with hash check, keep and roll back the previous policy, refuse a wrong robot."""
+"""`trot flash`: versioned files and one pointer switch; the same checks as `trot deploy` before anything is
+copied; rollback; a flash or rollback killed at every step leaves one complete, hash-checked policy."""
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import onnx
 import pytest
 
 from trot.deploy.bundle import BundleError
-from trot.deploy.flash import DirTarget, FlashError, SshTarget, flash, rollback, sha256_file
+from trot.deploy.flash import (
+    POINTER,
+    DirTarget,
+    FlashError,
+    SshTarget,
+    flash,
+    resolve_flashed,
+    rollback,
+    sha256_file,
+)
 from trot.robots import load_robot
 
 ROBOT = load_robot("pupper_v3")
+KILLED = Path(__file__).with_name("flash_killed.py")
 
 
-def second_bundle(tiny_bundle, tmp_path):
-    """Same policy, one different metadata byte: a different file with the same contract."""
-    import onnx
+def second_bundle(tiny_bundle, tmp_path, run="second"):
+    """The same policy exported under another run name: a different, valid bundle for the same robot."""
+    from trot.bundle import read_bundle_meta
+    from trot.train.export import write_bundle
 
-    model = onnx.load(str(tiny_bundle))
-    model.doc_string += " (second)"
-    out = tmp_path / "second.onnx"
-    onnx.save(model, str(out))
+    meta = read_bundle_meta(tiny_bundle)
+    meta = type(meta)(meta.contract, meta.observation, meta.commands, type(meta.training)(run=run))
+    out = tmp_path / f"{run}.onnx"
+    write_bundle(onnx.load(str(tiny_bundle)), meta, out)
     return out
 
 
-def test_flash_to_folder_copies_verifies_and_writes_the_unit(tiny_bundle, tmp_path):
+def state(folder: Path) -> tuple[str, str | None]:
+    """(sha256 of the current policy, of the previous one) after checking each against its hash file."""
+    pointer = json.loads((folder / POINTER).read_text())
+    current = resolve_flashed(folder)
+    assert current == folder / pointer["current"]
+    previous = None
+    if pointer["previous"]:
+        previous = sha256_file(folder / pointer["previous"])
+        assert (folder / (pointer["previous"] + ".sha256")).read_text().split()[0] == previous
+    return sha256_file(current), previous
+
+
+def test_flash_to_folder_copies_verifies_switches_and_writes_the_unit(tiny_bundle, tmp_path):
     target = DirTarget(tmp_path / "robot")
-    lines = flash(tiny_bundle, target, ROBOT, transport="serial", port="/dev/ttyAMA0")
-    assert sha256_file(tmp_path / "robot" / "policy.onnx") == sha256_file(tiny_bundle)
-    assert (tmp_path / "robot" / "policy.onnx.sha256").read_text().split()[0] == sha256_file(tiny_bundle)
+    lines = flash(tiny_bundle, target, ROBOT, ["--transport", "serial", "--port", "/dev/ttyAMA0", "--baud", "115200"])
+    digest = sha256_file(tiny_bundle)
+    assert state(tmp_path / "robot") == (digest, None)
+    assert (tmp_path / "robot" / "policies" / f"{digest}.onnx.sha256").read_text() == f"{digest}  {digest}.onnx\n"
     unit = (tmp_path / "robot" / "trot-deploy.service").read_text()
-    assert "trot deploy --bundle" in unit and "--transport serial --port /dev/ttyAMA0" in unit
+    assert f"trot deploy --bundle {target.path()} --robot pupper_v3" in unit
+    assert "--transport serial --port /dev/ttyAMA0 --baud 115200" in unit
     assert "Restart=on-failure" in unit and "CPUSchedulingPolicy=fifo" in unit
     assert any("verified" in line for line in lines)
 
 
-def test_reflash_keeps_the_previous_policy_and_rollback_restores_it(tiny_bundle, tmp_path):
-    target = DirTarget(tmp_path / "robot")
-    newer = second_bundle(tiny_bundle, tmp_path)
+def test_reflash_keeps_the_previous_policy_rollback_swaps_and_old_versions_are_pruned(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    target = DirTarget(folder)
+    b, c = second_bundle(tiny_bundle, tmp_path, "b"), second_bundle(tiny_bundle, tmp_path, "c")
+    a, b_hash, c_hash = (sha256_file(p) for p in (tiny_bundle, b, c))
     flash(tiny_bundle, target, ROBOT)
-    flash(newer, target, ROBOT)
-    assert sha256_file(tmp_path / "robot" / "policy.onnx") == sha256_file(newer)
-    assert sha256_file(tmp_path / "robot" / "policy.previous.onnx") == sha256_file(tiny_bundle)
+    flash(b, target, ROBOT)
+    assert state(folder) == (b_hash, a)
     rollback(target)
-    assert sha256_file(tmp_path / "robot" / "policy.onnx") == sha256_file(tiny_bundle)
-    assert sha256_file(tmp_path / "robot" / "policy.previous.onnx") == sha256_file(newer)
+    assert state(folder) == (a, b_hash)
+    rollback(target)
+    assert state(folder) == (b_hash, a)
+    flash(c, target, ROBOT)
+    assert state(folder) == (c_hash, b_hash)
+    assert sorted(p.name for p in (folder / "policies").iterdir()) == sorted(
+        [f"{h}.onnx" for h in (b_hash, c_hash)] + [f"{h}.onnx.sha256" for h in (b_hash, c_hash)]
+    )
 
 
 def test_rollback_without_a_previous_policy_is_refused(tiny_bundle, tmp_path):
     target = DirTarget(tmp_path / "robot")
+    with pytest.raises(FlashError, match="no policy has been flashed here"):
+        rollback(target)
     flash(tiny_bundle, target, ROBOT)
     with pytest.raises(FlashError, match="no previous policy"):
         rollback(target)
@@ -68,11 +106,103 @@ def test_bundle_for_another_robot_is_refused_before_anything_is_copied(tiny_bund
     assert not target_dir.exists()
 
 
-def test_cli_refuses_wrong_robot_and_prints_steps(tiny_bundle, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "trot.cli", "flash", str(tiny_bundle), "--target", str(tmp_path / "r")],
+def test_cli_flashes_with_the_registry_flags_and_prints_steps(tiny_bundle, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "trot.cli", "flash", str(tiny_bundle), "--target", str(tmp_path / "r"),
+                         "--transport", "ros2", "--domain_id", "7", "--ros_namespace", "pupper"],
                         capture_output=True, text=True, timeout=120)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "verified" in ok.stdout and "systemctl" in ok.stdout
+    unit = (tmp_path / "r" / "trot-deploy.service").read_text()
+    assert "--transport ros2 --ros_namespace pupper --domain_id 7 --ros2_backend auto" in unit
+
+
+# ---- crash safety: SIGKILL at every step -------------------------------------------------------------
+
+
+def killed_flash(kill_at, *args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(KILLED), str(kill_at), "--", "flash", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def count_steps(*args) -> int:
+    out = killed_flash("count", *args)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.split("steps ")[-1])
+
+
+def check_every_kill_point(args, prepare, check, timeout=120) -> int:
+    """Run `trot flash ARGS` killed before each step (and after the last) on a freshly prepared target;
+    `check()` judges the target each time. Returns the number of kill points."""
+    prepare()
+    steps = count_steps(*args)
+    for kill_at in range(steps + 1):
+        prepare()
+        out = killed_flash(kill_at, *args, timeout=timeout)
+        assert out.returncode == -9, (kill_at, out.returncode, out.stderr[-500:])
+        check(kill_at)
+    return steps + 1
+
+
+def test_flash_killed_at_every_step_leaves_old_or_new_and_rollback_works(tiny_bundle, tmp_path):
+    folder, pristine = tmp_path / "robot", tmp_path / "pristine"
+    a, b, c = tiny_bundle, second_bundle(tiny_bundle, tmp_path, "b"), second_bundle(tiny_bundle, tmp_path, "c")
+    flash(a, DirTarget(pristine), ROBOT)
+    flash(b, DirTarget(pristine), ROBOT)
+    old, new = (sha256_file(b), sha256_file(a)), (sha256_file(c), sha256_file(b))
+    seen = set()
+
+    def prepare():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(pristine, folder)
+
+    def check(kill_at):
+        now = state(folder)
+        assert now in (old, new), (kill_at, now)
+        seen.add(now)
+        rollback(DirTarget(folder))  # works from every state a kill leaves
+        assert state(folder) == (now[1], now[0])
+
+    points = check_every_kill_point([c, "--target", folder], prepare, check)
+    assert seen == {old, new} and points >= 10, (seen, points)
+    print(f"flash to a folder: {points} kill points, each left the old or the new policy; rollback worked from each")
+
+
+def test_rollback_killed_at_every_step_leaves_one_of_the_two_policies(tiny_bundle, tmp_path):
+    folder, pristine = tmp_path / "robot", tmp_path / "pristine"
+    flash(tiny_bundle, DirTarget(pristine), ROBOT)
+    flash(second_bundle(tiny_bundle, tmp_path), DirTarget(pristine), ROBOT)
+    before = state(pristine)
+
+    def prepare():
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(pristine, folder)
+
+    def check(kill_at):
+        now = state(folder)
+        assert now in (before, before[::-1]), (kill_at, now)
+        rollback(DirTarget(folder))
+        assert state(folder) == now[::-1]
+
+    points = check_every_kill_point(["--rollback", "--target", folder], prepare, check)
+    print(f"rollback of a folder: {points} kill points, each left one of the two policies")
+
+
+def test_deploy_refuses_a_flashed_policy_whose_bytes_changed(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    current = resolve_flashed(folder)
+    data = bytearray(current.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the flashed file
+    current.write_bytes(bytes(data))
+    proc = subprocess.run([sys.executable, "-m", "trot.deploy.cli", "deploy", "--bundle", str(folder), "--port",
+                           str(tmp_path / "tty"), "--telemetry", str(tmp_path / "t.jsonl")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"{current}: sha256" in proc.stderr and "does not match its hash file" in proc.stderr
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+# ---- over ssh to 127.0.0.1 -----------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -123,9 +253,39 @@ def test_flash_over_ssh_to_localhost(local_sshd, tiny_bundle, tmp_path):
     user = os.environ.get("USER") or "root"
     remote = tmp_path / "remote_robot"
     target = SshTarget(f"{user}@127.0.0.1", str(remote), local_sshd)
+    b = second_bundle(tiny_bundle, tmp_path)
     flash(tiny_bundle, target, ROBOT)
-    flash(second_bundle(tiny_bundle, tmp_path), target, ROBOT)
-    assert sha256_file(remote / "policy.previous.onnx") == sha256_file(tiny_bundle)
+    flash(b, target, ROBOT)
+    assert state(remote) == (sha256_file(b), sha256_file(tiny_bundle))
     rollback(target)
-    assert sha256_file(remote / "policy.onnx") == sha256_file(tiny_bundle)
+    assert state(remote) == (sha256_file(tiny_bundle), sha256_file(b))
     assert (remote / "trot-deploy.service").is_file()
+
+
+@pytest.mark.slow
+def test_ssh_flash_and_rollback_killed_at_every_step(local_sshd, tiny_bundle, tmp_path):
+    user = os.environ.get("USER") or "root"
+    remote, pristine = tmp_path / "remote_robot", tmp_path / "pristine"
+    a, b, c = tiny_bundle, second_bundle(tiny_bundle, tmp_path, "b"), second_bundle(tiny_bundle, tmp_path, "c")
+    flash(a, DirTarget(pristine), ROBOT)
+    flash(b, DirTarget(pristine), ROBOT)
+    old, new = (sha256_file(b), sha256_file(a)), (sha256_file(c), sha256_file(b))
+    ssh = ["--target", f"{user}@127.0.0.1", "--remote_dir", str(remote), "--ssh_options", " ".join(local_sshd)]
+
+    def prepare():
+        shutil.rmtree(remote, ignore_errors=True)
+        shutil.copytree(pristine, remote)
+
+    def check_flash(kill_at):
+        now = state(remote)
+        assert now in (old, new), (kill_at, now)
+        rollback(DirTarget(remote))
+        assert state(remote) == (now[1], now[0])
+
+    def check_rollback(kill_at):
+        now = state(remote)
+        assert now in (old, old[::-1]), (kill_at, now)
+
+    flashes = check_every_kill_point([c, *ssh], prepare, check_flash)
+    rollbacks = check_every_kill_point(["--rollback", *ssh], prepare, check_rollback)
+    print(f"ssh target: flash {flashes} kill points, rollback {rollbacks}, each left one complete policy")

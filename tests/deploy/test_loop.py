@@ -19,11 +19,11 @@ from trot.deploy.commands import (
     clip_to_ranges,
     parse_velocity,
 )
+from trot.deploy.link import Poll, Sample
 from trot.deploy.loop import LoopConfig, run_loop
 from trot.deploy.protocol import ControlMode
 from trot.deploy.safety import SafetyLimits
 from trot.deploy.telemetry import read_telemetry
-from trot.deploy.transport import Poll, Sample
 from trot.robots import load_robot
 
 ROBOT = load_robot("pupper_v3")
@@ -54,7 +54,7 @@ class FakeTransport:
         accel = np.array([0.0, 0.0, 9.81 + 1e-4 * (self.seq % 5)])
         s = Sample(time.monotonic(), self.seq, 4000 * self.seq, q, np.zeros(12), np.zeros(12),
                    np.array([1.0, 0, 0, 0]), np.zeros(3), accel, 0)  # fmt: skip
-        return Poll(sample=s, received=1, seq_gap=1, raw=b"\x00abc\x00")
+        return Poll(samples=[s], received=1, seq_gap=1, raw=b"\x00abc\x00")
 
     def send(self, mode, target, kp, kd):
         self.sent.append((time.monotonic(), ControlMode(mode), np.array(target)))
@@ -62,6 +62,9 @@ class FakeTransport:
 
     def estop(self, reason: int) -> None:
         self.estops.append(reason)
+
+    def report(self, record, *, overruns, missed_ticks, reason) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -82,7 +85,7 @@ def run_fake(bundle, tmp_path, duration=1.0, limits=FAST, transport=None, comman
 
 def test_loop_runs_on_the_deadline_grid_without_drift_and_commands_every_tick(bundle, tmp_path):
     result, transport, tel = run_fake(bundle, tmp_path, duration=1.0)
-    period = bundle.meta["control_dt"]
+    period = bundle.contract.control_dt
     assert result.exit_code == 0 and result.summary["end_state"] == "DONE"
     assert len(transport.sent) == len(tel.ticks) == result.summary["ticks"]
     # Each tick started at t0 + k·period + its measured lateness, k a whole number: no drift, whatever the load.
@@ -124,7 +127,7 @@ def test_fade_in_blends_from_the_default_pose_to_the_policy_target(bundle, tmp_p
 def test_telemetry_records_every_byte_received_and_every_transition(bundle, tmp_path):
     _, transport, tel = run_fake(bundle, tmp_path, duration=0.5)
     assert tel.complete and not tel.truncated
-    assert tel.header["robot"]["name"] == "pupper_v3" and tel.header["control_dt"] == bundle.meta["control_dt"]
+    assert tel.header["robot"]["name"] == "pupper_v3" and tel.header["control_dt"] == bundle.contract.control_dt
     assert tel.received_bytes() == b"\x00abc\x00" * len(tel.ticks)
     assert tel.summary["transitions"][-1]["line"].startswith("SHUTDOWN -> DONE")
     assert tel.series("joint_pos").shape == (len(tel.ticks), 12)
@@ -160,7 +163,7 @@ def test_slow_inference_two_ticks_in_a_row_damps_in_the_second(bundle, tmp_path)
     def slow_act(obs):
         calls.append(1)
         if len(calls) in (30, 31):  # the warm-up makes 20 calls; the 10th and 11th in the loop are slow
-            time.sleep(1.5 * bundle.meta["control_dt"])
+            time.sleep(1.5 * bundle.contract.control_dt)
         return act(obs)
 
     runtime.act = slow_act
@@ -168,7 +171,7 @@ def test_slow_inference_two_ticks_in_a_row_damps_in_the_second(bundle, tmp_path)
     (fault,) = [tr for tr in tel.transitions if tr["dst"] == "DAMPING"]
     assert fault["cause"] == "inference" and result.exit_code == 1
     tick = tel.ticks[fault["tick"]]
-    assert tick["inference_ms"] > 1e3 * bundle.meta["control_dt"] and tick["mode"] == "DAMPING"
+    assert tick["inference_ms"] > 1e3 * bundle.contract.control_dt and tick["mode"] == "DAMPING"
 
 
 def test_overruns_and_missed_ticks_are_counted(bundle, tmp_path):
@@ -177,7 +180,7 @@ def test_overruns_and_missed_ticks_are_counted(bundle, tmp_path):
     def stall(transport):
         polls.append(1)
         if len(polls) == 10:
-            time.sleep(2.5 * bundle.meta["control_dt"])
+            time.sleep(2.5 * bundle.contract.control_dt)
 
     result, _, _ = run_fake(bundle, tmp_path, duration=0.6, transport=FakeTransport(poll_hook=stall),
                             limits=SafetyLimits(soft_start_s=5.0))  # fmt: skip
@@ -220,8 +223,8 @@ def test_scripted_commands_are_piecewise_constant(tmp_path):
     path = tmp_path / "cmds.txt"
     path.write_text('# t vx vy yaw\n0 0.1 0 0\n2.0, 0.3, 0, 0.5\n{"t": 4, "vx": -0.2}\n')
     cmds = ScriptedCommand(path)
-    assert np.allclose(cmds.poll(None), 0) and np.allclose(cmds.poll(1.0), [0.1, 0, 0])
-    assert np.allclose(cmds.poll(2.0), [0.3, 0, 0.5]) and np.allclose(cmds.poll(99), [-0.2, 0, 0])
+    assert np.allclose(cmds.velocity(None), 0) and np.allclose(cmds.velocity(1.0), [0.1, 0, 0])
+    assert np.allclose(cmds.velocity(2.0), [0.3, 0, 0.5]) and np.allclose(cmds.velocity(99), [-0.2, 0, 0])
 
 
 @pytest.mark.parametrize("text, match", [("0 0.1 0\n", ":1:"), ("1 0 0 0\n0 0 0 0\n", "before"), ("", "no command")])
@@ -236,8 +239,9 @@ def test_constant_command_parsing_and_clipping_to_the_bundle_ranges(bundle):
     assert np.allclose(parse_velocity("0.2,0,-0.5"), [0.2, 0, -0.5])
     with pytest.raises(CommandError, match="vx,vy,yaw"):
         parse_velocity("0.2,0")
-    clipped = clip_to_ranges([9.0, -9.0, 0.1], bundle.meta["commands"])
-    assert clipped[0] == bundle.meta["commands"]["vx"][1] and clipped[1] == bundle.meta["commands"]["vy"][0]
+    ranges = bundle.meta.commands
+    clipped = clip_to_ranges([9.0, -9.0, 0.1], ranges)
+    assert clipped[0] == ranges.vx[1] and clipped[1] == ranges.vy[0] and clipped[2] == 0.1
 
 
 def test_keyboard_on_a_tty_steers_and_space_is_an_estop():
@@ -245,11 +249,13 @@ def test_keyboard_on_a_tty_steers_and_space_is_an_estop():
     try:
         keys = KeyboardCommand(fd=slave)
         os.write(master, b"ww")
-        assert np.allclose(keys.poll(0.0), [0.1, 0, 0])
+        keys.poll()
+        assert np.allclose(keys.velocity(0.0), [0.1, 0, 0])
         os.write(master, b"aqx")
-        assert np.allclose(keys.poll(0.0), 0)
+        keys.poll()
+        assert np.allclose(keys.velocity(0.0), 0)
         os.write(master, b"e ")
-        keys.poll(0.0)
+        keys.poll()
         assert keys.estop is not None
         keys.close()
     finally:
@@ -267,15 +273,16 @@ def test_gamepad_sticks_and_estop_button(tmp_path, bundle):
 
     fifo = tmp_path / "js0"
     os.mkfifo(fifo)
-    pad = GamepadCommand(str(fifo), bundle.meta["commands"])
+    pad = GamepadCommand(str(fifo), bundle.meta.commands)
     writer = os.open(fifo, os.O_WRONLY)
     try:
         event = struct.Struct("<IhBB")
         os.write(writer, event.pack(0, -32767, 0x02, 1) + event.pack(0, 0, 0x02, 0))  # left stick full up
-        v = pad.poll(0.0)
-        assert v[0] == pytest.approx(max(abs(x) for x in bundle.meta["commands"]["vx"])) and v[1] == 0
+        pad.poll()
+        v = pad.velocity(0.0)
+        assert v[0] == pytest.approx(max(abs(x) for x in bundle.meta.commands.vx)) and v[1] == 0
         os.write(writer, event.pack(0, 1, 0x01, pad.estop_button))
-        pad.poll(0.0)
+        pad.poll()
         assert pad.estop is not None
     finally:
         os.close(writer)
@@ -284,7 +291,7 @@ def test_gamepad_sticks_and_estop_button(tmp_path, bundle):
 
 def test_missing_gamepad_is_refused(tmp_path, bundle):
     with pytest.raises(CommandError, match="cannot open"):
-        GamepadCommand(str(tmp_path / "js9"), bundle.meta["commands"])
+        GamepadCommand(str(tmp_path / "js9"), bundle.meta.commands)
 
 
 # ---- CLI refusals and figures -------------------------------------------------------------------

@@ -32,10 +32,11 @@ def test_runtime_observation_equals_simulator_observation(tiny_bundle):
 def test_runtime_targets_follow_the_action_mapping(tiny_bundle):
     bundle = load_bundle(tiny_bundle)
     runtime = PolicyRuntime(bundle)
-    out = runtime.step([1, 0, 0, 0], [0, 0, 0], bundle.meta["default_joint_pos"], [0] * 12, [0.2, 0, 0])
-    default = np.array(bundle.meta["default_joint_pos"])
-    np.testing.assert_allclose(out.target, default + bundle.meta["action_scale"] * out.action)
-    assert np.abs(out.action).max() <= bundle.meta["action_clip"]
+    c = bundle.contract
+    out = runtime.step([1, 0, 0, 0], [0, 0, 0], c.default_joint_pos, [0] * 12, [0.2, 0, 0])
+    default = np.array(c.default_joint_pos)
+    np.testing.assert_allclose(out.target, default + c.action_scale * out.action)
+    assert np.abs(out.action).max() <= c.action_clip
     assert out.obs.shape == (bundle.obs_size,)
     np.testing.assert_array_equal(runtime.last_action[0], out.action)
 

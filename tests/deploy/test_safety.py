@@ -1,10 +1,13 @@
 """The deploy loop's state machine, checks and clamps, without any I/O: every transition of SAFETY.md."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from trot.bundle import Contract
+from trot.deploy.link import Sample
 from trot.deploy.protocol import ControlMode, StatusFlags
 from trot.deploy.safety import (
     ACTIVE_MODES,
@@ -16,7 +19,6 @@ from trot.deploy.safety import (
     smoothstep,
     tilt_deg,
 )
-from trot.deploy.transport import Sample
 from trot.robots import load_robot
 
 DT = 0.02
@@ -54,7 +56,7 @@ class Clock:
         if received:
             self.seq += seq_step
             s = sample(self.t, self.seq, **fields)
-        self.m.check_state(self.t, s or getattr(self, "last", None), 1 if received else 0, seq_step)
+        self.m.check_state(self.t, [s] if received else [], seq_step)
         self.last = s or getattr(self, "last", None)
         self.m.advance(self.t)
         return self.m.state
@@ -217,6 +219,31 @@ def test_imu_stale_flag_is_tolerated_briefly_then_damps():
     assert c.m.state == Mode.DAMPING and c.last_transition.cause == "imu_stale"
 
 
+def test_staleness_and_the_imu_rules_count_from_arrival_not_from_the_poll():
+    """States that arrived early in a period are as old as their arrival says (issue 13 item 6)."""
+    c = running()
+    t0 = c.t
+    early = t0 + 0.002  # arrived 2 ms after the previous poll, read by the next one 18 ms later
+    c.t = t0 + DT
+    c.m.check_state(c.t, [sample(early, c.seq + 1)], 1)
+    c.seq += 1
+    for k in (2, 3):  # no State comes: at 60 - 2 ms of age it is not stale yet ...
+        c.m.check_state(t0 + k * DT, [], None)
+        assert c.m.state == Mode.RUNNING
+    c.m.check_state(t0 + 3 * DT + 0.0021, [], None)  # ... 0.1 ms past 60 ms after its arrival it is
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "stale"
+
+    c = running()
+    t0, flag = c.t, StatusFlags.IMU_STALE
+    flagged = [sample(t0 + 0.004 * i, c.seq + i, status=flag) for i in (1, 2, 3, 4, 5)]  # 250 Hz
+    c.m.check_state(t0 + DT, flagged, 1)  # the flag first arrived at t0 + 4 ms
+    limit = LIMITS.imu_stale_periods * DT
+    c.m.check_state(t0 + 0.004 + limit - 1e-4, [sample(t0 + 0.004 + limit - 2e-4, c.seq + 6, status=flag)], 1)
+    assert c.m.state == Mode.RUNNING
+    c.m.check_state(t0 + 0.004 + limit + 1e-4, [sample(t0 + 0.004 + limit, c.seq + 7, status=flag)], 1)
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "imu_stale"
+
+
 def test_frozen_imu_without_a_flag_damps_after_imu_frozen_s():
     c = running()
     frozen = {"accel": (0.0, 0.0, 9.81)}
@@ -320,17 +347,19 @@ def test_tilt_of_upright_rolled_and_upside_down_quaternions():
 
 # ---- clamps -------------------------------------------------------------------------------------
 
-CLAMP = TargetClamp(ROBOT, kp=ROBOT.kp, kd=ROBOT.kd)
+CONTRACT = Contract.from_robot(ROBOT)
+CLAMP = TargetClamp(CONTRACT, ROBOT.hardware)
+SOFT = TargetClamp(replace(CONTRACT, kp=1e-6, kd=0.0), ROBOT.hardware)  # no torque clamp
 Q0 = np.array(ROBOT.default_joint_pos)
 
 
 def test_targets_stay_inside_the_urdf_limits_less_the_margin():
     margin = ROBOT.hardware["soft_limit_margin"]
     lower, upper = np.array(ROBOT.joint_limits.lower), np.array(ROBOT.joint_limits.upper)
-    target, counts = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(upper + 1.0, upper, np.zeros(12), None)
+    target, counts = SOFT(upper + 1.0, upper, np.zeros(12), None)
     np.testing.assert_allclose(target, upper - margin)
     assert counts.position == 12
-    target, _ = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(lower - 1.0, lower, np.zeros(12), None)
+    target, _ = SOFT(lower - 1.0, lower, np.zeros(12), None)
     np.testing.assert_allclose(target, lower + margin)
 
 
@@ -338,7 +367,7 @@ def test_target_rate_is_limited_by_the_velocity_limit():
     step = ROBOT.velocity_limit * ROBOT.control_dt
     wanted = Q0 + 0.1
     wanted[0] = Q0[0] + 5.0
-    target, counts = TargetClamp(ROBOT, kp=1e-6, kd=0.0)(wanted, Q0, np.zeros(12), previous=Q0)
+    target, counts = SOFT(wanted, Q0, np.zeros(12), previous=Q0)
     assert target[0] == pytest.approx(min(Q0[0] + step, CLAMP.upper[0]))
     np.testing.assert_allclose(target[1:], wanted[1:])
     assert counts.rate == 1
@@ -359,6 +388,6 @@ def test_predicted_pd_torque_is_held_to_the_torque_limit_by_moving_the_target():
 
 
 def test_gains_never_exceed_the_hardware_caps():
-    clamp = TargetClamp(ROBOT, kp=1e3, kd=1e3)
+    clamp = TargetClamp(replace(CONTRACT, kp=1e3, kd=1e3), ROBOT.hardware)
     assert clamp.kp == ROBOT.hardware["kp_max"] and clamp.kd == ROBOT.hardware["kd_max"]
     assert clamp.damping_kd == ROBOT.hardware["damping_kd"]

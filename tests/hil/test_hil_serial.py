@@ -129,7 +129,8 @@ def test_disconnect_damps_at_the_first_failed_read(bundle, tmp_path):
         result, tel = deploy(bundle, emu.port, tmp_path)
     fault = only_fault(tel, "link_lost")
     last_rx = max(i for i, t in enumerate(tel.ticks) if t["received"])
-    assert fault["tick"] == last_rx + 1
+    # States are read off the port as they arrive: the ones sent before the pty closed may come with the loss.
+    assert fault["tick"] in (last_rx, last_rx + 1)
     assert result.exit_code == 1 and tel.summary["end_state"] == "DONE"
 
 

@@ -1,17 +1,26 @@
-"""`trot export`: the ONNX bundle equals the torch policy, and carries the robot contract."""
+"""`trot export`: the ONNX bundle equals the torch policy, carries the robot contract once, in the typed
+format-2 schema with its integrity hashes; `--upgrade` turns a format-1 bundle into format 2 untouched."""
 
+import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
-from trot.deploy.bundle import BundleError, check_contract, load_bundle, read_metadata
+from trot.bundle import FORMAT_VERSION, Contract, model_sections, read_bundle_meta
+from trot.deploy.bundle import BundleError, check_contract, load_bundle
 from trot.robots import load_robot
 from trot.train.evaluate import load_policy
+from trot.train.export import upgrade_bundle
+
+ROBOT = load_robot("pupper_v3")
+SHIPPED = ROBOT.folder / "policies" / "walk.onnx"
 
 
 def test_onnx_matches_torch_policy_on_random_observations(tiny_checkpoint, tiny_bundle):
@@ -27,23 +36,36 @@ def test_onnx_matches_torch_policy_on_random_observations(tiny_checkpoint, tiny_
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
-def test_contract_hash_recomputed_from_robots_folder_matches(tiny_bundle):
-    meta = read_metadata(tiny_bundle)
-    robot = load_robot(meta["robot"]["name"])
-    assert meta["robot"]["contract_sha256"] == robot.contract_sha256()
-    assert meta["joint_names"] == list(robot.joint_names)
-    assert meta["default_joint_pos"] == list(robot.default_joint_pos)
-    assert meta["control_dt"] == robot.control_dt and meta["physics_dt"] == robot.physics_dt
-    sizes = sum(t["size"] for t in meta["observation"]["terms"]) * meta["observation"]["history"]
-    assert sizes == load_bundle(tiny_bundle).obs_size
-    assert meta["training"]["run"] and meta["training"]["iterations"] == 1
+def test_contract_fields_are_exactly_the_robots_and_stored_once(tiny_bundle):
+    assert [f.name for f in fields(Contract)] == list(ROBOT.contract())
+    assert Contract.from_robot(ROBOT).to_dict() == ROBOT.contract()
+    meta = read_bundle_meta(tiny_bundle)
+    assert meta.contract == Contract.from_robot(ROBOT) and meta.contract_sha256 == ROBOT.contract_sha256()
+    doc = json.loads(meta.to_json())
+    assert doc["format_version"] == FORMAT_VERSION == 2
+    assert doc["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}  # no second copy
+    for key, value in ROBOT.contract().items():
+        if key != "name":
+            assert doc[key] == value, key
+    assert meta.observation.size == load_bundle(tiny_bundle).obs_size == 141
+    assert meta.training.run and meta.training.iterations == 1
+
+
+def test_graph_hash_equals_the_onnx_packages_serialization_without_the_metadata(tiny_bundle):
+    model = onnx.load(str(tiny_bundle))
+    (entry,) = [p for p in model.metadata_props if p.key == "trot"]
+    text = entry.value
+    model.metadata_props.remove(entry)
+    graph, parsed_text = model_sections(tiny_bundle.read_bytes())
+    assert graph == hashlib.sha256(model.SerializeToString()).hexdigest()
+    assert parsed_text == text and json.loads(text)["integrity"]["graph_sha256"] == graph
 
 
 def test_bundle_for_another_contract_is_refused_naming_the_field(tiny_bundle, tmp_path):
     import shutil
 
     folder = tmp_path / "pupper_stiff"
-    shutil.copytree(load_robot("pupper_v3").folder, folder, ignore=shutil.ignore_patterns("policies"))
+    shutil.copytree(ROBOT.folder, folder, ignore=shutil.ignore_patterns("policies"))
     toml = folder / "robot.toml"
     toml.write_text(toml.read_text().replace("kp = 5.0", "kp = 7.5"))
     with pytest.raises(BundleError, match=r"differing fields: kp: bundle 5\.0, robot 7\.5"):
@@ -51,6 +73,7 @@ def test_bundle_for_another_contract_is_refused_naming_the_field(tiny_bundle, tm
 
 
 def rewrite_metadata(src, dst, change):
+    """Edit the `trot` entry's JSON by hand, leaving every hash as it was (what a careless edit does)."""
     model = onnx.load(str(src))
     props = {p.key: p.value for p in model.metadata_props}
     del model.metadata_props[:]
@@ -70,13 +93,17 @@ def test_bundle_without_metadata_is_refused(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("kp", None, "metadata field 'kp' is missing"),
-        ("control_dt", -0.02, "metadata field 'control_dt' = -0.02; expected a positive number"),
-        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 1"),
-        ("default_joint_pos", [0.0] * 11, "'default_joint_pos' has 11 values; expected 12"),
+        ("kp", None, "metadata field 'kp' is missing; expected a positive number"),
+        ("control_dt", -0.02, "metadata field 'control_dt' = -0.02; expected a positive number of seconds"),
+        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 2"),
+        ("format_version", 1, "format_version 1 is no longer read .*`trot export --upgrade OLD.onnx -o NEW.onnx`"),
+        ("default_joint_pos", [0.0] * 11, "'default_joint_pos' has 11 values; expected 12, one per joint"),
+        ("robot_contract", {}, r"metadata fields \['robot_contract'\] are not part of format 2"),
+        ("commands", {"vx": [1, -1], "vy": [0, 0], "yaw_rate": [0, 0]}, r"'commands.vx' = \[1, -1\]; expected"),
+        ("kp", 9.5, "metadata field 'kp' changed since export"),
     ],
 )
-def test_malformed_metadata_is_refused_naming_the_field(tiny_bundle, tmp_path, field, value, message):
+def test_malformed_or_edited_metadata_is_refused_naming_the_field(tiny_bundle, tmp_path, field, value, message):
     def change(props):
         meta = json.loads(props["trot"])
         if value is None:
@@ -104,6 +131,66 @@ def test_export_and_inspect_cli(tiny_checkpoint, tmp_path):
     shown = subprocess.run([sys.executable, "-m", "trot.cli", "inspect", str(out)], capture_output=True, text=True)
     assert shown.returncode == 0
     assert "pupper_v3" in shown.stdout and "joint_pos_rel" in shown.stdout and "newest_first" in shown.stdout
+    assert f"graph sha256 {read_bundle_meta(out).integrity.graph_sha256}" in shown.stdout
     missing = subprocess.run([sys.executable, "-m", "trot.cli", "inspect", str(tmp_path / "nope.onnx")],
                              capture_output=True, text=True)  # fmt: skip
     assert missing.returncode != 0 and "nope.onnx: no such bundle file" in missing.stderr
+
+
+# ---- the format-1 -> format-2 upgrade ----------------------------------------------------------------
+
+
+def to_format1(text: str) -> str:
+    """Format-2 metadata as trot wrote it before format 2: the contract stored twice, no integrity hashes."""
+    meta = json.loads(text)
+    contract = {k: meta[k] for k in ROBOT.contract() if k != "name"}
+    for key in ("joint_lower", "joint_upper", "velocity_limit", "integrity"):
+        del meta[key]
+    meta["format_version"] = 1
+    meta["robot"]["contract"] = {"name": meta["robot"]["name"], **contract}
+    return json.dumps(meta)
+
+
+def format1_copy(src, tmp_path):
+    return rewrite_metadata(src, tmp_path / "v1.onnx", lambda props: {"trot": to_format1(props["trot"])})
+
+
+def test_upgrade_rewrites_format_1_metadata_and_keeps_the_graph_byte_for_byte(tiny_bundle, tmp_path):
+    old = format1_copy(tiny_bundle, tmp_path)
+    new = tmp_path / "v2.onnx"
+    run = subprocess.run([sys.executable, "-m", "trot.cli", "export", "--upgrade", str(old), "-o", str(new)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert model_sections(old.read_bytes())[0] == model_sections(new.read_bytes())[0]
+    assert read_bundle_meta(new) == read_bundle_meta(tiny_bundle)  # contract, observation, commands, training
+
+
+def test_upgrade_refuses_a_format_1_bundle_whose_contract_copy_was_edited(tiny_bundle, tmp_path):
+    old = format1_copy(tiny_bundle, tmp_path)
+
+    def change(props):
+        meta = json.loads(props["trot"])
+        meta["kp"] = 9.5  # the top-level copy only: the two copies disagree
+        return {"trot": json.dumps(meta)}
+
+    rewrite_metadata(old, old, change)
+    with pytest.raises(BundleError, match=r"metadata field 'kp' = 9\.5 differs from robot.contract's 5\.0"):
+        upgrade_bundle(old, tmp_path / "v2.onnx")
+
+
+def test_the_shipped_policy_is_format_2_and_acts_as_its_format_1_original(tmp_path):
+    """walk.onnx was upgraded with `trot export --upgrade`: its graph bytes are the format-1 file's (the pinned
+    hash was computed from that file), and upgrading its format-1 form again gives bit-identical actions."""
+    meta = read_bundle_meta(SHIPPED)
+    assert meta.contract == Contract.from_robot(ROBOT)
+    assert meta.training.run == "2026-11-23_13-45-36_cpu_default" and meta.training.iterations == 701
+    assert model_sections(SHIPPED.read_bytes())[0] == (
+        "a38f52d4b6660aa4690e301281ba4064b282b34c680e731bf079273d880a69d6"
+    )
+    v1 = format1_copy(SHIPPED, tmp_path)
+    upgraded = tmp_path / "walk_v2.onnx"
+    upgrade_bundle(v1, upgraded)
+    assert read_bundle_meta(upgraded) == meta
+    obs = np.random.default_rng(0).normal(0.0, 3.0, (4096, meta.observation.size)).astype(np.float32)
+    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0] for p in (v1, SHIPPED, upgraded)]
+    assert actions[0].tobytes() == actions[1].tobytes() == actions[2].tobytes()
