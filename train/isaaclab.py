@@ -28,7 +28,9 @@ from trot.train.isaaclab_policy import JOINT_TERMS, actor_weights, obs_index, tr
 __all__ = ["IsaacLabImportError", "IsaacLabRun", "read_run", "trot_policy"]
 
 OBS_MODULE = "isaaclab.envs.mdp.observations"
+TROT_MDP = "trot.isaaclab.mdp"  # the terms trot's Isaac Lab task adds (isaaclab_trot/mdp.py)
 # Isaac Lab observation function -> trot vocabulary name. A term is mapped by the function it calls, never by its key.
+# The task trot registers for Isaac Lab (isaaclab_trot/) declares its terms from this table read backwards.
 TERM_FUNCS = {
     f"{OBS_MODULE}:base_lin_vel": "base_lin_vel",
     f"{OBS_MODULE}:base_ang_vel": "base_ang_vel",
@@ -38,6 +40,7 @@ TERM_FUNCS = {
     f"{OBS_MODULE}:joint_vel_rel": "joint_vel",  # minus the default joint velocity, checked to be zero
     f"{OBS_MODULE}:joint_vel": "joint_vel",
     f"{OBS_MODULE}:last_action": "last_action",
+    f"{TROT_MDP}:gait_phase": "gait_phase",  # params.frequency_hz: the gait clock
 }
 NO_ROBOT_SENSOR = ("base_lin_vel",)  # in trot's vocabulary for the critic; a robot can't feed it to a policy
 VELOCITY_COMMAND = "isaaclab.envs.mdp.commands.velocity_command:UniformVelocityCommand"
@@ -61,6 +64,8 @@ class IsaacLabRun:
     iteration: int
     task: str  # from run.json; "" when the run has none
     robot: str
+    created: str  # run.json's created_at
+    env_steps: int  # (iteration + 1) x num_steps_per_env x num_envs: the samples PPO learned from
     joint_names: tuple[str, ...]  # the articulation's order in Isaac Lab
     joint_order_source: str
     action_joint_names: tuple[str, ...]  # the action term's order (= the actor's outputs)
@@ -109,6 +114,7 @@ def read_run(
     history, time_major = _history(p, term_cfgs)
     control_dt, physics_dt, decimation = _timing(p, robot)
     default_pos = _check_defaults(p, asset, joints, terms, robot)
+    _check_actuators(p, asset, joints, robot)
     _check_action(p, action_key, action_cfg, action_joints, default_pos, robot)
     index = obs_index([(t.name, t.elements) for t in terms], history, time_major, robot.joint_names)
     actor_cfg, state = actor_weights(p, len(index), len(action_joints))
@@ -117,11 +123,15 @@ def read_run(
         checkpoint=p.checkpoint,
         iteration=p.iteration,
         task=p.task,
+        created=p.created,
+        env_steps=_env_steps(p),
         robot=robot.name,
         joint_names=tuple(joints),
         joint_order_source=source,
         action_joint_names=tuple(action_joints),
-        observation=ObsSpec(tuple(ObsTerm(t.name, t.scale, t.noise_std) for t in terms), history),
+        observation=ObsSpec(
+            tuple(ObsTerm(t.name, t.scale, t.noise_std) for t in terms), history, _gait_frequency(p, terms)
+        ),
         obs_clip=_obs_clip(p, terms),
         obs_index=index,
         action_index=tuple(action_joints.index(name) for name in robot.joint_names),
@@ -251,6 +261,10 @@ def _term(p: Params, key: str, cfg: dict, joints: list[str], action_joints: list
         elements = tuple(_resolve_joints(p, f"{where}.params.asset_cfg", asset_cfg, joints))
     else:
         elements = tuple(range(OBS_VOCABULARY[name][0](len(joints))))
+    if name == "gait_phase":
+        frequency = params.get("frequency_hz")
+        if isinstance(frequency, bool) or not isinstance(frequency, (int, float)) or not frequency > 0:
+            raise p.error("env", f"{where}.params.frequency_hz", frequency, "the gait clock in Hz, > 0")
     return _Term(
         key,
         func,
@@ -412,3 +426,52 @@ def _commands(p: Params, terms: list[_Term]) -> dict:
         trot: tuple(float(v) for v in p.env_get(f"{where}.ranges.{isaac}"))
         for trot, isaac in (("vx", "lin_vel_x"), ("vy", "lin_vel_y"), ("yaw_rate", "ang_vel_z"))
     }
+
+
+def _gait_frequency(p: Params, terms: list[_Term]) -> float:
+    """The gait clock of a gait_phase term (0 without one)."""
+    return next((float(t.params["frequency_hz"]) for t in terms if t.name == "gait_phase"), 0.0)
+
+
+def _env_steps(p: Params) -> int:
+    """Samples PPO learned from: (iteration + 1) x num_steps_per_env x num_envs; 0 when either is not recorded."""
+    per_env = p.agent.get("num_steps_per_env")
+    num_envs = (p.env.get("scene") or {}).get("num_envs")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (per_env, num_envs)):
+        return 0
+    return (p.iteration + 1) * per_env * num_envs
+
+
+# Isaac Lab's actuator fields for the effort limit, newest name first (3.0 keeps effort_limit_sim as an alias).
+EFFORT_LIMIT_KEYS = ("actuator_effort_limit", "joint_effort_limit", "effort_limit_sim", "effort_limit")
+
+
+def _check_actuators(p: Params, asset: str, joints: list[str], robot: Robot) -> None:
+    """Every joint in one actuator group whose gains and effort limit are the contract's kp, kd and torque_limit."""
+    groups = p.env_get(f"scene.{asset}.actuators")
+    owner = {}
+    for key, cfg in (groups or {}).items():
+        where = f"scene.{asset}.actuators.{key}"
+        if not isinstance(cfg, dict):
+            continue
+        names = match_names(cfg.get("joint_names_expr", []), joints, False, p.env_file, f"{where}.joint_names_expr")
+        for name in names:
+            owner.setdefault(name, key)
+        expected = {"stiffness": (robot.kp, "kp"), "damping": (robot.kd, "kd")}
+        limit_key = next((k for k in EFFORT_LIMIT_KEYS if cfg.get(k) is not None), None)
+        if limit_key is not None:
+            expected[limit_key] = (robot.torque_limit, "torque_limit")
+        for field, (value, contract_field) in expected.items():
+            got = match_values(cfg.get(field), names, p.env_file, f"{where}.{field}")
+            wrong = {n: v for n, v in got.items() if not math.isclose(v, value, rel_tol=1e-9)}
+            if wrong:
+                raise p.error(
+                    "env",
+                    f"{where}.{field}",
+                    cfg.get(field),
+                    f"{value} for every joint, {contract_field} in robots/{robot.name}/robot.toml (the robot runs the "
+                    "policy with the contract's motor model)",
+                )
+    missing = [n for n in joints if n not in owner]
+    if missing:
+        raise p.error("env", f"scene.{asset}.actuators", sorted(groups or {}), f"actuator groups covering {missing}")
