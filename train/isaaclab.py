@@ -10,6 +10,7 @@ and output reordered into trot's layout, so it is a plain rsl-rl `MLPModel` that
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,12 +384,7 @@ def _check_action(p: Params, key: str, cfg: dict, action_joints: list[str], defa
         if wrong:
             raise p.error("env", f"{where}.offset", wrong, "the default pose (or use_default_offset: true)")
     if cfg.get("clip") is not None:
-        raise p.error(
-            "env",
-            f"{where}.clip",
-            cfg["clip"],
-            "None: trot bounds the raw action (agent clip_actions), not the joint target",
-        )
+        _check_target_clip(p, where, cfg["clip"], action_joints, robot)
     clip = p.agent.get("clip_actions")
     if not isinstance(clip, (int, float)) or not math.isclose(clip, robot.action_clip, rel_tol=1e-9):
         raise p.error(
@@ -398,6 +394,23 @@ def _check_action(p: Params, key: str, cfg: dict, action_joints: list[str], defa
             f"{robot.action_clip}, action_clip in robots/{robot.name}/robot.toml (the robot clips the "
             "policy's output there, so training must too)",
         )
+
+
+def _check_target_clip(p: Params, where: str, clip, action_joints: list[str], robot: Robot) -> None:
+    """A clip of the joint target is accepted where trot clamps targets too: at the contract's soft joint limits."""
+    soft = dict(zip(robot.joint_names, zip(robot.soft_joint_limits.lower, robot.soft_joint_limits.upper)))
+    expected = (
+        "None, or each joint's soft limits (URDF limits less hardware.soft_limit_margin in "
+        f"robots/{robot.name}/robot.toml), where trot's training and the robot clamp targets"
+    )
+    if not isinstance(clip, dict):
+        raise p.error("env", f"{where}.clip", clip, expected)
+    for name in action_joints:
+        hits = [k for k in clip if re.fullmatch(k, name)]
+        bounds = clip[hits[0]] if len(hits) == 1 else None
+        ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
+        if not ok or not all(math.isclose(b, s, abs_tol=1e-6) for b, s in zip(bounds, soft[name])):
+            raise p.error("env", f"{where}.clip[{name}]", bounds, expected)
 
 
 def _obs_clip(p: Params, terms: list[_Term]) -> float | None:

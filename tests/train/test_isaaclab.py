@@ -345,8 +345,8 @@ REFUSALS = {
         lambda e: e["actions"]["joint_pos"].update(clip={".*": (-1.0, 1.0)}),
         None,
         "env.yaml",
-        "actions.joint_pos.clip",
-        "not the joint target",
+        "actions.joint_pos.clip[leg_back_l_1]",
+        "each joint's soft limits",
     ),
     "gains other than the contract's": (
         lambda e: e["scene"]["robot"]["actuators"]["legs"].update(stiffness={"leg_.*_1": 5.0, "leg_.*_[23]": 20.0}),
