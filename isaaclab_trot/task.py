@@ -136,9 +136,17 @@ class IsaacLabTask:
     latency_terms: dict = field(default_factory=dict)  # trot term -> where it is drawn, for terms that are no event
 
 
+ROBOTS = ("pupper_v3",)  # the robot folders whose task is registered with Isaac Lab (tasks.py, env_cfg.py)
+
+
+def cfg_prefix(robot_name: str) -> str:
+    """The robot's name in class names: pupper_v3 -> PupperV3."""
+    return "".join(part.capitalize() for part in robot_name.split("_"))
+
+
 def task_id(robot_name: str) -> str:
     """The gym id of a robot's task, e.g. 'Trot-Velocity-Flat-PupperV3'."""
-    return "Trot-Velocity-Flat-" + "".join(part.capitalize() for part in robot_name.split("_"))
+    return "Trot-Velocity-Flat-" + cfg_prefix(robot_name)
 
 
 def isaaclab_task(robot_name: str = "pupper_v3") -> IsaacLabTask:
@@ -213,18 +221,27 @@ def standing_height(robot: Robot) -> float:
     joints = {j.find("child").get("link"): j for j in root.iter("joint")}
     default = dict(zip(robot.joint_names, robot.default_joint_pos))
     lowest = math.inf
-    for foot in robot.foot_links:
-        pose = np.eye(4)
-        link = foot
+    for foot, offset in zip(robot.foot_links, foot_sphere_offsets(robot)):
+        pose, link = np.eye(4), foot
         while link in joints:  # up to the base: T_base_foot = T_j1 ... T_jn
             joint = joints[link]
             pose = _joint_transform(joint, default.get(joint.get("name"), 0.0)) @ pose
             link = joint.find("parent").get("link")
-        for collision in root.find(f"link[@name='{foot}']").iter("collision"):
-            if collision.find("geometry/sphere") is not None:
-                centre = pose @ np.append(_origin(collision)[:3, 3], 1.0)
-                lowest = min(lowest, centre[2])
+        lowest = min(lowest, (pose @ np.append(offset, 1.0))[2])
     return float(robot.foot_radius - lowest)
+
+
+def foot_sphere_offsets(robot: Robot) -> tuple[tuple[float, float, float], ...]:
+    """Each foot link's collision sphere centre in the link's frame (where trot measures a foot), from the URDF."""
+    root = ET.parse(robot.urdf_path).getroot()
+    out = []
+    for foot in robot.foot_links:
+        collisions = root.find(f"link[@name='{foot}']").iter("collision")
+        spheres = [c for c in collisions if c.find("geometry/sphere") is not None]
+        if not spheres:
+            raise ContractError(robot.urdf_path, f"link[{foot}].collision", None, "a sphere: the foot trot measures")
+        out.append(tuple(float(v) for v in _origin(spheres[0])[:3, 3]))
+    return tuple(out)
 
 
 def _origin(element) -> np.ndarray:
@@ -429,6 +446,7 @@ def _reward(name: str, term, env: EnvCfg, robot: Robot, where: str) -> TermSpec:
     feet_bodies = Entity(ROBOT, body_names=robot.foot_links, preserve_order=True)
     moving = {"command_name": COMMAND, "min_speed": env.commands.min_speed}
     gait = {"frequency_hz": env.observations.gait_frequency_hz or 0.0, "pairs": env.gait.pairs}
+    offset = foot_sphere_offsets(robot)
     table = {
         # exp(-err²/sigma) is Isaac Lab's exp(-err²/std²) with std = sqrt(sigma)
         "track_lin_vel_xy": (f"{IL_REWARDS}:track_lin_vel_xy_exp", lambda: {"std": math.sqrt(p["sigma"]),
@@ -444,14 +462,15 @@ def _reward(name: str, term, env: EnvCfg, robot: Robot, where: str) -> TermSpec:
         "feet_air_time": (f"{TROT_MDP}:feet_air_time", lambda: {**p, **moving, "sensor_cfg": feet}),
         "gait_contact": (f"{TROT_MDP}:gait_contact", lambda: {**moving, **gait, "sensor_cfg": feet}),
         "swing_height": (f"{TROT_MDP}:swing_height", lambda: {**p, **moving, **gait, "asset_cfg": feet_bodies,
-                                                              "foot_radius": robot.foot_radius}),
+                                                              "foot_radius": robot.foot_radius, "foot_offset": offset}),
         "joint_limits": (f"{TROT_MDP}:joint_limits", lambda: {
             "asset_cfg": Entity(ROBOT, joint_names=robot.joint_names, preserve_order=True),
             "lower": robot.soft_joint_limits.lower, "upper": robot.soft_joint_limits.upper}),
         "stand_still": (f"{TROT_MDP}:stand_still", lambda: {
             **moving, "asset_cfg": Entity(ROBOT, joint_names=robot.joint_names, preserve_order=True),
             "default_joint_pos": robot.default_joint_pos}),
-        "foot_slip": (f"{TROT_MDP}:foot_slip", lambda: {"sensor_cfg": feet, "asset_cfg": feet_bodies}),
+        "foot_slip": (f"{TROT_MDP}:foot_slip", lambda: {"sensor_cfg": feet, "asset_cfg": feet_bodies,
+                                                        "foot_offset": offset}),
     }  # fmt: skip
     if term.func not in table:
         raise ContractError(where, f"rewards.{name}.func", term.func, f"a reward trot's Isaac Lab task mirrors: "

@@ -7,12 +7,15 @@ it are checked only where Isaac Lab is importable (Python 3.12 with `trot[isaacl
 
 from __future__ import annotations
 
+import ast
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 from isaaclab_run import env_cfg_of_task, write_run
 
+import trot.isaaclab
 from trot.isaaclab.task import isaaclab_task, task_id
 from trot.randomization import TERMS
 from trot.robots import ContractError, load_robot
@@ -136,6 +139,26 @@ def test_terms_with_different_schedules_for_one_quantity_are_refused(tmp_path):
     toml.write_text(toml.read_text().replace(old, 'com_offset_y = { range = [-0.01, 0.01], schedule = "startup" }'))
     with pytest.raises(ContractError, match=r"randomization\.terms\.com_offset_x\.schedule.*one schedule"):
         isaaclab_task(str(folder))
+
+
+def _signature(tree: ast.Module, name: str) -> list[str]:
+    """The keyword params a term of isaaclab_trot/mdp.py takes (a function, or a term class's __call__)."""
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name:
+            if isinstance(node, ast.ClassDef):
+                node = next(b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__call__")
+            return [a.arg for a in node.args.args if a.arg not in ("self", "env", "env_ids")]
+    raise AssertionError(f"isaaclab_trot/mdp.py has no term {name}")
+
+
+def test_trots_own_terms_get_exactly_the_params_they_take():
+    """Isaac Lab calls a term with its params as keywords: each of trot's terms must be given exactly its own."""
+    tree = ast.parse((Path(trot.isaaclab.__file__).parent / "mdp.py").read_text())
+    specs = [*TASK.events, *TASK.rewards, *TASK.policy.terms]
+    ours = [s for s in specs if s.func.startswith("trot.isaaclab.mdp:")]
+    assert len(ours) == 11  # gait_phase, 4 events, 6 rewards
+    for spec in ours:
+        assert sorted(spec.params) == sorted(_signature(tree, spec.func.split(":")[1])), spec.name
 
 
 def test_isaaclab_config_classes_build_from_the_task():
