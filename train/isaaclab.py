@@ -10,18 +10,17 @@ and output reordered into trot's layout, so it is a plain rsl-rl `MLPModel` that
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from trot.mapping import OBS_VOCABULARY, ObsSpec, ObsTerm
 from trot.robots import Robot
+from trot.train.isaaclab_contract import check_action, check_actuators, check_defaults, check_timing
 from trot.train.isaaclab_params import (
     IO_DESCRIPTORS,
     IsaacLabImportError,
     Params,
     match_names,
-    match_values,
     read_params,
 )
 from trot.train.isaaclab_policy import JOINT_TERMS, actor_weights, obs_index, trot_policy
@@ -113,10 +112,10 @@ def read_run(
     action_joints = _resolve_joints(p, f"actions.{action_key}", action_cfg, joints)
     terms = [_term(p, key, cfg, joints, action_joints, asset) for key, cfg in term_cfgs]
     history, time_major = _history(p, term_cfgs)
-    control_dt, physics_dt, decimation = _timing(p, robot)
-    default_pos = _check_defaults(p, asset, joints, terms, robot)
-    _check_actuators(p, asset, joints, robot)
-    _check_action(p, action_key, action_cfg, action_joints, default_pos, robot)
+    control_dt, physics_dt, decimation = check_timing(p, robot)
+    default_pos = check_defaults(p, asset, joints, [t.func for t in terms], robot)
+    check_actuators(p, asset, joints, robot)
+    check_action(p, action_key, action_cfg, action_joints, default_pos, robot)
     index = obs_index([(t.name, t.elements) for t in terms], history, time_major, robot.joint_names)
     actor_cfg, state = actor_weights(p, len(index), len(action_joints))
     return IsaacLabRun(
@@ -332,87 +331,6 @@ def _history(p: Params, term_cfgs: list[tuple[str, dict]]) -> tuple[int, bool]:
     return next(iter(frames.values())), time_major
 
 
-def _timing(p: Params, robot: Robot) -> tuple[float, float, int]:
-    physics_dt, decimation = p.env_number("sim.dt"), int(p.env_number("decimation"))
-    control_dt = physics_dt * decimation
-    if not math.isclose(control_dt, robot.control_dt, rel_tol=1e-9):
-        raise p.error(
-            "env",
-            "sim.dt * decimation",
-            f"{physics_dt} * {decimation} = {control_dt:g} s",
-            f"{robot.control_dt} s, the control period in robots/{robot.name}/robot.toml",
-        )
-    return control_dt, physics_dt, decimation
-
-
-def _check_defaults(p: Params, asset: str, joints: list[str], terms: list[_Term], robot: Robot) -> dict[str, float]:
-    """Isaac Lab's default pose (what joint_pos_rel subtracts) must be the contract's; default velocities zero."""
-    init = p.env_get(f"scene.{asset}.init_state")
-    where = f"scene.{asset}.init_state"
-    pos = match_values(init.get("joint_pos", {".*": 0.0}), joints, p.env_file, f"{where}.joint_pos")
-    contract = dict(zip(robot.joint_names, robot.default_joint_pos))
-    for name in robot.joint_names:
-        if not math.isclose(pos[name], contract[name], abs_tol=1e-6):
-            raise p.error(
-                "env",
-                f"{where}.joint_pos[{name}]",
-                pos[name],
-                f"{contract[name]}, the default pose in robots/{robot.name}/robot.toml",
-            )
-    if any(t.func.endswith(":joint_vel_rel") for t in terms):
-        vel = match_values(init.get("joint_vel", {".*": 0.0}), joints, p.env_file, f"{where}.joint_vel")
-        moving = {n: v for n, v in vel.items() if v != 0.0}
-        if moving:
-            raise p.error("env", f"{where}.joint_vel", moving, "0 for every joint (joint_vel_rel subtracts it)")
-    return pos
-
-
-def _check_action(p: Params, key: str, cfg: dict, action_joints: list[str], default_pos: dict, robot: Robot) -> None:
-    """Scale, offset and clips of the action term and the runner, against the contract's."""
-    where = f"actions.{key}"
-    scales = match_values(cfg.get("scale", 1.0), action_joints, p.env_file, f"{where}.scale")
-    if any(not math.isclose(v, robot.action_scale, rel_tol=1e-9) for v in scales.values()):
-        raise p.error(
-            "env",
-            f"{where}.scale",
-            cfg.get("scale", 1.0),
-            f"{robot.action_scale} for every joint, action_scale in robots/{robot.name}/robot.toml",
-        )
-    if not cfg.get("use_default_offset", True):
-        offsets = match_values(cfg.get("offset", 0.0), action_joints, p.env_file, f"{where}.offset")
-        wrong = {n: v for n, v in offsets.items() if not math.isclose(v, default_pos[n], abs_tol=1e-6)}
-        if wrong:
-            raise p.error("env", f"{where}.offset", wrong, "the default pose (or use_default_offset: true)")
-    if cfg.get("clip") is not None:
-        _check_target_clip(p, where, cfg["clip"], action_joints, robot)
-    clip = p.agent.get("clip_actions")
-    if not isinstance(clip, (int, float)) or not math.isclose(clip, robot.action_clip, rel_tol=1e-9):
-        raise p.error(
-            "agent",
-            "clip_actions",
-            clip,
-            f"{robot.action_clip}, action_clip in robots/{robot.name}/robot.toml (the robot clips the "
-            "policy's output there, so training must too)",
-        )
-
-
-def _check_target_clip(p: Params, where: str, clip, action_joints: list[str], robot: Robot) -> None:
-    """A clip of the joint target is accepted where trot clamps targets too: at the contract's soft joint limits."""
-    soft = dict(zip(robot.joint_names, zip(robot.soft_joint_limits.lower, robot.soft_joint_limits.upper)))
-    expected = (
-        "None, or each joint's soft limits (URDF limits less hardware.soft_limit_margin in "
-        f"robots/{robot.name}/robot.toml), where trot's training and the robot clamp targets"
-    )
-    if not isinstance(clip, dict):
-        raise p.error("env", f"{where}.clip", clip, expected)
-    for name in action_joints:
-        hits = [k for k in clip if re.fullmatch(k, name)]
-        bounds = clip[hits[0]] if len(hits) == 1 else None
-        ok = isinstance(bounds, (list, tuple)) and len(bounds) == 2
-        if not ok or not all(math.isclose(b, s, abs_tol=1e-6) for b, s in zip(bounds, soft[name])):
-            raise p.error("env", f"{where}.clip[{name}]", bounds, expected)
-
-
 def _obs_clip(p: Params, terms: list[_Term]) -> float | None:
     """trot clips the whole scaled observation at one bound: Isaac Lab's per-term clips must all be that bound."""
     bounds = {t.key: None if t.clip is None else round(t.clip[1] * t.scale, 12) for t in terms}
@@ -453,38 +371,3 @@ def _env_steps(p: Params) -> int:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (per_env, num_envs)):
         return 0
     return (p.iteration + 1) * per_env * num_envs
-
-
-# Isaac Lab's actuator fields for the effort limit, newest name first (3.0 keeps effort_limit_sim as an alias).
-EFFORT_LIMIT_KEYS = ("actuator_effort_limit", "joint_effort_limit", "effort_limit_sim", "effort_limit")
-
-
-def _check_actuators(p: Params, asset: str, joints: list[str], robot: Robot) -> None:
-    """Every joint in one actuator group whose gains and effort limit are the contract's kp, kd and torque_limit."""
-    groups = p.env_get(f"scene.{asset}.actuators")
-    owner = {}
-    for key, cfg in (groups or {}).items():
-        where = f"scene.{asset}.actuators.{key}"
-        if not isinstance(cfg, dict):
-            continue
-        names = match_names(cfg.get("joint_names_expr", []), joints, False, p.env_file, f"{where}.joint_names_expr")
-        for name in names:
-            owner.setdefault(name, key)
-        expected = {"stiffness": (robot.kp, "kp"), "damping": (robot.kd, "kd")}
-        limit_key = next((k for k in EFFORT_LIMIT_KEYS if cfg.get(k) is not None), None)
-        if limit_key is not None:
-            expected[limit_key] = (robot.torque_limit, "torque_limit")
-        for field, (value, contract_field) in expected.items():
-            got = match_values(cfg.get(field), names, p.env_file, f"{where}.{field}")
-            wrong = {n: v for n, v in got.items() if not math.isclose(v, value, rel_tol=1e-9)}
-            if wrong:
-                raise p.error(
-                    "env",
-                    f"{where}.{field}",
-                    cfg.get(field),
-                    f"{value} for every joint, {contract_field} in robots/{robot.name}/robot.toml (the robot runs the "
-                    "policy with the contract's motor model)",
-                )
-    missing = [n for n in joints if n not in owner]
-    if missing:
-        raise p.error("env", f"scene.{asset}.actuators", sorted(groups or {}), f"actuator groups covering {missing}")
