@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -170,3 +171,80 @@ def test_isaaclab_config_classes_build_from_the_task():
     assert cfg.scene.robot.actuators["legs"].stiffness == 5.0 and cfg.sim.dt == 0.004 and cfg.decimation == 5
     assert list(vars(cfg.observations.policy))[-7:] == [t.name for t in TASK.policy.terms]
     assert runner.clip_actions == 4.0 and runner.actor.hidden_dims == [512, 256, 128]
+
+
+def _isaaclab_source():
+    """An unpacked isaaclab 3.0.0 wheel (`pip download --no-deps --python-version 3.12 --only-binary=:all:
+    isaaclab==3.0.0`, then unzip), named by ISAACLAB_SRC: Isaac Lab's source read as text, on any Python."""
+    src = os.environ.get("ISAACLAB_SRC")
+    if not src or not (Path(src) / "isaaclab" / "envs").is_dir():
+        pytest.skip("set ISAACLAB_SRC to an unpacked isaaclab-3.0.0 wheel to check names against Isaac Lab's source")
+    return Path(src)
+
+
+def _classes(src: Path) -> dict[str, list[tuple[set, list]]]:
+    """Every class of the wheel by its own name: (fields, base names) of each definition."""
+    out = {}
+
+    def walk(body):
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                fields = {b.target.id for b in node.body if isinstance(b, ast.AnnAssign) and hasattr(b.target, "id")}
+                fields |= {t.id for b in node.body if isinstance(b, ast.Assign) for t in b.targets if hasattr(t, "id")}
+                out.setdefault(node.name, []).append((fields, [ast.unparse(b).split(".")[-1] for b in node.bases]))
+                walk(node.body)
+
+    for path in src.rglob("*.py"):
+        if "test" not in path.parts and "source" not in path.parts:
+            walk(ast.parse(path.read_text()).body)
+    return out
+
+
+def _fields(classes: dict, name: str, seen: set) -> set:
+    if name in seen:
+        return set()
+    seen.add(name)
+    found = set()
+    for fields, bases in classes.get(name, []):
+        found |= fields
+        for base in bases:
+            found |= _fields(classes, base, seen)
+    return found
+
+
+def test_config_classes_and_fields_used_exist_in_isaaclab_3_source():
+    """Each Isaac Lab config class env_cfg.py builds takes every keyword it is given (inherited fields included)."""
+    src = _isaaclab_source()
+    classes = _classes(src)
+    tree = ast.parse((Path(trot.isaaclab.__file__).parent / "env_cfg.py").read_text())
+    aliases = {a.asname: a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if a.asname}
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    checked = 0
+    for call in calls:
+        name = ast.unparse(call.func).split(".")[-1]
+        name = aliases.get(name, name)
+        if not (name.endswith("Cfg") or name == "Ranges"):
+            continue
+        assert name in classes, f"env_cfg.py builds {name}, which isaaclab 3.0.0 does not define"
+        unknown = [k.arg for k in call.keywords if k.arg and k.arg not in _fields(classes, name, set())]
+        assert not unknown, f"{name} has no field(s) {unknown}"
+        checked += 1
+    assert checked >= 15
+
+
+def test_isaaclab_terms_get_params_their_functions_take():
+    """Each Isaac Lab term the task names exists in the 3.0 source and takes the params given, its required ones
+    included."""
+    src = _isaaclab_source()
+    specs = [*TASK.events, *TASK.rewards, *TASK.terminations, *TASK.policy.terms, *TASK.critic.terms]
+    for spec in [s for s in specs if not s.func.startswith("trot.")]:
+        module, name = spec.func.split(":")
+        tree = ast.parse((src / (module.replace(".", "/") + ".py")).read_text())
+        node = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name), None)
+        assert node is not None, f"{spec.func} is not in isaaclab 3.0.0"
+        if isinstance(node, ast.ClassDef):
+            node = next(b for b in node.body if isinstance(b, ast.FunctionDef) and b.name == "__call__")
+        args = node.args.args
+        names = {a.arg for a in args}
+        required = {a.arg for a in args[: len(args) - len(node.args.defaults)]} - {"self", "env", "env_ids"}
+        assert set(spec.params) <= names and required <= set(spec.params), (spec.name, sorted(names))
