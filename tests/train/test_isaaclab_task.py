@@ -20,7 +20,8 @@ import trot.isaaclab
 from trot.isaaclab.task import isaaclab_task, task_id
 from trot.randomization import TERMS
 from trot.robots import ContractError, load_robot
-from trot.sim.mujoco_model import build_model, standing_height
+from trot.sim.mujoco_model import build_model
+from trot.sim.mujoco_model import standing_height as mujoco_standing_height
 from trot.sim.task import task_cfg
 from trot.train.isaaclab import read_run
 from trot.train.isaaclab_import import import_run
@@ -47,7 +48,7 @@ def test_articulation_is_the_contract():
 
 def test_standing_height_from_the_urdf_equals_mujocos():
     height = TASK.articulation.init_pos[2]
-    assert height == pytest.approx(standing_height(build_model(ROBOT), ROBOT), abs=1e-9)
+    assert height == pytest.approx(mujoco_standing_height(build_model(ROBOT), ROBOT), abs=1e-9)
     assert 0.15 < height < 0.2
 
 
