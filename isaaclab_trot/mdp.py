@@ -182,12 +182,13 @@ class randomize_joint_zero_offset(ManagerTermBase):
     def __init__(self, cfg: EventTermCfg, env):
         super().__init__(cfg, env)
         self.asset = env.scene[cfg.params["asset_cfg"].name]
-        self.action = env.action_manager.get_term(cfg.params["action_name"])
-        self.nominal = self.asset.data.default_joint_pos.torch.clone()
+        self.action = self.nominal = None  # at the first draw: the event manager is built before the action manager
 
     def __call__(self, env, env_ids, asset_cfg: SceneEntityCfg, offset_range, action_name: str):
-        ids, joints = _ids(env, env_ids), asset_cfg.joint_ids
         default = self.asset.data.default_joint_pos.torch
+        if self.action is None:
+            self.action, self.nominal = env.action_manager.get_term(action_name), default.clone()
+        ids, joints = _ids(env, env_ids), asset_cfg.joint_ids
         rows = ids[:, None] if not isinstance(joints, slice) else ids
         offset = _uniform(len(ids), offset_range, env.device, (default[rows, joints].shape[-1],))
         default[rows, joints] = self.nominal[rows, joints] - offset
