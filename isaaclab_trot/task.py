@@ -384,44 +384,45 @@ def _event(key: str, names: tuple[str, ...], rand: RandomizationCfg, robot: Robo
 # -- rewards and terminations ----------------------------------------------------------------------------------------
 
 
+# trot reward function -> the function its Isaac Lab term calls: Isaac Lab's own where it computes the same quantity.
+REWARD_FUNCS = {
+    "track_lin_vel_xy": f"{IL_REWARDS}:track_lin_vel_xy_exp",
+    "track_ang_vel_z": f"{IL_REWARDS}:track_ang_vel_z_exp",
+    "lin_vel_z": f"{IL_REWARDS}:lin_vel_z_l2",
+    "ang_vel_xy": f"{IL_REWARDS}:ang_vel_xy_l2",
+    "orientation": f"{IL_REWARDS}:flat_orientation_l2",
+    "torques": f"{IL_REWARDS}:joint_torques_l2",
+    "action_rate": f"{IL_REWARDS}:action_rate_l2",
+    "termination": f"{IL_REWARDS}:is_terminated",
+    **{f: f"{TROT_MDP}:{f}" for f in ("feet_air_time", "gait_contact", "swing_height", "joint_limits", "stand_still",
+                                     "foot_slip")},
+}  # fmt: skip
+
+
 def _reward(name: str, term, env: EnvCfg, robot: Robot, where: str) -> TermSpec:
     """A reward term of trot's task with the same weight (Isaac Lab also scales by the control period)."""
-    p = dict(term.params)
-    feet = Entity(CONTACTS, body_names=robot.foot_links, preserve_order=True)
-    feet_bodies = Entity(ROBOT, body_names=robot.foot_links, preserve_order=True)
+    if term.func not in REWARD_FUNCS:
+        expected = f"a reward trot's Isaac Lab task mirrors: {sorted(REWARD_FUNCS)}"
+        raise ContractError(where, f"rewards.{name}.func", term.func, expected)
+    params = dict(term.params)
+    if "sigma" in params:  # exp(-err²/sigma) is Isaac Lab's exp(-err²/std²) with std = √sigma
+        params = {"std": math.sqrt(params["sigma"]), "command_name": COMMAND}
+    joints = Entity(ROBOT, joint_names=robot.joint_names, preserve_order=True)
+    feet = Entity(ROBOT, body_names=robot.foot_links, preserve_order=True)
+    feet_contact = Entity(CONTACTS, body_names=robot.foot_links, preserve_order=True)
     moving = {"command_name": COMMAND, "min_speed": env.commands.min_speed}
     gait = {"frequency_hz": env.observations.gait_frequency_hz or 0.0, "pairs": env.gait.pairs}
-    offset = foot_sphere_offsets(robot)
-    table = {
-        # exp(-err²/sigma) is Isaac Lab's exp(-err²/std²) with std = sqrt(sigma)
-        "track_lin_vel_xy": (f"{IL_REWARDS}:track_lin_vel_xy_exp", lambda: {"std": math.sqrt(p["sigma"]),
-                                                                             "command_name": COMMAND}),
-        "track_ang_vel_z": (f"{IL_REWARDS}:track_ang_vel_z_exp", lambda: {"std": math.sqrt(p["sigma"]),
-                                                                           "command_name": COMMAND}),
-        "lin_vel_z": (f"{IL_REWARDS}:lin_vel_z_l2", dict),
-        "ang_vel_xy": (f"{IL_REWARDS}:ang_vel_xy_l2", dict),
-        "orientation": (f"{IL_REWARDS}:flat_orientation_l2", dict),
-        "torques": (f"{IL_REWARDS}:joint_torques_l2", dict),
-        "action_rate": (f"{IL_REWARDS}:action_rate_l2", dict),
-        "termination": (f"{IL_REWARDS}:is_terminated", dict),
-        "feet_air_time": (f"{TROT_MDP}:feet_air_time", lambda: {**p, **moving, "sensor_cfg": feet}),
-        "gait_contact": (f"{TROT_MDP}:gait_contact", lambda: {**moving, **gait, "sensor_cfg": feet}),
-        "swing_height": (f"{TROT_MDP}:swing_height", lambda: {**p, **moving, **gait, "asset_cfg": feet_bodies,
-                                                              "foot_radius": robot.foot_radius, "foot_offset": offset}),
-        "joint_limits": (f"{TROT_MDP}:joint_limits", lambda: {
-            "asset_cfg": Entity(ROBOT, joint_names=robot.joint_names, preserve_order=True),
-            "lower": robot.soft_joint_limits.lower, "upper": robot.soft_joint_limits.upper}),
-        "stand_still": (f"{TROT_MDP}:stand_still", lambda: {
-            **moving, "asset_cfg": Entity(ROBOT, joint_names=robot.joint_names, preserve_order=True),
-            "default_joint_pos": robot.default_joint_pos}),
-        "foot_slip": (f"{TROT_MDP}:foot_slip", lambda: {"sensor_cfg": feet, "asset_cfg": feet_bodies,
-                                                        "foot_offset": offset}),
-    }  # fmt: skip
-    if term.func not in table:
-        raise ContractError(where, f"rewards.{name}.func", term.func, f"a reward trot's Isaac Lab task mirrors: "
-                            f"{sorted(table)}")  # fmt: skip
-    func, params = table[term.func]
-    return TermSpec(name, func, params(), weight=term.weight)
+    offsets = foot_sphere_offsets(robot)
+    soft = robot.soft_joint_limits
+    params |= {
+        "feet_air_time": {**moving, "sensor_cfg": feet_contact},
+        "gait_contact": {**moving, **gait, "sensor_cfg": feet_contact},
+        "swing_height": {**moving, **gait, "asset_cfg": feet, "foot_radius": robot.foot_radius, "foot_offset": offsets},
+        "joint_limits": {"asset_cfg": joints, "lower": soft.lower, "upper": soft.upper},
+        "stand_still": {**moving, "asset_cfg": joints, "default_joint_pos": robot.default_joint_pos},
+        "foot_slip": {"sensor_cfg": feet_contact, "asset_cfg": feet, "foot_offset": offsets},
+    }.get(term.func, {})
+    return TermSpec(name, REWARD_FUNCS[term.func], params, weight=term.weight)
 
 
 def _terminations(env: EnvCfg, robot: Robot, contact_force: float) -> tuple[TermSpec, ...]:
