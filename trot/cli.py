@@ -138,6 +138,20 @@ def _export(p: argparse.ArgumentParser) -> None:
                    help="rewrite an older bundle's metadata to the current format (graph and weights untouched)")
 
 
+@command(
+    "import-isaaclab",
+    "write an Isaac Lab rsl-rl run as a policy bundle",
+    "trot.train.isaaclab_import:run_import_isaaclab",
+)
+def _import_isaaclab(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="Isaac Lab run folder (logs/rsl_rl/<experiment>/<time>)")
+    p.add_argument("--checkpoint", default=None, help="model_<N>.pt (N or file); default: the highest N")
+    p.add_argument("--robot", default="pupper_v3", help="robot name or folder the run was trained for")
+    p.add_argument("--joint_order", nargs="+", default=None, metavar="JOINT",
+                   help="Isaac Lab's joint order (env.unwrapped.scene['robot'].joint_names), when the run lacks it")
+    p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
+
+
 @command("inspect", "print a policy bundle's metadata", "trot.deploy.bundle:run_inspect")
 def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="policy bundle (.onnx)")
