@@ -30,7 +30,7 @@ import warp as wp
 from trot.randomization import EnvParams
 from trot.robots import Robot
 from trot.sim import mjwarp_kernels as kernels
-from trot.sim.backend import CONTACT_FORCE_N, MODEL_FIELDS, SimState
+from trot.sim.backend import CONTACT_FORCE_N, MODEL_FIELDS, SimState, friction_geoms
 from trot.sim.mujoco_model import build_model, index_model
 
 # The MuJoCo Warp model fields that get one row per world: the ones write_params sets.
@@ -225,6 +225,7 @@ class MjwarpBackend:
         self._qvel[ids] = qvel.to(self.device, torch.float32)
         self._time[ids] = 0.0
         self._held_t[:, ids] = qpos[:, self._jq]
+        self._sens[ids] = 0.0  # as the C backend: no sensor reading until the env has stepped
         self._peak[ids] = 0.0
 
     def add_base_velocity(self, env_ids: torch.Tensor, delta: torch.Tensor) -> None:
@@ -236,8 +237,6 @@ class MjwarpBackend:
 
     def _nominal_fields(self) -> dict:
         m, dev = self.model, self.device
-        floor = m.geom("floor").id
-        feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
 
         def f64(x):
             return torch.as_tensor(np.array(x), dtype=torch.float64, device=dev)
@@ -246,7 +245,7 @@ class MjwarpBackend:
             "body_mass": f64(m.body_mass),
             "body_inertia": f64(m.body_inertia),
             "body_ipos": f64(m.body_ipos),
-            "friction_geoms": torch.tensor([floor, *feet], device=dev),
+            "friction_geoms": torch.as_tensor(friction_geoms(m), device=dev),
             "base": m.body(self.robot.base_link).id,
             "act": torch.as_tensor(self.idx.joint_ctrl, device=dev),
         }

@@ -1,8 +1,10 @@
 """`trot train`: rsl-rl-lib's OnPolicyRunner (unforked) on the trot task, with run folders,
 atomic checkpoints that carry RNG state and the robot contract, resume, and a progress line.
 
-The subclass only overrides `save`/`load` (the runner's own extension points) so checkpoints are
-written atomically and hold what trot needs; the training loop is rsl-rl's `learn`.
+The subclass overrides `save`/`load` (the runner's own extension points) so checkpoints are
+written atomically and hold what trot needs, and its multi-GPU set-up so that the process group can
+also be gloo on CPU processes; the training loop is rsl-rl's `learn`. The physics backend is the
+`--sim` one (C MuJoCo or MuJoCo Warp); under torchrun each rank trains its own envs (train/distributed.py).
 """
 
 from __future__ import annotations
@@ -169,7 +171,9 @@ def train(
         distributed.stop()
 
 
-def _train(cfg: TrainCfg, rank, log_root: Path, run_name: str, resume_from: Path | None, quiet: bool) -> Path | None:
+def _train(
+    cfg: TrainCfg, rank: distributed.Rank, log_root: Path, run_name: str, resume_from: Path | None, quiet: bool
+) -> Path | None:
     env_cfg = replace(cfg.env, seed=cfg.env.seed + rank.rank)  # each rank its own envs
     try:
         backend = make_backend(cfg.sim, load_robot(env_cfg.robot), env_cfg.num_envs, device=cfg.device)
