@@ -201,18 +201,27 @@ class ParamTargets:
     dofs: np.ndarray  # joint dof addresses, policy order
 
 
+def friction_geoms(m: mujoco.MjModel) -> np.ndarray:
+    """The geoms whose sliding friction the `friction` parameter sets: the floor and the foot spheres."""
+    feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
+    return np.array([m.geom("floor").id, *feet])
+
+
+def contact_geoms(m: mujoco.MjModel) -> np.ndarray:
+    """Every colliding geom (floor, feet, base): the geoms whose solref the contact parameters set."""
+    return np.flatnonzero(m.geom_contype | m.geom_conaffinity)
+
+
 def param_targets(model: mujoco.MjModel, robot: Robot) -> ParamTargets:
     """Read the nominal fields once, before any env's parameters are written."""
     idx = index_model(model, robot)
-    contact = np.flatnonzero(model.geom_contype | model.geom_conaffinity)
-    feet = contact[model.geom_type[contact] == mujoco.mjtGeom.mjGEOM_SPHERE]
     return ParamTargets(
         body_mass=model.body_mass.copy(),
         body_inertia=model.body_inertia.copy(),
         body_ipos=model.body_ipos.copy(),
         base=model.body(robot.base_link).id,
-        friction_geoms=np.array([model.geom("floor").id, *feet]),
-        contact_geoms=contact,
+        friction_geoms=friction_geoms(model),
+        contact_geoms=contact_geoms(model),
         act=idx.joint_ctrl,
         dofs=idx.joint_qvel,
     )

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "osmesa")
+# MuJoCo Warp's compiled kernels (about 30 s to build on a CPU) in one folder every test process shares, and CI
+# can keep between runs.
+os.environ.setdefault("WARP_CACHE_PATH", str(Path(__file__).resolve().parents[1] / ".cache" / "warp"))
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import torch
 from trot.randomization import TERMS, RandomizationCfg, Randomizer, nominal_params, validate
 from trot.robots import ContractError, load_robot
 from trot.sim.backend import MujocoBackend
+from trot.sim.backends import make_backend
 from trot.sim.locomotion import LocomotionEnv
 from trot.sim.task import task_cfg
 
@@ -19,63 +20,95 @@ PUPPER = task_cfg("pupper_v3")
 DEFAULT = torch.tensor(ROBOT.default_joint_pos, dtype=torch.float64)
 
 
-def backend_with(num_envs: int, **per_env: list) -> MujocoBackend:
-    """A backend whose env i has term=value[i] for each keyword, every other term nominal: the values go
-    through the terms' apply steps (the randomization loop) and the backend's write_params."""
-    cfg = RandomizationCfg.nominal()
-    randomizer = Randomizer(cfg, ROBOT, num_envs, torch.Generator().manual_seed(0))
-    for name, vals in per_env.items():
-        randomizer.values[name][:] = torch.tensor(vals, dtype=torch.float64).reshape(randomizer.values[name].shape)
-    ids = torch.arange(num_envs)
-    randomizer.compose(ids)
-    b = MujocoBackend(ROBOT, num_envs, nthread=1)
-    b.write_params(ids, randomizer.params)
-    return b
+BACKENDS = ("mujoco", "mjwarp")
 
 
-def hold_default(b: MujocoBackend, steps: int):
+@pytest.fixture(params=BACKENDS)
+def backend_with(request):
+    """A factory for the parametrized backend: backend_with(num_envs, term=[value per env], ...) gives env i
+    term=value[i] for each keyword, every other term nominal. The values go through the terms' apply steps
+    (the randomization loop) and the backend's write_params, so each physics test runs on both backends."""
+    if request.param == "mjwarp":
+        pytest.importorskip("mujoco_warp", reason="the gpu extra (mujoco-warp, warp-lang) is not installed")
+
+    def make(num_envs: int, **per_env: list):
+        cfg = RandomizationCfg.nominal()
+        randomizer = Randomizer(cfg, ROBOT, num_envs, torch.Generator().manual_seed(0))
+        for name, vals in per_env.items():
+            shape = randomizer.values[name].shape
+            randomizer.values[name][:] = torch.tensor(vals, dtype=torch.float64).reshape(shape)
+        ids = torch.arange(num_envs)
+        randomizer.compose(ids)
+        b = make_backend(request.param, ROBOT, num_envs, nthread=1)
+        b.write_params(ids, randomizer.params)
+        return b
+
+    return make
+
+
+def hold_default(b, steps: int):
     target = DEFAULT.repeat(b.num_envs, 1)
     for _ in range(steps):
         s = b.step(target)
     return s
 
 
-def float_in_zero_gravity(b: MujocoBackend, qvel: torch.Tensor | None = None) -> None:
+def set_gravity(b, gravity: list[float]) -> None:
+    """The same gravity vector (m/s^2, world frame) in every env of either backend."""
+    if isinstance(b, MujocoBackend):
+        for m in b.models:
+            m.opt.gravity[:] = gravity
+    else:
+        import warp as wp
+
+        wp.to_torch(b.wm.opt.gravity)[:] = torch.tensor(gravity)
+
+
+def substep_joint_vel(b, target: torch.Tensor) -> np.ndarray:
+    """Run one control step; env 0's joint velocities after each physics substep, (decimation, joints)."""
+    if isinstance(b, MujocoBackend):
+        b.step(target)
+        return b._state_out[0][:, b._qvel_at + b.idx.joint_qvel]
+    rows = []
+    b._target_t.copy_(target)
+    b._control_step(after_substep=lambda s: rows.append(b._qvel[0, b._jv].double().clone()))
+    return torch.stack(rows).numpy()
+
+
+def float_in_zero_gravity(b, qvel: torch.Tensor | None = None) -> None:
     """Lift every env into the air with gravity off, so joints move freely (at rest, or at `qvel`)."""
-    for m in b.models:
-        m.opt.gravity[:] = 0
+    set_gravity(b, [0.0, 0.0, 0.0])
     qpos = b.home_qpos().repeat(b.num_envs, 1)
     qpos[:, b.root_qpos_adr + 2] = 1.0
     qvel = torch.zeros(b.num_envs, b.num_qvel, dtype=torch.float64) if qvel is None else qvel
     b.reset_envs(torch.arange(b.num_envs), qpos, qvel)
 
 
-def test_payload_lowers_the_stance():
+def test_payload_lowers_the_stance(backend_with):
     # Each foot sits under its hip, so the joints carry the load on short levers: ~0.6 mm per kg.
     s = hold_default(backend_with(2, payload_mass=[0.0, 2.0]), 100)
     light, heavy = s.base_pos[:, 2].tolist()
     assert heavy < light - 0.0008, (light, heavy)
 
 
-def test_low_friction_slides_on_a_tilted_floor_where_high_friction_holds():
+def test_low_friction_slides_on_a_tilted_floor_where_high_friction_holds(backend_with):
     b = backend_with(2, friction=[0.1, 1.0])
     # tan(12 deg) = 0.21 lies between the two coefficients; the robot tips over only beyond ~22 deg.
     tilt = math.radians(12)
-    for m in b.models:
-        m.opt.gravity[:] = [9.81 * math.sin(tilt), 0, -9.81 * math.cos(tilt)]
+    set_gravity(b, [9.81 * math.sin(tilt), 0, -9.81 * math.cos(tilt)])
     start = hold_default(b, 1).foot_pos[:, :, 0].clone()
     s = hold_default(b, 50)
     slid = (s.foot_pos[:, :, 0] - start).mean(1).tolist()  # the legs' PD sag moves the base, not the feet
     assert slid[0] > 0.2 and abs(slid[1]) < 0.02, slid  # MuJoCo's soft contacts creep a few mm
 
 
-def test_weaker_motors_track_worse_under_load():
+def test_weaker_motors_track_worse_under_load(backend_with):
     s = hold_default(backend_with(2, payload_mass=[1.0, 1.0], motor_strength=[1.0, 0.5]), 100)
     err = (s.joint_pos - DEFAULT).abs().sum(1).tolist()
     assert err[1] > 1.5 * err[0], err
 
 
-def test_kp_scale_changes_the_step_response():
+def test_kp_scale_changes_the_step_response(backend_with):
     b = backend_with(2, kp_scale=[0.5, 2.0])
     float_in_zero_gravity(b)
     hold_default(b, 5)
@@ -85,8 +118,18 @@ def test_kp_scale_changes_the_step_response():
     assert rise[1] > 1.5 * rise[0] > 0, rise
 
 
+def test_kd_scale_damps_the_step_response(backend_with):
+    b = backend_with(2, kd_scale=[0.5, 2.0])
+    float_in_zero_gravity(b)
+    hold_default(b, 5)
+    q0 = b.read().joint_pos.clone()
+    s = b.step(DEFAULT.repeat(2, 1) + 0.3)
+    rise = (s.joint_pos - q0).mean(1).tolist()  # 0.094 and 0.044 rad (both backends)
+    assert rise[0] > 1.5 * rise[1] > 0, rise
+
+
 @pytest.mark.parametrize("latency", [0, 2, 4, 5, 7, 10, 12])
-def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(latency):
+def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(backend_with, latency):
     """0.004 s per physics step, 5 per control step: the target moves the joints `latency` substeps late, also
     when that is more than one control step."""
     b = backend_with(1, actuation_latency=[latency * ROBOT.physics_dt])
@@ -94,36 +137,46 @@ def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(latency):
     hold_default(b, 10)
     moving = []
     for _ in range(3):
-        b.step(DEFAULT[None] + 0.3)
-        qvel = b._state_out[0][:, b._qvel_at + b.idx.joint_qvel]  # (decimation, joints)
+        qvel = substep_joint_vel(b, DEFAULT[None] + 0.3)  # (decimation, joints)
         moving += (np.abs(qvel).max(1) > 1e-3).tolist()
     assert moving == [s >= latency for s in range(3 * b.decimation)]
 
 
-def test_com_offset_shifts_load_to_the_front_feet():
+def test_com_offset_shifts_load_to_the_front_feet(backend_with):
     s = hold_default(backend_with(2, com_offset_x=[-0.03, 0.03]), 100)
     front_share = (s.foot_force[:, :2].sum(1) / s.foot_force.sum(1)).tolist()
     assert front_share[1] > front_share[0] + 0.1, front_share
 
 
-def test_link_mass_scale_changes_total_weight_on_the_feet():
+def test_link_mass_scale_changes_total_weight_on_the_feet(backend_with):
     s = hold_default(backend_with(2, link_mass_scale=[0.7, 1.3]), 100)
     weight = s.foot_force.sum(1).tolist()
     assert weight[1] / weight[0] == pytest.approx(1.3 / 0.7, rel=0.05)
 
 
-def test_softer_contact_lets_the_standing_feet_sink_further():
+def c_backend_only(b) -> None:
+    """The contact, armature and joint-friction terms are tested on the C backend: MuJoCo Warp's write_params
+    (sim/mjwarp_backend.py, its owner's) does not write those EnvParams fields yet."""
+    if not isinstance(b, MujocoBackend):
+        pytest.skip("sim/mjwarp_backend.py's write_params does not write contact_timeconst, contact_dampratio, "
+                    "armature, joint_damping or joint_friction yet")  # fmt: skip
+
+
+def test_softer_contact_lets_the_standing_feet_sink_further(backend_with):
     """MuJoCo's solref time constant: the standing robot's feet sink 0.20, 0.71 and 2.36 mm at 0.008 (2 physics
     steps, the stiffest MuJoCo allows), 0.02 (MuJoCo's default) and 0.04 s."""
-    s = hold_default(backend_with(3, contact_timeconst=[0.008, 0.02, 0.04]), 100)
+    b = backend_with(3, contact_timeconst=[0.008, 0.02, 0.04])
+    c_backend_only(b)
+    s = hold_default(b, 100)
     depth_mm = (1e3 * (ROBOT.foot_radius - s.foot_pos[:, :, 2])).mean(1).tolist()
     assert depth_mm == pytest.approx([0.20, 0.71, 2.36], rel=0.1)
     assert depth_mm[1] > 2 * depth_mm[0] and depth_mm[2] > 2 * depth_mm[1]
 
 
-def test_a_higher_contact_damping_ratio_rebounds_less_from_a_drop():
+def test_a_higher_contact_damping_ratio_rebounds_less_from_a_drop(backend_with):
     """Dropped from 2 cm, the base leaves the floor again at 0.17, 0.07 and 0.02 m/s at damping ratios 0.5, 1, 2."""
     b = backend_with(3, contact_dampratio=[0.5, 1.0, 2.0])
+    c_backend_only(b)
     qpos = b.home_qpos().repeat(3, 1)
     qpos[:, b.root_qpos_adr + 2] += 0.02
     b.reset_envs(torch.arange(3), qpos, torch.zeros(3, b.num_qvel, dtype=torch.float64))
@@ -137,11 +190,12 @@ def test_a_higher_contact_damping_ratio_rebounds_less_from_a_drop():
     assert rebound == pytest.approx([0.17, 0.07, 0.016], abs=0.01)
 
 
-def test_armature_scale_sets_the_knee_inertia_the_motor_accelerates():
+def test_armature_scale_sets_the_knee_inertia_the_motor_accelerates(backend_with):
     """A 0.3 rad knee target step: after the first physics step (implicit in the damping) the knee moves at
     h kp 0.3 / (I + a + h (kd + b)), I = 1.35e-4 kg·m² (the shank about the knee, from the URDF), a = 0.0016 x the
     scale: 3.04 rad/s at x0.5, 1.68 at x1.5."""
     b = backend_with(2, armature_scale=[0.5, 1.5])
+    c_backend_only(b)
     float_in_zero_gravity(b)
     hold_default(b, 5)
     target = DEFAULT.repeat(2, 1)
@@ -161,10 +215,11 @@ def motors_off(b: MujocoBackend) -> None:
         m.actuator_biasprm[act, 1:3] = 0.0
 
 
-def test_joint_damping_scale_slows_a_spinning_knee_at_its_rate():
+def test_joint_damping_scale_slows_a_spinning_knee_at_its_rate(backend_with):
     """Motors off, knee spun to 2 rad/s: 0.1 s later it turns at 2 (I + a)^25 / (I + a + h b)^25 (implicit damping),
     2.0, 1.13 and 0.13 rad/s at damping 0, 0.01 and 0.05 N·m·s/rad."""
     b = backend_with(3, joint_damping_scale=[0.0, 1.0, 5.0], joint_friction_scale=[0.0, 0.0, 0.0])
+    c_backend_only(b)
     motors_off(b)
     qvel = torch.zeros(3, b.num_qvel, dtype=torch.float64)
     qvel[:, b.idx.joint_qvel[2]] = 2.0
@@ -175,10 +230,11 @@ def test_joint_damping_scale_slows_a_spinning_knee_at_its_rate():
     np.testing.assert_allclose(s.joint_vel[:, 2], expected, rtol=0.03)
 
 
-def test_joint_friction_scale_holds_a_torque_below_it_and_yields_to_one_above():
+def test_joint_friction_scale_holds_a_torque_below_it_and_yields_to_one_above(backend_with):
     """A constant 0.03 N·m on the knee (kp 5 x 6 mrad, kd off): dry friction 0.05 N·m holds it (MuJoCo's soft
     friction constraint creeps), 0.01 N·m lets it accelerate at about (0.03 - 0.01) / (I + a)."""
     b = backend_with(2, joint_friction_scale=[5.0, 1.0], joint_damping_scale=[0.0, 0.0])
+    c_backend_only(b)
     float_in_zero_gravity(b)
     for m in b.models:
         m.actuator_biasprm[b.idx.joint_ctrl, 2] = 0.0  # kd off
@@ -328,7 +384,7 @@ def test_a_pinned_config_gives_every_env_the_same_params():
     assert r.params.friction.tolist() == [0.5] * 3
     np.testing.assert_allclose(r.params.torque_limit, 3.0 * 0.8)
     np.testing.assert_allclose(r.params.kp, 5.0 * 0.8)
-    assert r.params.actuation_latency_s.tolist() == [0.02] * 3  # one control step, as the gate's latency_1_step
+    assert r.params.actuation_latency_s.tolist() == [0.02] * 3  # one control step (the gate's latency_2_steps pins two)
 
 
 def test_nominal_params_share_one_model_and_a_difference_gives_each_env_its_own():
