@@ -268,6 +268,20 @@ def test_the_commands_are_the_robots_range_ends_and_its_task_toml():
     assert len(gate_commands(ROBOT)["sequence"]) == 5
 
 
+def test_a_task_toml_command_that_redefines_a_range_end_is_refused(tmp_path):
+    import shutil
+
+    from trot.robots import ContractError
+
+    folder = tmp_path / "robot"
+    shutil.copytree(ROBOT.folder, folder, ignore=shutil.ignore_patterns("policies"))
+    toml = folder / "task.toml"
+    toml.write_text(toml.read_text().replace('"forward_0.3" = [0.3, 0.0, 0.0]', '"forward_max" = [0.5, 0.0, 0.0]'))
+    with pytest.raises(ContractError, match="a name other than the gate's own commands") as e:
+        gate_commands(load_robot(folder))
+    assert e.value.field == "gate.commands.forward_max" and e.value.file == str(toml)
+
+
 def test_thresholds_are_the_documented_numbers():
     th = GateThresholds()
     assert (th.lin_err_floor, th.yaw_err_floor, th.err_fraction, th.max_stand_drift) == (0.05, 0.1, 0.2, 0.1)
