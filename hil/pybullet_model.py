@@ -24,6 +24,7 @@ base whose centre of mass is off its origin (the Go2's) stands where MuJoCo puts
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import numpy as np
 import pybullet as p
@@ -234,8 +235,6 @@ class PyBulletRobot:
 
 def _row(params) -> dict[str, np.ndarray]:
     """The first env's values of every engine field of `EnvParams`, as numpy."""
-    from dataclasses import fields
-
     return {f.name: getattr(params, f.name)[0].cpu().numpy() for f in fields(params) if f.name not in CELL_FIELDS}
 
 
