@@ -25,13 +25,7 @@ from mujoco import rollout
 
 from trot.randomization import EnvParams, nominal_params
 from trot.robots import Robot
-from trot.sim.mujoco_model import (  # noqa: F401  (friction_geoms: the MuJoCo Warp backend's too)
-    build_model,
-    friction_geoms,
-    index_model,
-    param_targets,
-    write_model_params,
-)
+from trot.sim.mujoco_model import build_model, index_model, param_targets, write_model_params
 
 CONTACT_FORCE_N = 1.0  # a touch sensor reading above this counts as contact
 # The EnvParams fields that live in the MjModel (the rest are latency, applied in `step`, and the task's).

@@ -30,13 +30,14 @@ import warp as wp
 from trot.randomization import EnvParams
 from trot.robots import Robot
 from trot.sim import mjwarp_kernels as kernels
-from trot.sim.backend import CONTACT_FORCE_N, MODEL_FIELDS, SimState, friction_geoms
-from trot.sim.mujoco_model import build_model, index_model
+from trot.sim.backend import CONTACT_FORCE_N, MODEL_FIELDS, SimState
+from trot.sim.mujoco_model import build_model, contact_geoms, friction_geoms, index_model
 
 # The MuJoCo Warp model fields that get one row per world: the ones write_params sets.
 PER_WORLD = (
-    "body_mass", "body_inertia", "body_ipos", "geom_friction",
+    "body_mass", "body_inertia", "body_ipos", "geom_friction", "geom_solref",
     "actuator_gainprm", "actuator_biasprm", "actuator_forcerange",
+    "dof_armature", "dof_damping", "dof_frictionloss",
 )  # fmt: skip
 
 
@@ -246,6 +247,8 @@ class MjwarpBackend:
             "body_inertia": f64(m.body_inertia),
             "body_ipos": f64(m.body_ipos),
             "friction_geoms": torch.as_tensor(friction_geoms(m), device=dev),
+            "contact_geoms": torch.as_tensor(contact_geoms(m), device=dev),
+            "dofs": torch.as_tensor(self.idx.joint_qvel, device=dev),
             "base": m.body(self.robot.base_link).id,
             "act": torch.as_tensor(self.idx.joint_ctrl, device=dev),
         }
@@ -275,6 +278,12 @@ class MjwarpBackend:
         w["actuator_biasprm"][at, act, 2] = -p["kd"].float()
         w["actuator_forcerange"][at, act, 0] = -p["torque_limit"].float()
         w["actuator_forcerange"][at, act, 1] = p["torque_limit"].float()
+        contact, dofs = nom["contact_geoms"], nom["dofs"]
+        w["geom_solref"][at, contact, 0] = p["contact_timeconst"][:, None].float()
+        w["geom_solref"][at, contact, 1] = p["contact_dampratio"][:, None].float()
+        w["dof_armature"][at, dofs] = p["armature"].float()
+        w["dof_damping"][at, dofs] = p["joint_damping"].float()
+        w["dof_frictionloss"][at, dofs] = p["joint_friction"].float()
 
     def _set_latency(self, ids: torch.Tensor, steps: torch.Tensor) -> None:
         """Per-env latency in physics steps; keep as many past targets as the largest one needs (a deeper

@@ -64,15 +64,36 @@ def set_gravity(b, gravity: list[float]) -> None:
         wp.to_torch(b.wm.opt.gravity)[:] = torch.tensor(gravity)
 
 
-def substep_joint_vel(b, target: torch.Tensor) -> np.ndarray:
-    """Run one control step; env 0's joint velocities after each physics substep, (decimation, joints)."""
+def substep_qvel(b, target: torch.Tensor) -> np.ndarray:
+    """Run one control step; every env's qvel after each physics substep, (num_envs, decimation, nv)."""
     if isinstance(b, MujocoBackend):
         b.step(target)
-        return b._state_out[0][:, b._qvel_at + b.idx.joint_qvel]
+        return b._state_out[:, :, b._qvel_at : b._qvel_at + b.num_qvel].copy()
     rows = []
     b._target_t.copy_(target)
-    b._control_step(after_substep=lambda s: rows.append(b._qvel[0, b._jv].double().clone()))
-    return torch.stack(rows).numpy()
+    b._control_step(after_substep=lambda s: rows.append(b._qvel.double().clone()))
+    return torch.stack(rows, 1).cpu().numpy()
+
+
+def substep_joint_vel(b, target: torch.Tensor) -> np.ndarray:
+    """Run one control step; env 0's joint velocities after each physics substep, (decimation, joints)."""
+    return substep_qvel(b, target)[0][:, b.idx.joint_qvel]
+
+
+def set_gains(b, kp: float | None = None, kd: float | None = None) -> None:
+    """Write the motors' kp and/or kd straight into every env's model, in either backend."""
+    act = torch.as_tensor(b.idx.joint_ctrl)
+    if isinstance(b, MujocoBackend):
+        rows = [(m.actuator_gainprm, m.actuator_biasprm) for m in b.models]
+    else:
+        w = b._per_world
+        rows = [(w["actuator_gainprm"][i], w["actuator_biasprm"][i]) for i in range(b.num_envs)]
+    for gain, bias in rows:
+        if kp is not None:
+            gain[act, 0] = kp
+            bias[act, 1] = -kp
+        if kd is not None:
+            bias[act, 2] = -kd
 
 
 def float_in_zero_gravity(b, qvel: torch.Tensor | None = None) -> None:
@@ -154,19 +175,10 @@ def test_link_mass_scale_changes_total_weight_on_the_feet(backend_with):
     assert weight[1] / weight[0] == pytest.approx(1.3 / 0.7, rel=0.05)
 
 
-def c_backend_only(b) -> None:
-    """The contact, armature and joint-friction terms are tested on the C backend: MuJoCo Warp's write_params
-    (sim/mjwarp_backend.py, its owner's) does not write those EnvParams fields yet."""
-    if not isinstance(b, MujocoBackend):
-        pytest.skip("sim/mjwarp_backend.py's write_params does not write contact_timeconst, contact_dampratio, "
-                    "armature, joint_damping or joint_friction yet")  # fmt: skip
-
-
 def test_softer_contact_lets_the_standing_feet_sink_further(backend_with):
     """MuJoCo's solref time constant: the standing robot's feet sink 0.20, 0.71 and 2.36 mm at 0.008 (2 physics
     steps, the stiffest MuJoCo allows), 0.02 (MuJoCo's default) and 0.04 s."""
     b = backend_with(3, contact_timeconst=[0.008, 0.02, 0.04])
-    c_backend_only(b)
     s = hold_default(b, 100)
     depth_mm = (1e3 * (ROBOT.foot_radius - s.foot_pos[:, :, 2])).mean(1).tolist()
     assert depth_mm == pytest.approx([0.20, 0.71, 2.36], rel=0.1)
@@ -176,15 +188,10 @@ def test_softer_contact_lets_the_standing_feet_sink_further(backend_with):
 def test_a_higher_contact_damping_ratio_rebounds_less_from_a_drop(backend_with):
     """Dropped from 2 cm, the base leaves the floor again at 0.17, 0.07 and 0.02 m/s at damping ratios 0.5, 1, 2."""
     b = backend_with(3, contact_dampratio=[0.5, 1.0, 2.0])
-    c_backend_only(b)
     qpos = b.home_qpos().repeat(3, 1)
     qpos[:, b.root_qpos_adr + 2] += 0.02
     b.reset_envs(torch.arange(3), qpos, torch.zeros(3, b.num_qvel, dtype=torch.float64))
-    vz = []
-    for _ in range(15):
-        b.step(DEFAULT.repeat(3, 1))
-        vz.append(b._state_out[:, :, b._qvel_at + b.root_qvel_adr + 2].copy())  # every physics step
-    vz = np.concatenate(vz, 1)
+    vz = np.concatenate([substep_qvel(b, DEFAULT.repeat(3, 1))[:, :, b.root_qvel_adr + 2] for _ in range(15)], 1)
     assert vz.min(1) == pytest.approx([-0.63] * 3, abs=0.01)  # the same fall: sqrt(2 g 0.02) = 0.63 m/s
     rebound = vz.max(1).tolist()
     assert rebound == pytest.approx([0.17, 0.07, 0.016], abs=0.01)
@@ -195,31 +202,25 @@ def test_armature_scale_sets_the_knee_inertia_the_motor_accelerates(backend_with
     h kp 0.3 / (I + a + h (kd + b)), I = 1.35e-4 kg·m² (the shank about the knee, from the URDF), a = 0.0016 x the
     scale: 3.04 rad/s at x0.5, 1.68 at x1.5."""
     b = backend_with(2, armature_scale=[0.5, 1.5])
-    c_backend_only(b)
     float_in_zero_gravity(b)
     hold_default(b, 5)
     target = DEFAULT.repeat(2, 1)
     target[:, 2] += 0.3
-    b.step(target)
-    first = b._state_out[:, 0, b._qvel_at + b.idx.joint_qvel[2]]
+    first = substep_qvel(b, target)[:, 0, b.idx.joint_qvel[2]]
     h, kp, kd, damping, shank = ROBOT.physics_dt, ROBOT.kp, ROBOT.kd, ROBOT.damping, 1.35e-4
     expected = [h * kp * 0.3 / (shank + s * ROBOT.armature + h * (kd + damping)) for s in (0.5, 1.5)]
     np.testing.assert_allclose(first, expected, rtol=0.02)
 
 
-def motors_off(b: MujocoBackend) -> None:
+def motors_off(b) -> None:
     """Zero every actuator's gains: the joints move freely but for their own damping and friction."""
-    act = b.idx.joint_ctrl
-    for m in b.models:
-        m.actuator_gainprm[act, 0] = 0.0
-        m.actuator_biasprm[act, 1:3] = 0.0
+    set_gains(b, kp=0.0, kd=0.0)
 
 
 def test_joint_damping_scale_slows_a_spinning_knee_at_its_rate(backend_with):
     """Motors off, knee spun to 2 rad/s: 0.1 s later it turns at 2 (I + a)^25 / (I + a + h b)^25 (implicit damping),
     2.0, 1.13 and 0.13 rad/s at damping 0, 0.01 and 0.05 N·m·s/rad."""
     b = backend_with(3, joint_damping_scale=[0.0, 1.0, 5.0], joint_friction_scale=[0.0, 0.0, 0.0])
-    c_backend_only(b)
     motors_off(b)
     qvel = torch.zeros(3, b.num_qvel, dtype=torch.float64)
     qvel[:, b.idx.joint_qvel[2]] = 2.0
@@ -234,10 +235,8 @@ def test_joint_friction_scale_holds_a_torque_below_it_and_yields_to_one_above(ba
     """A constant 0.03 N·m on the knee (kp 5 x 6 mrad, kd off): dry friction 0.05 N·m holds it (MuJoCo's soft
     friction constraint creeps), 0.01 N·m lets it accelerate at about (0.03 - 0.01) / (I + a)."""
     b = backend_with(2, joint_friction_scale=[5.0, 1.0], joint_damping_scale=[0.0, 0.0])
-    c_backend_only(b)
     float_in_zero_gravity(b)
-    for m in b.models:
-        m.actuator_biasprm[b.idx.joint_ctrl, 2] = 0.0  # kd off
+    set_gains(b, kd=0.0)
     hold_default(b, 5)
     start = b.read().joint_pos[:, 2].clone()
     target = DEFAULT.repeat(2, 1)
