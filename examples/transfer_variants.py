@@ -196,7 +196,7 @@ class SubstepMujoco(MujocoRobot):
             return
         kp = self.robot.kp if kp is None else kp
         kd = self.robot.kd if kd is None else kd
-        lim = self.robot.torque_limit
+        lim = np.asarray(self.robot.torque_limit)
         for _ in range(self.substeps):
             q, qd = self.joint_state()
             tau = self.torque_scale * np.clip(kp * (np.asarray(target) - q) - kd * qd + tau_ff, -lim, lim)

@@ -62,7 +62,8 @@ class MujocoRobot:
         m.actuator_gainprm[act, 0] = kp * s
         m.actuator_biasprm[act, 1] = -kp * s
         m.actuator_biasprm[act, 2] = -kd * s
-        m.actuator_forcerange[act] = [-self.robot.torque_limit * s, self.robot.torque_limit * s]
+        lim = np.asarray(self.robot.torque_limit) * s  # (J,) N·m
+        m.actuator_forcerange[act] = np.stack([-lim, lim], axis=1)
         self._gains = gains
 
     def step(self, target, kp=None, kd=None, tau_ff=0.0) -> None:

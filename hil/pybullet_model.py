@@ -144,7 +144,7 @@ class PyBulletRobot:
     def pd_torque(self, target, kp, kd, tau_ff=0.0) -> np.ndarray:
         """Motor torque for the current joint state (the contract's motor model)."""
         q, qd = self.joint_state()
-        lim = self.robot.torque_limit
+        lim = np.asarray(self.robot.torque_limit)  # (J,) N·m
         tau = np.clip(kp * (np.asarray(target) - q) - kd * qd + tau_ff, -lim, lim)
         return self.torque_scale * tau
 

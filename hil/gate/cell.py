@@ -123,7 +123,7 @@ class CellSim:
         target = np.clip(np.asarray(target, dtype=float), self.lower, self.upper)
         self.pending.append(target)
         applied = self.pending.popleft()
-        e, limit = self.engine, self.robot.torque_limit * self.p.motor_strength
+        e, limit = self.engine, np.asarray(self.robot.torque_limit) * self.p.motor_strength
         saturated = np.zeros(self.robot.num_joints)
         peak = np.zeros(self.robot.num_joints)
         slip, base_contact = [], False

@@ -129,7 +129,7 @@ def judge(spec, trace: dict, samples: list[dict], fall_time, margin: float, robo
         lin_err=lin_err,
         yaw_err=yaw_err,
         peak_torque=peak,
-        torque_limit=robot.torque_limit * p.motor_strength,
+        torque_limit=max(robot.torque_limit) * p.motor_strength,
         torque_saturation=saturation,
         joint_margin=margin,
         foot_slip=slip,

@@ -140,7 +140,7 @@ class Robot:
 
     def step(self, target) -> np.ndarray:
         """One physics_dt of PD toward `target`; returns the last motor torque."""
-        m, lim = self.meta, self.meta["torque_limit"]
+        m, lim = self.meta, np.asarray(self.meta["torque_limit"])  # per joint
         for _ in range(self.substeps):
             q, qd = self.joints()
             tau = np.clip(m["kp"] * (target - q) - m["kd"] * qd, -lim, lim)
