@@ -46,7 +46,11 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Contract:
-    """The robot contract a policy was trained for: exactly the fields of `Robot.contract()`."""
+    """The robot contract a policy was trained for: exactly the fields of `Robot.contract()`.
+
+    `torque_limit` and `velocity_limit` always hold one value per joint (format 3), even where a robot.toml
+    writes one number: every consumer clips per joint, and each robot has one form, so one hash.
+    """
 
     name: str
     joint_names: tuple[str, ...]
