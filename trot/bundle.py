@@ -90,7 +90,7 @@ class Contract:
 
 
 def per_joint_text(values) -> str:
-    """A per-joint value for people: '3.0 (every joint)' when uniform, else the list."""
+    """A per-joint value for people: '3 (every joint)' when uniform, else the list."""
     values = list(values)
     return f"{values[0]:g} (every joint)" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
