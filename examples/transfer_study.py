@@ -32,8 +32,8 @@ from transfer_variants import LEG_JOINTS, PAIRS, VARIANTS, foot_geoms, pb_links
 from trot.deploy.bundle import load_bundle
 from trot.deploy.runtime import PolicyRuntime
 from trot.hil.gate.cell import CellSim
+from trot.hil.gate.judge import RATIO_FLOOR
 from trot.hil.gate.perturbations import Perturbation
-from trot.hil.gate.run import RATIO_FLOOR
 from trot.hil.mujoco_robot import MujocoRobot
 from trot.robots import load_robot
 
@@ -130,13 +130,13 @@ def run_cell(variant_name: str, cell_name: str, bundle_path: str, seconds: float
     """Run one cell through the deploy runtime (worker-process entry point)."""
     started = time.perf_counter()
     bundle = load_bundle(Path(bundle_path))
-    robot = load_robot(bundle.meta["robot"]["name"])
+    robot = load_robot(bundle.contract.name)
     runtime = PolicyRuntime(bundle, robot)
     variant, cell = VARIANTS[variant_name], CELLS[cell_name]
     engine = variant.build(robot)
     try:
-        sim = CellSim(engine, robot, Perturbation(friction=cell.friction), seconds, np.random.default_rng(0),
-                      kp=bundle.meta["kp"], kd=bundle.meta["kd"])  # fmt: skip
+        sim = CellSim(engine, robot, Perturbation.of(friction=cell.friction), seconds, np.random.default_rng(0))
+        variant.apply(engine)  # after the cell has written the parameters the variant changes
         dt, cmd = robot.control_dt, np.asarray(cell.command)
         settle_k = round(SETTLE_S / dt)
         start_pos = prev_pos = engine.base_pose()[0]
@@ -212,7 +212,7 @@ def _run(args: tuple) -> CellResult:
 
 
 def baseline_of(engine: str) -> str:
-    return "pb.base" if engine == "pybullet" else "mj.base"
+    return "pb.base" if engine == "pybullet" else "mj.base"  # the gate's engines now
 
 
 def other_engine(engine: str) -> str:
@@ -327,6 +327,7 @@ def inertia_report(robot) -> str:
     lines = ["", head + "  kg·m² joint | hip ζ | explicit-kd dt max"]
     for name in INERTIA_VARIANTS:
         engine = VARIANTS[name].build(robot)
+        VARIANTS[name].apply(engine)
         M = _mass_matrix(engine)
         joints = engine.idx.joint_qvel
         body = np.diag(M)[3:6]  # free joint: angular velocity in the body frame, about the base origin
@@ -344,10 +345,10 @@ def _pybullet_inertia(robot) -> str:
     import pybullet
 
     out = []
-    for name in ("pb.base", "pb.no_refl_inertia"):  # one engine each: Bullet caches the tree it builds
+    for name in ("old.base", "pb.base"):  # one engine each: Bullet caches the tree it builds
         engine = VARIANTS[name].build(robot)
         try:
-            M = np.array(engine.client.calculateMassMatrix(engine.body, list(engine.joint_state()[0])))
+            M = engine.mass_matrix()
             out.append(f"{name}: body roll {M[0, 0]:.4f}, pitch {M[1, 1]:.4f}, yaw {M[2, 2]:.4f} kg·m²")
         except (pybullet.error, SystemError) as e:  # pybullet raises its error as the cause of a SystemError
             out.append(f"{name}: refused ({e.__cause__ or e}; Bullet logs Ixx > Iyy + Izz on the abduction link)")
@@ -356,22 +357,26 @@ def _pybullet_inertia(robot) -> str:
     return "PyBullet's mass matrix: " + "; ".join(out)
 
 
-BENCH_VARIANTS = ("pb.base", "pb.no_refl_inertia_sub16", "pb.no_refl_inertia_sub32", "mj.base", "mj.pb_fixed_like")
+BENCH_VARIANTS = ("old.base", "pb.base", "pb.substeps_4", "pb.substeps_8", "pb.explicit_sub16", "mj.base")
 
 
-def bench(robot, steps: int = 500) -> str:
-    """Wall time per physics_dt of the standing robot under PD, per variant, against pb.base in the same run."""
+def bench(robot, steps: int = 1000) -> str:
+    """CPU time per physics_dt of the standing robot under PD, per variant, against old.base in the same run."""
     times = {}
     for name in BENCH_VARIANTS:
         engine = VARIANTS[name].build(robot)
+        CellSim(engine, robot, Perturbation(), 1.0, np.random.default_rng(0))  # the cell's parameters
+        VARIANTS[name].apply(engine)
         target = np.asarray(robot.default_joint_pos)
-        started = time.perf_counter()
+        for _ in range(50):
+            engine.step(target)
+        started = time.process_time()
         for _ in range(steps):
             engine.step(target)
-        times[name] = (time.perf_counter() - started) / steps
+        times[name] = (time.process_time() - started) / steps
         engine.close()
-    ref = times["pb.base"]
-    return "\n".join(f"{n:<28}{1e3 * t:>7.3f} ms per physics_dt  x{t / ref:.2f} of pb.base" for n, t in times.items())
+    ref = times["old.base"]
+    return "\n".join(f"{n:<28}{1e3 * t:>7.3f} ms per physics_dt  x{t / ref:.2f} of old.base" for n, t in times.items())
 
 
 def main(argv=None) -> int:
@@ -389,7 +394,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bench", action="store_true", help="time each engine's physics step, run nothing")
     args = parser.parse_args(argv)
     if args.inertia or args.bench:
-        robot = load_robot(load_bundle(Path(args.bundle)).meta["robot"]["name"])
+        robot = load_robot(load_bundle(Path(args.bundle)).contract.name)
         print(inertia_report(robot) if args.inertia else bench(robot))
         return 0
     if args.list:

@@ -15,8 +15,9 @@ from functools import partial
 import mujoco
 import numpy as np
 
-from trot.hil.gate.cell import make_engine
+from trot.hil.gate.cell import _quiet_stdout, make_engine
 from trot.hil.mujoco_robot import MujocoRobot
+from trot.hil.pybullet_model import PyBulletRobot
 from trot.robots import Robot
 
 # -- PyBullet: settings changed on the gate's PyBulletRobot after it is built --------------------------
@@ -31,16 +32,6 @@ def pb_substeps(engine, n: int) -> None:
     """Split each physics_dt into n PyBullet steps, the PD recomputed at each."""
     engine.substeps = n
     engine.client.setPhysicsEngineParameter(fixedTimeStep=engine.robot.physics_dt / n)
-
-
-def pb_reflected_inertia(engine, keep: float) -> None:
-    """Keep this fraction of what PyBulletRobot adds: the motor armature on each leg link's inertia about
-    its joint axis (0 removes it)."""
-    c = engine.client
-    for j in engine.joint_ids:
-        axis = np.abs(np.array(c.getJointInfo(engine.body, j)[13]))
-        inertia = np.array(c.getDynamicsInfo(engine.body, j)[2]) - (1.0 - keep) * engine.robot.armature * axis
-        c.changeDynamics(engine.body, j, localInertiaDiagonal=inertia.tolist())
 
 
 def pb_engine_params(engine, **params) -> None:
@@ -81,6 +72,53 @@ def pb_mujoco_like_contact(engine, timeconst: float = 0.02, dampratio: float = 1
     k = m / (timeconst * dampratio) ** 2
     c = 2.0 * m / timeconst
     pb_foot_dynamics(engine, floor_too=False, contactStiffness=k, contactDamping=c)
+
+
+def pb_contact(engine, timeconst: float, dampratio: float = 1.0) -> None:
+    """The gate's contact matching (`PyBulletRobot._set_contact`) at another MuJoCo solref."""
+    engine._set_contact(timeconst, dampratio)
+
+
+class LegacyPyBullet(PyBulletRobot):
+    """The gate's PyBullet before the fix, or part of the way to it.
+
+    explicit: the PD torque computed before each substep and applied as is (kd explicit); link_armature:
+    this fraction of the motors' armature added to each leg link's inertia about its joint axis;
+    rigid_contact: Bullet's own contact (no foot stiffness). The defaults are the engine before the fix.
+    """
+
+    def __init__(self, robot: Robot, substeps: int = 4, link_armature: float = 1.0, rigid_contact: bool = True,
+                 explicit: bool = True):  # fmt: skip
+        self.link_armature, self.rigid_contact, self.explicit = link_armature, rigid_contact, explicit
+        with _quiet_stdout():
+            super().__init__(robot, substeps)
+
+    def _set_contact(self, timeconst: float, dampratio: float) -> None:
+        if not self.rigid_contact:
+            super()._set_contact(timeconst, dampratio)
+
+    def write_params(self, params) -> None:
+        super().write_params(params)
+        c = self.client
+        for j in self.joint_ids:
+            axis = np.abs(np.array(c.getJointInfo(self.body, j)[13]))
+            inertia = np.array(c.getDynamicsInfo(self.body, j)[2]) + self.link_armature * self.robot.armature * axis
+            c.changeDynamics(self.body, j, localInertiaDiagonal=inertia.tolist())
+
+    def step(self, target, kp=None, kd=None, tau_ff=0.0) -> None:
+        if not self.explicit:
+            return super().step(target, kp, kd, tau_ff)
+        import pybullet as p
+
+        kp = self.kp if kp is None else kp
+        kd = self.kd if kd is None else kd
+        for _ in range(self.substeps):
+            q, qd = self.joint_state()
+            tau = np.clip(kp * (np.asarray(target) - q) - kd * qd + tau_ff, -self.torque_limit, self.torque_limit)
+            self.last_torque = tau
+            forces = (tau - self.joint_damping * qd).tolist()
+            self.client.setJointMotorControlArray(self.body, self.joint_ids, p.TORQUE_CONTROL, forces=forces)
+            self.client.stepSimulation()
 
 
 # -- MuJoCo: model fields changed on the gate's MujocoRobot after it is built ---------------------------
@@ -175,31 +213,33 @@ def mj_base_inertia(engine, roll_armatures: int, pitch_armatures: int) -> None:
 class SubstepMujoco(MujocoRobot):
     """MujocoRobot stepping `substeps` MuJoCo steps of physics_dt / substeps per physics_dt.
 
-    With `explicit_pd` the PD is computed outside the step, as PyBullet does: motor actuators take the
-    clipped PD torque as ctrl, recomputed before each MuJoCo step, so kd is no longer integrated implicitly.
+    With `explicit_pd` the PD is computed outside the step, as PyBullet did before the fix: motor actuators take
+    the clipped PD torque as ctrl, recomputed before each MuJoCo step, so kd is no longer integrated implicitly.
     """
 
     def __init__(self, robot: Robot, substeps: int = 1, explicit_pd: bool = False):
-        super().__init__(robot)
         self.substeps, self.explicit_pd = substeps, explicit_pd
+        super().__init__(robot)
         self.model.opt.timestep = robot.physics_dt / substeps
-        if explicit_pd:
+
+    def write_params(self, params) -> None:
+        super().write_params(params)
+        if self.explicit_pd:  # motors: ctrl is the torque; the clip is in the PD law below
             m, act = self.model, self.idx.joint_ctrl
+            self.gains = (m.actuator_gainprm[act, 0].copy(), -m.actuator_biasprm[act, 2], m.actuator_forcerange[act, 1])
             m.actuator_gainprm[act, 0] = 1.0
             m.actuator_biasprm[act, :3] = 0.0
-            m.actuator_forcerange[act] = [-np.inf, np.inf]  # the clip is in the PD law below
+            m.actuator_forcerange[act] = [-np.inf, np.inf]
 
-    def step(self, target, kp=None, kd=None, tau_ff=0.0) -> None:
+    def step(self, target) -> None:
         if not self.explicit_pd:
             for _ in range(self.substeps):
-                super().step(target, kp, kd, tau_ff)
+                super().step(target)
             return
-        kp = self.robot.kp if kp is None else kp
-        kd = self.robot.kd if kd is None else kd
-        lim = np.asarray(self.robot.torque_limit)
+        kp, kd, lim = self.gains
         for _ in range(self.substeps):
             q, qd = self.joint_state()
-            tau = self.torque_scale * np.clip(kp * (np.asarray(target) - q) - kd * qd + tau_ff, -lim, lim)
+            tau = np.clip(kp * (np.asarray(target) - q) - kd * qd, -lim, lim)
             self.data.ctrl[self.idx.joint_ctrl] = tau
             mujoco.mj_step(self.model, self.data)
         self.last_torque = tau
@@ -212,18 +252,26 @@ class SubstepMujoco(MujocoRobot):
 class Variant:
     engine: str  # "pybullet" or "mujoco"
     help: str
-    changes: tuple[Callable, ...] = ()  # each applied to the engine as the gate built it
-    substep: dict | None = None  # MuJoCo only: build SubstepMujoco(robot, **substep) instead of the gate's
+    changes: tuple[Callable, ...] = ()  # each applied to the engine once the cell has written its parameters
+    build_with: dict | None = None  # LegacyPyBullet(robot, **build_with) / SubstepMujoco(...) instead of the gate's
 
     def build(self, robot: Robot):
-        engine = SubstepMujoco(robot, **self.substep) if self.substep else make_engine(self.engine, robot)
+        """The engine, before the cell writes its parameters and the changes are applied."""
+        if self.build_with is None:
+            return make_engine(self.engine, robot)
+        return (LegacyPyBullet if self.engine == "pybullet" else SubstepMujoco)(robot, **self.build_with)
+
+    def apply(self, engine) -> None:
         for change in self.changes:
             change(engine)
-        return engine
 
 
-def _pb(help: str, *changes) -> Variant:
-    return Variant("pybullet", help, changes)
+def _pb(help: str, *changes, build_with: dict | None = None) -> Variant:
+    return Variant("pybullet", help, changes, build_with)
+
+
+def _old(help: str, *changes, **build_with) -> Variant:
+    return Variant("pybullet", help, changes, build_with)
 
 
 def _mj(help: str, *changes, substep: dict | None = None) -> Variant:
@@ -232,63 +280,75 @@ def _mj(help: str, *changes, substep: dict | None = None) -> Variant:
 
 # Bullet combines rolling (spinning) friction as r_a μ_b + r_b μ_a: set on the feet alone, it is r_foot μ_floor.
 ROLLING = {"rollingFriction": 0.0001, "spinningFriction": 0.005, "floor_too": False}  # MuJoCo's condim-6 defaults, m
-NO_REFLECTED = partial(pb_reflected_inertia, keep=0.0)
+IMPLICIT = {"link_armature": 0.0, "explicit": False, "substeps": 16}  # the gate's PyBullet step, for LegacyPyBullet
+EXPLICIT = {"link_armature": 0.0, "rigid_contact": False}  # the gate's PyBullet but for an explicit PD
 
 VARIANTS: dict[str, Variant] = {
-    # PyBullet as the gate builds it, then one change
-    "pb.base": _pb("the gate's PyBullet: 4 substeps, armature in link inertia, rigid contact"),
-    "pb.substeps_1": _pb("1 PyBullet step per physics_dt", partial(pb_substeps, n=1)),
-    "pb.substeps_8": _pb("8 substeps", partial(pb_substeps, n=8)),
-    "pb.substeps_16": _pb("16 substeps", partial(pb_substeps, n=16)),
-    "pb.no_refl_inertia": _pb("armature NOT added to link inertia, 4 substeps", NO_REFLECTED),
-    "pb.no_refl_inertia_sub8": _pb("no reflected inertia, 8 substeps", NO_REFLECTED, partial(pb_substeps, n=8)),
-    "pb.no_refl_inertia_sub16": _pb("no reflected inertia, 16 substeps", NO_REFLECTED, partial(pb_substeps, n=16)),
-    "pb.no_refl_inertia_sub32": _pb(
-        "no reflected inertia, 32 substeps (convergence check)", NO_REFLECTED, partial(pb_substeps, n=32)
+    # PyBullet as the gate builds it now, then one change
+    "pb.base": _pb("the gate's PyBullet: implicit damping, 16 substeps of 0.25 ms, no armature, contact matched"),
+    "pb.substeps_2": _pb("2 substeps of 2 ms", partial(pb_substeps, n=2)),
+    "pb.substeps_4": _pb("4 substeps of 1 ms", partial(pb_substeps, n=4)),
+    "pb.substeps_8": _pb("8 substeps of 0.5 ms", partial(pb_substeps, n=8)),
+    "pb.substeps_32": _pb("32 substeps (convergence check)", partial(pb_substeps, n=32)),
+    "pb.explicit_sub16": _pb("explicit PD in 16 substeps (the other fix)", build_with={**EXPLICIT, "substeps": 16}),
+    "pb.explicit_sub32": _pb("explicit PD in 32 substeps", build_with={**EXPLICIT, "substeps": 32}),
+    "pb.rigid_contact": _pb("Bullet's rigid contact", build_with={**IMPLICIT, "rigid_contact": True}),
+    "pb.contact_0.04": _pb("contact matched to MuJoCo's solref 0.04 (the gate's soft_contact)",
+                           partial(pb_contact, timeconst=0.04)),  # fmt: skip
+    # PyBullet as the gate built it before the fix, then one change
+    "old.base": _old("the gate's PyBullet before the fix: explicit PD in 4 substeps, armature in link inertia, rigid "
+                     "contact"),  # fmt: skip
+    "old.substeps_1": _old("1 PyBullet step per physics_dt", substeps=1),
+    "old.substeps_8": _old("8 substeps", substeps=8),
+    "old.substeps_16": _old("16 substeps", substeps=16),
+    "old.no_refl_inertia": _old("armature NOT added to link inertia, 4 substeps", link_armature=0.0),
+    "old.no_refl_inertia_sub8": _old("no reflected inertia, 8 substeps", link_armature=0.0, substeps=8),
+    "old.no_refl_inertia_sub16": _old("no reflected inertia, 16 substeps", link_armature=0.0, substeps=16),
+    "old.no_refl_inertia_sub32": _old(
+        "no reflected inertia, 32 substeps (convergence check)", link_armature=0.0, substeps=32
     ),
-    "pb.refl_inertia_x0.25": _pb(
-        "a quarter of the reflected inertia in the links, 4 substeps", partial(pb_reflected_inertia, keep=0.25)
+    "old.refl_inertia_x0.25": _old("a quarter of the reflected inertia in the links, 4 substeps", link_armature=0.25),
+    "old.soft_contact_mj": _old(
+        "foot contact spring-damper like MuJoCo's solref (0.02, 1): k=2.0e3 N/m, c=79 N·s/m", pb_mujoco_like_contact
     ),
-    "pb.soft_contact_mj": _pb(
-        "foot contact spring-damper like MuJoCo's solref (0.02, 1): k=2.0e3 N/m, c=79 N·s/m",
-        pb_mujoco_like_contact,
-    ),
-    "pb.erp_0.8": _pb(
+    "old.erp_0.8": _old(
         "erp, contactERP, frictionERP 0.8 (default 0.2)",
         partial(pb_engine_params, erp=0.8, contactERP=0.8, frictionERP=0.8),
     ),
-    "pb.erp_0.05": _pb(
+    "old.erp_0.05": _old(
         "erp, contactERP, frictionERP 0.05", partial(pb_engine_params, erp=0.05, contactERP=0.05, frictionERP=0.05)
     ),
-    "pb.restitution_0.5": _pb(
+    "old.restitution_0.5": _old(
         "restitution 0.5 on feet and floor (Bullet multiplies: 0.25; default 0)",
         partial(pb_foot_dynamics, restitution=0.5),
     ),
-    "pb.contact_slop_0.002": _pb("contactSlop 2 mm", partial(pb_engine_params, contactSlop=0.002)),
-    "pb.rolling_mj": _pb(
+    "old.contact_slop_0.002": _old("contactSlop 2 mm", partial(pb_engine_params, contactSlop=0.002)),
+    "old.rolling_mj": _old(
         "rolling 0.0001 m, spinning 0.005 m friction (MuJoCo's condim-6 defaults)", partial(pb_foot_dynamics, **ROLLING)
     ),
-    "pb.rolling_0.001": _pb(
+    "old.rolling_0.001": _old(
         "rolling friction 0.001 m", partial(pb_foot_dynamics, rollingFriction=0.001, floor_too=False)
     ),
-    "pb.rolling_0.01": _pb("rolling friction 0.01 m", partial(pb_foot_dynamics, rollingFriction=0.01, floor_too=False)),
-    "pb.spinning_0.01": _pb(
+    "old.rolling_0.01": _old(
+        "rolling friction 0.01 m", partial(pb_foot_dynamics, rollingFriction=0.01, floor_too=False)
+    ),
+    "old.spinning_0.01": _old(
         "spinning friction 0.01 m", partial(pb_foot_dynamics, spinningFriction=0.01, floor_too=False)
     ),
-    "pb.cone_off": _pb("enableConeFriction 0 (pyramid)", partial(pb_engine_params, enableConeFriction=0)),
-    "pb.cone_on": _pb("enableConeFriction 1 (cone)", partial(pb_engine_params, enableConeFriction=1)),
-    "pb.friction_anchor": _pb("frictionAnchor on feet and floor", partial(pb_foot_dynamics, frictionAnchor=1)),
-    "pb.solver_iter_200": _pb(
+    "old.cone_off": _old("enableConeFriction 0 (pyramid)", partial(pb_engine_params, enableConeFriction=0)),
+    "old.cone_on": _old("enableConeFriction 1 (cone)", partial(pb_engine_params, enableConeFriction=1)),
+    "old.friction_anchor": _old("frictionAnchor on feet and floor", partial(pb_foot_dynamics, frictionAnchor=1)),
+    "old.solver_iter_200": _old(
         "numSolverIterations 200 (default 50)", partial(pb_engine_params, numSolverIterations=200)
     ),
-    "pb.no_body_damping": _pb(
+    "old.no_body_damping": _old(
         "linearDamping, angularDamping 0 on every link (Bullet default 0.04)",
         partial(pb_link_dynamics, linearDamping=0.0, angularDamping=0.0),
     ),
-    "pb.no_urdf_joint_damping": _pb(
+    "old.no_urdf_joint_damping": _old(
         "Bullet's own URDF jointDamping 0 (the explicit 0.01 stays)", partial(pb_link_dynamics, jointDamping=0.0)
     ),
-    "pb.no_dry_friction": _pb("dry-friction motor off", partial(pb_dry_friction, torque=0.0)),
+    "old.no_dry_friction": _old("dry-friction motor off", partial(pb_dry_friction, torque=0.0)),
     # MuJoCo as the gate builds it, then one change
     "mj.base": _mj("the gate's MuJoCo: implicitfast, position actuators, armature, solref (0.02, 1), pyramidal"),
     "mj.solref_0.008": _mj(
@@ -375,11 +435,14 @@ VARIANTS: dict[str, Variant] = {
 
 # (PyBullet variant, MuJoCo variant): how far apart the two engines are when each is set up this way.
 PAIRS = (
-    ("pb.base", "mj.base"),  # the gate today
-    ("pb.base", "mj.armature_in_link"),  # MuJoCo given PyBullet's armature modelling
-    ("pb.base", "mj.pb_like"),  # ... and PyBullet's explicit PD and stiff contact
-    ("pb.no_refl_inertia_sub16", "mj.base"),  # PyBullet without the armature in its links
-    ("pb.no_refl_inertia_sub16", "mj.solref_0.008"),  # ... and MuJoCo with its stiffest contact
-    ("pb.no_refl_inertia_sub16", "mj.explicit_sub16_stiff"),  # ... MuJoCo with explicit PD at 0.25 ms too
-    ("pb.no_refl_inertia_sub16", "mj.pb_fixed_like"),  # ... and without its armature: the fixed PyBullet
+    ("old.base", "mj.base"),  # the gate before the fix
+    ("old.base", "mj.armature_in_link"),  # MuJoCo given PyBullet's armature modelling
+    ("old.base", "mj.pb_like"),  # ... and PyBullet's explicit PD and stiff contact
+    ("old.no_refl_inertia_sub16", "mj.base"),  # PyBullet without the armature in its links
+    ("old.no_refl_inertia_sub16", "mj.solref_0.008"),  # ... and MuJoCo with its stiffest contact
+    ("old.no_refl_inertia_sub16", "mj.explicit_sub16_stiff"),  # ... MuJoCo with explicit PD at 0.25 ms too
+    ("old.no_refl_inertia_sub16", "mj.pb_fixed_like"),  # ... and without its armature: the fixed PyBullet
+    ("pb.explicit_sub16", "mj.base"),  # the fix by substeps alone, contact matched
+    ("pb.base", "mj.base"),  # the gate now
+    ("pb.contact_0.04", "mj.solref_0.04"),  # the gate's soft_contact perturbation
 )

@@ -1,40 +1,39 @@
 """One robot in MuJoCo behind the small interface of `PyBulletRobot`, for the gate's `--mujoco` run.
 
 The model is the training model (`build_model`: same URDF, position actuators with the contract's PD,
-torque limit, armature, joint damping and dry friction, implicit-fast integrator), stepped one
-`physics_dt` at a time with `mj_step`. Gains and motor strength are written into the actuator
-parameters, so `torque_scale` scales kp, kd and the torque limit together, as in PyBullet.
+torque limit, armature, joint damping and dry friction, contact softness, implicit-fast integrator),
+stepped one `physics_dt` at a time with `mj_step`. `write_params` puts one env's `EnvParams` into it
+through the function the training backend uses (`write_model_params`), so a gate perturbation is
+the same model change as the training term it pins.
 """
 
 from __future__ import annotations
 
+import functools
+
 import mujoco
 import numpy as np
 
-from trot.robots import Robot
-from trot.sim.backend import CONTACT_FORCE_N
-from trot.sim.mujoco_model import build_model, index_model
+from trot.robots import Robot, load_robot
+from trot.sim.backend import CONTACT_FORCE_N, MODEL_FIELDS
+from trot.sim.mujoco_model import build_model, index_model, param_targets, write_model_params
 
 
 class MujocoRobot:
     """One robot on a plane in its own MjData, stepped at the contract's physics_dt."""
 
-    def __init__(self, robot: Robot, floor_friction: float = 1.0):
+    # EnvParams fields this engine cannot simulate, and why: none (the gate runs every perturbation in it).
+    UNSUPPORTED_PARAMS: dict[str, str] = {}
+
+    def __init__(self, robot: Robot):
         self.robot = robot
-        self.model = build_model(robot, floor_friction)
+        self.model = build_model(robot)
         self.data = mujoco.MjData(self.model)
         self.idx = index_model(self.model, robot)
-        m = self.model
-        self._base = m.body(robot.base_link).id
-        self._base_mass = float(m.body_mass[self._base])
-        self._base_inertia = m.body_inertia[self._base].copy()
-        feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
-        self._friction_geoms = np.array([m.geom("floor").id, *feet])
+        self._targets = param_targets(self.model, robot)
         sens = self.idx.sensor
         self._foot_touch = [sens[f"foot{i}_touch"].start for i in range(len(robot.foot_links))]
         self._base_touch = sens["base_touch"].start
-        self._gains = None  # (kp, kd, scale) last written into the actuators
-        self.torque_scale = 1.0
         self.last_torque = np.zeros(robot.num_joints)
         self.reset()
 
@@ -44,33 +43,12 @@ class MujocoRobot:
         mujoco.mj_forward(self.model, self.data)
         self.last_torque[:] = 0
 
-    def set_floor_friction(self, mu: float) -> None:
-        # MuJoCo takes the larger friction of two geoms in contact: set the feet too, as training does.
-        self.model.geom_friction[self._friction_geoms, 0] = mu
+    def write_params(self, params) -> None:
+        """One env's `EnvParams` (the first row) into the model: masses, friction, contact, gains, joints."""
+        write_model_params(self.model, self._targets, {f: getattr(params, f)[0].cpu().numpy() for f in MODEL_FIELDS})
 
-    def set_base_mass(self, mass: float) -> None:
-        """The base's mass; its inertia scales with it, as PyBullet's changeDynamics does."""
-        m, b = self.model, self._base
-        m.body_inertia[b] = self._base_inertia * mass / self._base_mass
-        m.body_mass[b] = mass
-
-    def _write_gains(self, kp: float, kd: float) -> None:
-        gains = (kp, kd, self.torque_scale)
-        if gains == self._gains:
-            return
-        m, act, s = self.model, self.idx.joint_ctrl, self.torque_scale
-        m.actuator_gainprm[act, 0] = kp * s
-        m.actuator_biasprm[act, 1] = -kp * s
-        m.actuator_biasprm[act, 2] = -kd * s
-        lim = np.asarray(self.robot.torque_limit) * s  # (J,) N·m
-        m.actuator_forcerange[act] = np.stack([-lim, lim], axis=1)
-        self._gains = gains
-
-    def step(self, target, kp=None, kd=None, tau_ff=0.0) -> None:
-        """Advance one physics_dt with PD toward `target` (policy joint order)."""
-        if np.any(np.asarray(tau_ff) != 0.0):
-            raise ValueError("MujocoRobot.step: feed-forward torque is not supported (position actuators)")
-        self._write_gains(self.robot.kp if kp is None else kp, self.robot.kd if kd is None else kd)
+    def step(self, target) -> None:
+        """Advance one physics_dt with the actuators' PD toward `target` (policy joint order)."""
         self.data.ctrl[self.idx.joint_ctrl] = target
         mujoco.mj_step(self.model, self.data)
         self.last_torque = self.data.actuator_force[self.idx.joint_ctrl].copy()
@@ -103,9 +81,32 @@ class MujocoRobot:
         """(num_feet,) normal force of each foot on the floor, N (touch sensor)."""
         return self.data.sensordata[self._foot_touch].copy()
 
+    def foot_penetration(self) -> np.ndarray:
+        """Depths (m, positive into the floor) of the feet's contacts now."""
+        d, feet = self.data, set(self._targets.friction_geoms[1:].tolist())
+        con = d.contact
+        return np.array([-con.dist[i] for i in range(d.ncon) if {int(con.geom1[i]), int(con.geom2[i])} & feet])
+
     def base_contact(self) -> bool:
         """Whether the base touches anything (touch sensor on its collision box)."""
         return bool(self.data.sensordata[self._base_touch] > CONTACT_FORCE_N)
 
     def close(self) -> None:
         pass
+
+
+@functools.lru_cache(maxsize=32)
+def standing_penetration(robot_folder: str, timeconst: float, dampratio: float) -> float:
+    """Mean depth (m) of the feet's contacts of the robot standing at its default pose under PD, with contact
+    softness (timeconst s, dampratio): what PyBullet's foot stiffness is matched to. Over the last 0.5 s of
+    2 s of standing: the drop from the keyframe settles within about 1 s (the Go2's)."""
+    robot = load_robot(robot_folder)
+    engine = MujocoRobot(robot)
+    engine.model.geom_solref[engine._targets.contact_geoms] = [timeconst, dampratio]
+    steps, measured = round(2.0 / robot.physics_dt), round(0.5 / robot.physics_dt)
+    depths = []
+    for k in range(steps):
+        engine.step(robot.default_joint_pos)
+        if k >= steps - measured:
+            depths.append(engine.foot_penetration())
+    return float(np.mean(np.concatenate(depths)))

@@ -2,9 +2,10 @@
 
 Engine-neutral and batch-first, in SI units, starting from the robot's nominal values. The terms of
 `terms.py` write into it; a backend's one `write_params(env_ids, params)` reads the fields it
-simulates (MuJoCo: masses, friction, actuator gains and limits, actuation latency) and the task
-reads the rest (observation latency, joint zero offsets). A new physical quantity is one field here
-(and its nominal value in `nominal_params`) plus one line in each backend's `write_params`.
+simulates (MuJoCo: masses, friction, contact softness, actuator gains and limits, joint armature,
+damping and dry friction, actuation latency) and the task reads the rest (observation latency, joint
+zero offsets). A new physical quantity is one field here (and its nominal value in `nominal_params`)
+plus one line in each backend's `write_params`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from dataclasses import dataclass, fields
 import torch
 
 from trot.robots import Robot
+
+# MuJoCo's default contact softness (solref: time constant s, damping ratio), which the models keep: the
+# nominal value of the contact terms, and what the gate's PyBullet matches by standing penetration.
+CONTACT_SOLREF = (0.02, 1.0)
 
 
 @dataclass
@@ -30,6 +35,11 @@ class EnvParams:
     actuation_latency_s: torch.Tensor  # (N,) s, a new joint target reaches the motors this late
     observation_latency_s: torch.Tensor  # (N,) s, the IMU terms the policy sees are this old
     joint_zero_offset: torch.Tensor  # (N, J) rad, encoder zero error: measured = true + offset
+    contact_timeconst: torch.Tensor  # (N,) s, contact softness of floor, feet and base (MuJoCo solref[0])
+    contact_dampratio: torch.Tensor  # (N,) contact damping ratio (MuJoCo solref[1])
+    armature: torch.Tensor  # (N, J) kg·m², reflected rotor inertia on each joint
+    joint_damping: torch.Tensor  # (N, J) N·m·s/rad, joint viscous friction
+    joint_friction: torch.Tensor  # (N, J) N·m, joint dry (Coulomb) friction
 
     def reset(self, env_ids: torch.Tensor, nominal: EnvParams) -> None:
         """Set the rows `env_ids` back to the (one-row) `nominal` values."""
@@ -59,4 +69,9 @@ def nominal_params(robot: Robot, num_envs: int) -> EnvParams:
         actuation_latency_s=full((n,), 0.0),
         observation_latency_s=full((n,), 0.0),
         joint_zero_offset=full((n, j), 0.0),
+        contact_timeconst=full((n,), CONTACT_SOLREF[0]),
+        contact_dampratio=full((n,), CONTACT_SOLREF[1]),
+        armature=full((n, j), robot.armature),
+        joint_damping=full((n, j), robot.damping),
+        joint_friction=full((n, j), robot.frictionloss),
     )

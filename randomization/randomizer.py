@@ -31,7 +31,9 @@ class Randomizer:
         """Draw the terms on `schedule` for `env_ids`, then recompose those envs' params from every term."""
         for name in sorted(self.cfg.terms):
             term = self.cfg.terms[name]
-            if term.schedule == schedule:
+            # A term fixed at its nominal value keeps it and draws nothing: adding a term to the registry does
+            # not change the random stream of a config that does not vary it.
+            if term.schedule == schedule and self.cfg.varies(name):
                 self.values[name][env_ids] = sample_term(name, term, len(env_ids), self.robot, self.gen)
         self.compose(env_ids)
 

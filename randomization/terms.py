@@ -2,12 +2,12 @@
 
 A term's declaration (`TERMS`) says what it means; its configuration (`Term`: range, schedule, and
 for interval events the mean time between them) says how it varies, per robot (the robot's
-`task.toml`). Kinds: `model` (the simulated body: masses, friction), `actuation` (how a joint target
-becomes torque: gains, strength, latency), `sensor` (what the policy measures: encoder offsets,
-IMU latency; additive noise is in the observation terms) and `event` (something done to the robot
-during an episode: pushes). The apply step of a model, actuation or sensor term writes the sampled
-values into `EnvParams` (params.py), which every backend reads; an event's apply step acts on the
-backend directly. `docs/randomization.md` lists every term and how to add one.
+`task.toml`). Kinds: `model` (the simulated body: masses, friction, contact softness, joint damping and
+dry friction), `actuation` (how a joint target becomes torque: gains, strength, rotor inertia, latency),
+`sensor` (what the policy measures: encoder offsets, IMU latency; additive noise is in the observation
+terms) and `event` (something done to the robot during an episode: pushes). The apply step of a model,
+actuation or sensor term writes the sampled values into `EnvParams` (params.py), which every backend
+reads; an event's apply step acts on the backend directly. `docs/randomization.md` lists every term and how to add one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from trot.randomization.params import EnvParams
+from trot.randomization.params import CONTACT_SOLREF, EnvParams
 from trot.robots import ContractError, Robot
 
 KINDS = ("model", "actuation", "sensor", "event")
@@ -37,6 +37,7 @@ class TermSpec:
     schedule: str = "reset"  # default schedule
     per_joint: bool = False  # one value per joint instead of one per env
     step: str | None = None  # sampled in whole physics or control steps (the unit stays seconds)
+    min_physics_steps: int = 0  # a time that must span at least this many physics steps of the robot
     help: str = ""
 
 
@@ -87,6 +88,26 @@ def _joint_zero_offset(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None
     p.joint_zero_offset[ids] = v
 
 
+def _contact_timeconst(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.contact_timeconst[ids] = v
+
+
+def _contact_dampratio(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.contact_dampratio[ids] = v
+
+
+def _armature_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.armature[ids] *= v[:, None]
+
+
+def _joint_damping_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.joint_damping[ids] *= v[:, None]
+
+
+def _joint_friction_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.joint_friction[ids] *= v[:, None]
+
+
 # -- apply steps of events: (backend, env_ids, values, generator) -----------------------------------------------
 
 
@@ -109,10 +130,26 @@ TERMS: dict[str, TermSpec] = {
     "com_offset_x": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(0), help="base centre-of-mass shift, body x"),
     "com_offset_y": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(1), help="base centre-of-mass shift, body y"),
     "com_offset_z": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(2), help="base centre-of-mass shift, body z"),
+    "contact_timeconst": TermSpec(
+        "model", "s", CONTACT_SOLREF[0], (0.0, 1.0), _contact_timeconst, min_physics_steps=2,
+        help="contact softness: MuJoCo's solref time constant of the floor, feet and base (longer is softer)",
+    ),  # fmt: skip
+    "contact_dampratio": TermSpec(
+        "model", "", CONTACT_SOLREF[1], (0.1, 10.0), _contact_dampratio, help="contact damping ratio (solref)"
+    ),
+    "joint_damping_scale": TermSpec(
+        "model", "x", 1.0, (0.0, 20.0), _joint_damping_scale, help="scales each joint's viscous friction"
+    ),
+    "joint_friction_scale": TermSpec(
+        "model", "x", 1.0, (0.0, 20.0), _joint_friction_scale, help="scales each joint's dry friction"
+    ),
     "kp_scale": TermSpec("actuation", "x", 1.0, (0.1, 5.0), _kp_scale, help="scales the position gain"),
     "kd_scale": TermSpec("actuation", "x", 1.0, (0.1, 5.0), _kd_scale, help="scales the damping gain"),
     "motor_strength": TermSpec(
         "actuation", "x", 1.0, (0.1, 2.0), _motor_strength, help="scales Kp, Kd and the torque limit together"
+    ),
+    "armature_scale": TermSpec(
+        "actuation", "x", 1.0, (0.1, 10.0), _armature_scale, help="scales each joint's reflected rotor inertia"
     ),
     "actuation_latency": TermSpec(
         "actuation", "s", 0.0, (0.0, 0.2), _actuation_latency, step="physics",
@@ -203,6 +240,13 @@ def validate(cfg: RandomizationCfg, robot: Robot, where: str = "config") -> None
             raise ContractError(
                 where, f"{at}.range", list(term.range),
                 f"within the physical bounds {list(spec.bounds)}{' ' + spec.unit if spec.unit else ''} ({spec.help})",
+            )  # fmt: skip
+        shortest = spec.min_physics_steps * robot.physics_dt
+        if spec.min_physics_steps and lo < shortest - 1e-12:
+            raise ContractError(
+                where, f"{at}.range", list(term.range),
+                f"at least {spec.min_physics_steps} physics steps ({shortest:g} s for {robot.name}): MuJoCo raises a "
+                "shorter one to that without a word",
             )  # fmt: skip
         step = step_s(spec, robot)
         if step is not None and any(abs(x / step - round(x / step)) > 1e-6 for x in (lo, hi)):

@@ -3,11 +3,12 @@
 A backend steps N copies of one robot together: one call per control step runs `decimation`
 physics substeps for every env in MuJoCo's C code on a thread pool (the GIL is released). What
 randomization varies per env arrives as one engine-neutral `EnvParams` through `write_params`:
-masses, centre of mass, friction, gains and torque limits go into per-env `MjModel` copies (made
-the first time an env differs from the nominal robot; until then all envs share one model, about
-10 % faster), and actuation latency is per env at physics-step granularity: each substep applies
-the newest target issued at least that long ago. State comes back as batch-first numpy arrays
-viewed as torch tensors, with no per-env Python loop on the hot path.
+masses, centre of mass, friction, contact softness, gains, torque limits, joint armature, damping and
+dry friction go into per-env `MjModel` copies (made the first time an env differs from the nominal
+robot; until then all envs share one model, about 10 % faster), and actuation latency is per env at
+physics-step granularity: each substep applies the newest target issued at least that long ago. State
+comes back as batch-first numpy arrays viewed as torch tensors, with no per-env Python loop on the hot
+path.
 """
 
 from __future__ import annotations
@@ -24,17 +25,20 @@ from mujoco import rollout
 
 from trot.randomization import EnvParams, nominal_params
 from trot.robots import Robot
-from trot.sim.mujoco_model import build_model, index_model
+from trot.sim.mujoco_model import (  # noqa: F401  (friction_geoms: the MuJoCo Warp backend's too)
+    build_model,
+    friction_geoms,
+    index_model,
+    param_targets,
+    write_model_params,
+)
 
 CONTACT_FORCE_N = 1.0  # a touch sensor reading above this counts as contact
 # The EnvParams fields that live in the MjModel (the rest are latency, applied in `step`, and the task's).
-MODEL_FIELDS = ("friction", "mass_scale", "payload_mass", "com_offset", "kp", "kd", "torque_limit")
-
-
-def friction_geoms(m: mujoco.MjModel) -> np.ndarray:
-    """The geoms whose sliding friction the `friction` parameter sets: the floor and the foot spheres."""
-    feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
-    return np.array([m.geom("floor").id, *feet])
+MODEL_FIELDS = (
+    "friction", "mass_scale", "payload_mass", "com_offset", "kp", "kd", "torque_limit",
+    "contact_timeconst", "contact_dampratio", "armature", "joint_damping", "joint_friction",
+)  # fmt: skip
 
 
 @dataclass
@@ -116,7 +120,7 @@ class MujocoBackend:
         self._held = np.tile(np.asarray(robot.default_joint_pos), (1, num_envs, 1))
         self._latency = np.zeros(num_envs, dtype=np.int64)  # physics steps
         self._substep = np.arange(self.decimation)[None, :]
-        self._nominal = self._nominal_fields()
+        self._nominal = param_targets(m, robot)
         self._nominal_params = nominal_params(robot, 1)
         self._views()
 
@@ -205,17 +209,6 @@ class MujocoBackend:
 
     # -- randomization ---------------------------------------------------------------------
 
-    def _nominal_fields(self) -> dict:
-        m = self.model
-        return {
-            "body_mass": m.body_mass.copy(),
-            "body_inertia": m.body_inertia.copy(),
-            "body_ipos": m.body_ipos.copy(),
-            "friction_geoms": friction_geoms(m),
-            "base": m.body(self.robot.base_link).id,
-            "act": self.idx.joint_ctrl,
-        }
-
     def write_params(self, env_ids: torch.Tensor, params: EnvParams) -> None:
         """Put the randomized parameters of `env_ids` into their models and actuation latency."""
         latency = params.actuation_latency_s[env_ids].cpu().numpy() / self.robot.physics_dt
@@ -225,23 +218,9 @@ class MujocoBackend:
             return
         if shared:
             self.models = [copy.copy(self.model) for _ in range(self.num_envs)]
-        nom, act = self._nominal, self.idx.joint_ctrl
         p = {f: getattr(params, f)[env_ids].cpu().numpy() for f in MODEL_FIELDS}
         for row, i in enumerate(env_ids.cpu().numpy()):
-            m = self.models[i]
-            m.body_mass[:] = nom["body_mass"] * p["mass_scale"][row]
-            m.body_inertia[:] = nom["body_inertia"] * p["mass_scale"][row]
-            base_mass = m.body_mass[nom["base"]]
-            payload = p["payload_mass"][row]
-            m.body_mass[nom["base"]] = base_mass + payload
-            m.body_inertia[nom["base"]] *= (base_mass + payload) / base_mass
-            m.body_ipos[nom["base"]] = nom["body_ipos"][nom["base"]] + p["com_offset"][row]
-            m.geom_friction[nom["friction_geoms"], 0] = p["friction"][row]
-            m.actuator_gainprm[act, 0] = p["kp"][row]
-            m.actuator_biasprm[act, 1] = -p["kp"][row]
-            m.actuator_biasprm[act, 2] = -p["kd"][row]
-            m.actuator_forcerange[act, 0] = -p["torque_limit"][row]
-            m.actuator_forcerange[act, 1] = p["torque_limit"][row]
+            write_model_params(self.models[i], self._nominal, {f: v[row] for f, v in p.items()})
 
     def _set_latency(self, ids: np.ndarray, steps: np.ndarray) -> None:
         """Per-env latency in physics steps; keep as many past targets as the largest one needs."""

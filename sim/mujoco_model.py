@@ -1,7 +1,10 @@
-"""Build the MuJoCo model of a robot from its URDF with `mujoco.MjSpec`.
+"""Build the MuJoCo model of a robot from its URDF with `mujoco.MjSpec`, and write per-env parameters into it.
 
 The URDF is the geometry truth; this adds what a URDF cannot say: the floor, the free joint,
-position-PD actuators from the contract, the IMU and foot sensors, and the joint armature.
+position-PD actuators from the contract, the IMU and foot sensors, the joint armature, damping and dry
+friction, and the contact softness. `write_model_params` puts one env's `EnvParams` row into a model:
+the one place where the parameters meet MuJoCo's fields (the batched backend and the gate's single
+robot both call it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from trot.randomization.params import CONTACT_SOLREF
 from trot.robots import ContractError, Robot
 
 FOOT_TOUCH_MARGIN = 1.25  # touch-sensor sphere radius / foot radius: catches the contact point
@@ -31,6 +35,8 @@ def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
     for geom in spec.geoms:
         if geom.group != 0 or geom.classname.name == "visual":
             geom.contype = geom.conaffinity = 0
+        else:
+            geom.solref = list(CONTACT_SOLREF)
 
     world = spec.worldbody
     tex = spec.add_texture(
@@ -50,6 +56,7 @@ def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
         size=[0, 0, 0.05],
         material="grid",
         friction=[floor_friction, 0.005, 0.0001],
+        solref=list(CONTACT_SOLREF),
     )
     world.add_light(name="sun", pos=[0, 0, 3], dir=[0, 0, -1], type=mujoco.mjtLightType.mjLIGHT_DIRECTIONAL)
 
@@ -209,3 +216,67 @@ def build_model(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjModel:
     ctrl[idx.joint_ctrl] = robot.default_joint_pos
     spec.add_key(name="home", qpos=qpos.tolist(), ctrl=ctrl.tolist())
     return spec.compile()
+
+
+@dataclass(frozen=True)
+class ParamTargets:
+    """The nominal model fields that per-env parameters scale, and the ids they are written to."""
+
+    body_mass: np.ndarray
+    body_inertia: np.ndarray
+    body_ipos: np.ndarray
+    base: int  # body id of the base
+    friction_geoms: np.ndarray  # the floor and the foot spheres (MuJoCo takes the larger friction of two geoms)
+    contact_geoms: np.ndarray  # every colliding geom: floor, feet, base (solref is mixed between the two)
+    act: np.ndarray  # actuator ids, policy order
+    dofs: np.ndarray  # joint dof addresses, policy order
+
+
+def friction_geoms(m: mujoco.MjModel) -> np.ndarray:
+    """The geoms whose sliding friction the `friction` parameter sets: the floor and the foot spheres."""
+    feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
+    return np.array([m.geom("floor").id, *feet])
+
+
+def contact_geoms(m: mujoco.MjModel) -> np.ndarray:
+    """Every colliding geom (floor, feet, base): the geoms whose solref the contact parameters set."""
+    return np.flatnonzero(m.geom_contype | m.geom_conaffinity)
+
+
+def param_targets(model: mujoco.MjModel, robot: Robot) -> ParamTargets:
+    """Read the nominal fields once, before any env's parameters are written."""
+    idx = index_model(model, robot)
+    return ParamTargets(
+        body_mass=model.body_mass.copy(),
+        body_inertia=model.body_inertia.copy(),
+        body_ipos=model.body_ipos.copy(),
+        base=model.body(robot.base_link).id,
+        friction_geoms=friction_geoms(model),
+        contact_geoms=contact_geoms(model),
+        act=idx.joint_ctrl,
+        dofs=idx.joint_qvel,
+    )
+
+
+def write_model_params(m: mujoco.MjModel, t: ParamTargets, p: dict[str, np.ndarray]) -> None:
+    """One env's parameters (`EnvParams` fields of one row, numpy) into its model.
+
+    Armature, damping and masses change without `mj_setConst`: only the constraint solver's
+    regularisation weights (`dof_invweight0`, `body_invweight0`) keep their nominal values.
+    """
+    m.body_mass[:] = t.body_mass * p["mass_scale"]
+    m.body_inertia[:] = t.body_inertia * p["mass_scale"]
+    base_mass = m.body_mass[t.base]
+    m.body_mass[t.base] = base_mass + p["payload_mass"]
+    m.body_inertia[t.base] *= (base_mass + p["payload_mass"]) / base_mass
+    m.body_ipos[t.base] = t.body_ipos[t.base] + p["com_offset"]
+    m.geom_friction[t.friction_geoms, 0] = p["friction"]
+    m.geom_solref[t.contact_geoms] = [p["contact_timeconst"], p["contact_dampratio"]]
+    m.actuator_gainprm[t.act, 0] = p["kp"]
+    m.actuator_biasprm[t.act, 1] = -p["kp"]
+    m.actuator_biasprm[t.act, 2] = -p["kd"]
+    m.actuator_forcerange[t.act, 0] = -p["torque_limit"]
+    m.actuator_forcerange[t.act, 1] = p["torque_limit"]
+    m.dof_armature[t.dofs] = p["armature"]
+    m.dof_damping[t.dofs] = p["joint_damping"]
+    m.dof_frictionloss[t.dofs] = p["joint_friction"]

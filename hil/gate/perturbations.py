@@ -1,10 +1,19 @@
-"""The gate's perturbations, by name: how a cell's robot, actuation or sensing differs from the nominal one.
+"""The gate's perturbations: training's randomization terms pinned to a value, by name.
 
-Kept on their own: a later step expresses them as training's randomization terms pinned to a value.
+A perturbation names terms of `trot.randomization.TERMS` and the value each is pinned to, in the term's
+own unit (kg, s, ×, m/s): `Perturbation.randomization()` is `RandomizationCfg.pinned(...)`. The cell
+composes it into one env's `EnvParams` through training's randomization loop and writes that into the
+engine with `write_params`; an event term (a push) fires once during the cell. So a term added for
+training is testable in the gate with no gate code: `trot gate BUNDLE --pin armature_scale=0.5`.
+Sensor noise is the training task's observation noise (the stds of the robot's observation terms).
+
+This module imports no torch: the CLI lists the names without loading the engines.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trot.robots import Robot
@@ -12,35 +21,71 @@ from trot.robots import Robot
 
 @dataclass(frozen=True)
 class Perturbation:
-    """A change to the nominal robot, its actuation or its sensing; defaults are the robot as described."""
+    """Terms pinned to values (name, value in the term's unit), and whether the sensors carry the training noise."""
 
-    payload_fraction: float = 0.0  # of the robot's total mass, added to the base at its centre of mass
-    friction: float = 1.0  # floor-foot sliding friction coefficient
-    motor_strength: float = 1.0  # scales kp, kd and the torque limit
-    latency_steps: int = 0  # control steps: the target computed at step t is applied during step t + k
-    push_mps: float = 0.0  # lateral (body y) base velocity kick
-    push_at_s: float = 3.0  # ... at this time, or at half the cell if that is earlier
-    sensor_noise: bool = False  # Gaussian noise with the training task's stds on every sensor reading
+    terms: tuple[tuple[str, float], ...] = ()
+    sensor_noise: bool = False
+
+    @staticmethod
+    def of(sensor_noise: bool = False, **terms: float) -> Perturbation:
+        """`Perturbation.of(friction=0.5, payload_mass=0.63)`."""
+        return Perturbation(tuple(sorted((k, float(v)) for k, v in terms.items())), sensor_noise)
+
+    def randomization(self):
+        """The pinned `RandomizationCfg`: every other term at its nominal value."""
+        from trot.randomization import RandomizationCfg
+
+        return RandomizationCfg.pinned(**dict(self.terms))
+
+    def describe(self) -> str:
+        """'friction = 0.5, payload_mass = 0.634' (or 'nominal', 'sensor noise')."""
+        parts = [f"{k} = {v:g}" for k, v in self.terms] + (["sensor noise"] if self.sensor_noise else [])
+        return ", ".join(parts) or "nominal"
 
 
-PERTURBATIONS: dict[str, Perturbation] = {
-    "nominal": Perturbation(),
-    "payload_+20%": Perturbation(payload_fraction=0.2),
-    "friction_0.5": Perturbation(friction=0.5),
-    "friction_1.2": Perturbation(friction=1.2),
-    "motor_-20%": Perturbation(motor_strength=0.8),
-    "latency_1_step": Perturbation(latency_steps=1),
-    "push_0.3": Perturbation(push_mps=0.3),
-    "sensor_noise": Perturbation(sensor_noise=True),
+# name -> the perturbation for a robot. Names are the same for every robot; the values are the terms'
+# (payload a fifth of the robot's mass in kg, latency two of its control steps in s).
+PERTURBATIONS: dict[str, Callable[[Robot], Perturbation]] = {
+    "nominal": lambda r: Perturbation(),
+    "armature_x0.5": lambda r: Perturbation.of(armature_scale=0.5),
+    "soft_contact": lambda r: Perturbation.of(contact_timeconst=0.04),
+    "friction_0.4": lambda r: Perturbation.of(friction=0.4),
+    "payload_+20%_friction_0.5": lambda r: Perturbation.of(payload_mass=round(0.2 * r.total_mass, 3), friction=0.5),
+    "motor_-20%": lambda r: Perturbation.of(motor_strength=0.8),
+    "latency_2_steps": lambda r: Perturbation.of(actuation_latency=2 * r.control_dt),
+    "push_0.3": lambda r: Perturbation.of(push_velocity=0.3),
+    "sensor_noise": lambda r: Perturbation(sensor_noise=True),
 }
 
 
-def apply_physics(engine, robot: Robot, p: Perturbation) -> None:
-    """Payload, friction and motor strength, written into the engine (the base's inertia scales with its mass)."""
-    if p.payload_fraction:  # the nominal engine is left exactly as built
-        engine.set_base_mass(robot.link_masses[robot.base_link] + p.payload_fraction * robot.total_mass)
-    engine.set_floor_friction(p.friction)
-    engine.torque_scale = p.motor_strength
+def parse_pin(text: str) -> Perturbation:
+    """`--pin 'armature_scale=0.5,friction=0.6'` -> a perturbation (its name is the text itself)."""
+    terms = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise ValueError(f"--pin {text!r}: {item!r} is not TERM=VALUE (a randomization term and a number)")
+        terms[name.strip()] = number
+    return Perturbation.of(**terms)
+
+
+def resolve(names: list[str], pins: list[str], robot: Robot) -> dict[str, Perturbation]:
+    """The perturbations by name (`PERTURBATIONS`), then each `--pin` under its own text; refuses unknown names
+    and terms (checked against the training terms, in their bounds, for `robot`)."""
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown:
+        raise ValueError(f"unknown perturbation(s) {unknown}; known: {list(PERTURBATIONS)}")
+    out = {n: PERTURBATIONS[n](robot) for n in names}
+    out.update({pin: parse_pin(pin) for pin in pins})
+    from trot.randomization import validate  # torch: only when the gate runs
+
+    for name, p in out.items():
+        validate(p.randomization(), robot, where=f"perturbation {name!r}")  # a ContractError is a ValueError
+    return out
 
 
 def policy_noise_stds(robot: Robot) -> dict[str, float]:

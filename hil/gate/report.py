@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from trot.deploy.bundle import Bundle
-from trot.hil.gate.commands import COMMANDS
-from trot.hil.gate.judge import SATURATED, CellResult
-from trot.hil.gate.perturbations import PERTURBATIONS
-from trot.hil.gate.run import RATIO_FLOOR, GateRun
+from trot.hil.gate.judge import RATIO_FLOOR, SATURATED, CellResult
+from trot.hil.gate.run import GateRun
 from trot.sim.backend import CONTACT_FORCE_N
 
 
@@ -20,8 +18,11 @@ def _fmt(x, digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def _cell_text(cell: CellResult) -> str:
-    return f"{_fmt(cell.lin_err)}/{_fmt(cell.yaw_err)}"
+def _cell_text(cell: CellResult | None) -> str:
+    if cell is None:
+        return "n/a"
+    text = f"{_fmt(cell.lin_err)}/{_fmt(cell.yaw_err)}"
+    return text + (f" d{cell.drift:.2f}" if cell.drift is not None else "")
 
 
 def _median(ratios: dict) -> float | None:
@@ -29,27 +30,29 @@ def _median(ratios: dict) -> float | None:
 
 
 def summary_table(run: GateRun) -> str:
-    """Per engine, commands × perturbations: lin/yaw tracking error, FAIL on a failing cell."""
+    """Per engine, commands × perturbations: lin/yaw tracking error (and drift), FAIL on a failing cell."""
     lines = []
-    width = max(15, *(len(p) + 1 for p in run.perturbations))
-    n = len(run.commands) * len(run.perturbations)
     for engine in run.engines:
-        lines.append(f"{engine}: lin err m/s / yaw err rad/s per cell; FAIL marks a failing cell")
+        text = {(c, p): ("" if x is None or x.passed else "FAIL ") + _cell_text(x)
+                for c in run.commands for p in run.perturbations for x in [run.cell(engine, c, p)]}  # fmt: skip
+        width = 2 + max(len(t) for t in [*text.values(), *run.perturbations])
+        lines.append(f"{engine}: lin err m/s / yaw err rad/s (d: standing drift m) per cell; FAIL marks a failing "
+                     "cell, n/a one not run")  # fmt: skip
         lines.append(f"{'':<16}" + "".join(f"{p:>{width}}" for p in run.perturbations))
         for c in run.commands:
-            cells = (run.cell(engine, c, p) for p in run.perturbations)
-            lines.append(
-                f"{c:<16}" + "".join(f"{('' if x.passed else 'FAIL ') + _cell_text(x):>{width}}" for x in cells)
-            )
-        lines += [f"{engine}: {run.failed(engine)} of {n} cells fail", ""]
-    for metric in ("lin_err", "yaw_err"):
+            lines.append(f"{c:<16}" + "".join(f"{text[(c, p)]:>{width}}" for p in run.perturbations))
+        lines += [f"{engine}: {run.failed(engine)} of {run.run_count(engine)} cells fail", ""]
+    for metric in RATIO_FLOOR:
         ratios = run.ratios(metric)
         if ratios:
             lines.append(f"PyBullet/MuJoCo {metric} ratio: median {_median(ratios):.2f} "
                          f"(min {min(ratios.values()):.2f}, max {max(ratios.values()):.2f})")  # fmt: skip
-    lines.append(
-        f"gate: {'PASS' if run.passed else 'FAIL'} ({len(run.cells)} cells, {run.wall_s:.0f} s, {run.jobs} jobs)"
-    )
+    lines += [f"FAIL {f}" for f in run.ratio_failures()]
+    for why in sorted(set(run.skipped.values())):
+        cells = [f"{e} {c}/{p}" for (e, c, p), w in run.skipped.items() if w == why]
+        lines.append(f"not run ({why}): {len(cells)} cells, e.g. {cells[0]}")
+    lines.append(f"gate{' --quick' if run.quick else ''}: {'PASS' if run.passed else 'FAIL'} ({len(run.cells)} cells, "
+                 f"{run.wall_s:.0f} s wall, {run.cpu_s:.0f} s CPU in the cells, {run.jobs} jobs)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -71,10 +74,10 @@ def bundle_summary(bundle: Bundle) -> dict:
 def outside_training_range(run: GateRun) -> list[str]:
     """Commands of the matrix that leave the bundle's trained command ranges."""
     ranges, out = asdict(run.bundle.meta.commands), []
-    for name in run.commands:
-        for _, cmd in COMMANDS[name]:
+    for name, segments in run.commands.items():
+        for _, cmd in segments:
             for value, key in zip(cmd, ("vx", "vy", "yaw_rate")):
-                if not ranges[key][0] <= value <= ranges[key][1]:
+                if not ranges[key][0] - 1e-9 <= value <= ranges[key][1] + 1e-9:
                     out.append(f"command {name}: {key} {value} is outside the trained range {list(ranges[key])}")
     return out
 
@@ -85,13 +88,17 @@ def gate_json(run: GateRun) -> dict:
     return {
         "passed": run.passed,
         "bundle": bundle_summary(run.bundle),
-        "settings": {"engines": list(run.engines), "seconds": run.seconds, "seed": run.seed, "jobs": run.jobs},
+        "settings": {"engines": list(run.engines), "seconds": run.seconds, "seed": run.seed, "jobs": run.jobs,
+                     "quick": run.quick},  # fmt: skip
         "wall_s": run.wall_s,
+        "cpu_s": run.cpu_s,
         "thresholds": asdict(run.thresholds),
-        "commands": {c: [[f, list(v)] for f, v in COMMANDS[c]] for c in run.commands},
-        "perturbations": {p: asdict(PERTURBATIONS[p]) for p in run.perturbations},
+        "commands": {c: [[f, list(v)] for f, v in segments] for c, segments in run.commands.items()},
+        "perturbations": {n: {"terms": dict(p.terms), "sensor_noise": p.sensor_noise}
+                          for n, p in run.perturbations.items()},  # fmt: skip
         "engines": {e: {"passed": not run.failed(e), "failed_cells": run.failed(e)} for e in run.engines},
         "cells": [c.metrics() for c in run.cells],
+        "not_run": [{"engine": e, "command": c, "perturbation": p, "why": w} for (e, c, p), w in run.skipped.items()],
         "pybullet_mujoco_ratio": {
             m: {
                 "floor": RATIO_FLOOR[m],
@@ -101,6 +108,7 @@ def gate_json(run: GateRun) -> dict:
             for m, r in ratios.items()
             if r
         },
+        "ratio_failures": run.ratio_failures(),
         "warnings": outside_training_range(run),
     }
 
@@ -110,13 +118,15 @@ THRESHOLD_DOCS = {
     "min_height_ratio": "fall: base height below this fraction of its standing height",
     "settle_s": "s; tracking, slip and saturation are averaged after this (at most half the cell)",
     "switch_settle_s": "s; the sequence also skips this long after each change (at most half a segment)",
-    "max_lin_err": "m/s, mean |v_xy − command_xy|, body frame",
-    "max_yaw_err": "rad/s, mean |yaw rate − command|",
-    "max_err_fraction": "both errors also ≤ this × a non-zero commanded speed / yaw rate; a sequence is "
-    "judged segment by segment",
+    "lin_err_floor": "m/s; mean |v_xy − command_xy| (body frame) ≤ max(this, err_fraction × commanded speed)",
+    "yaw_err_floor": "rad/s; mean |yaw rate − command| ≤ max(this, err_fraction × commanded rate)",
+    "err_fraction": "of the commanded speed / yaw rate; a sequence is judged segment by segment",
+    "max_stand_drift": "m, horizontal base displacement over a cell commanded to stand",
     "max_torque_saturation": f"worst joint's fraction of physics steps at ≥ {SATURATED:.0%} of its torque limit",
     "min_joint_margin": "rad, closest approach of any joint to its URDF limit over the whole cell",
     "max_foot_slip": f"m/s, mean horizontal speed of the feet in contact (> {CONTACT_FORCE_N:g} N)",
+    "max_ratio_median": "with --mujoco: median over the cells of each PyBullet/MuJoCo tracking-error ratio",
+    "max_ratio_cell": "with --mujoco: every cell's PyBullet/MuJoCo tracking-error ratio",
 }
 
 
@@ -128,23 +138,38 @@ def _md_matrix(run: GateRun, text: dict) -> list[str]:
     return lines
 
 
+def _definitions(run: GateRun) -> list[str]:
+    """The commands and perturbations of the run, as tables."""
+    lines = ["## Matrix", "", "| command | segments: (start s) vx m/s, vy m/s, yaw rate rad/s |", "|---|---|"]
+    for c, segments in run.commands.items():
+        lines.append(f"| {c} | " + " → ".join(f"({f * run.seconds:g} s) {tuple(v)}" if len(segments) > 1
+                                              else str(tuple(v)) for f, v in segments) + " |")  # fmt: skip
+    lines += ["", "| perturbation | pinned terms (training's units) |", "|---|---|"]
+    lines += [f"| {n} | {p.describe()} |" for n, p in run.perturbations.items()]
+    return lines
+
+
 def gate_markdown(run: GateRun, plots: list[str]) -> str:
     """`gate.md`: verdict, thresholds, pass/fail and ratio tables, a metrics table per engine, the plots."""
     b = bundle_summary(run.bundle)
-    tr, n = b["training"], len(run.commands) * len(run.perturbations)
+    tr = b["training"]
     lines = [
-        f"# Gate: `{run.bundle.path.name}`",
+        f"# Gate{' (quick)' if run.quick else ''}: `{run.bundle.path.name}`",
         "",
         f"**{'PASS' if run.passed else 'FAIL'}**: "
-        + ", ".join(f"{e} {n - run.failed(e)} of {n} cells pass" for e in run.engines),
+        + ", ".join(f"{e} {run.run_count(e) - run.failed(e)} of {run.run_count(e)} cells pass" for e in run.engines)
+        + "".join(f"; {f}" for f in run.ratio_failures()),
         "",
         f"- bundle `{b['path']}`: robot `{b['robot']}` (contract `{b['contract_sha256'][:12]}`), "
         f"run `{tr.get('run', '')}`, {tr.get('iterations', '?')} iterations, {tr.get('env_steps', '?')} env steps",
         f"- policy through `trot.deploy.runtime.PolicyRuntime`; control {b['control_dt'] * 1e3:g} ms, "
         f"physics {b['physics_dt'] * 1e3:g} ms, kp {b['kp']}, kd {b['kd']}, torque limit {b['torque_limit']} N·m",
-        f"- {run.seconds:g} s per cell, seed {run.seed}; {len(run.cells)} cells in {run.wall_s:.0f} s "
-        f"on {run.jobs} worker processes",
+        f"- {run.seconds:g} s per cell, seed {run.seed}; {len(run.cells)} cells in {run.wall_s:.0f} s on {run.jobs} "
+        f"worker processes ({run.cpu_s:.0f} s of CPU in the cells)",
+        *(f"- not run in {e}: {p} ({w})" for (e, p), w in {(e, p): w for (e, _, p), w in run.skipped.items()}.items()),
         *(f"- warning: {w}" for w in outside_training_range(run)),
+        "",
+        *_definitions(run),
         "",
         "## Thresholds",
         "",
@@ -156,9 +181,13 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
         *(f"| `{k}` | {v} | {THRESHOLD_DOCS[k]} |" for k, v in asdict(run.thresholds).items()),
     ]
     for engine in run.engines:
-        lines += ["", f"## Pass/fail: {engine}", "", "Linear (m/s) / yaw-rate (rad/s) tracking error; ❌ fails.", ""]
-        marks = {(x.command, x.perturbation): ("✅ " if x.passed else "❌ ") + _cell_text(x) for x in run.cells
-                 if x.engine == engine}  # fmt: skip
+        lines += ["", f"## Pass/fail: {engine}", "",
+                  "Linear (m/s) / yaw-rate (rad/s) tracking error, d: standing drift (m); ❌ fails, n/a: not run.", ""]
+        marks = {}
+        for c in run.commands:
+            for p in run.perturbations:
+                x = run.cell(engine, c, p)
+                marks[(c, p)] = ("" if x is None else "✅ " if x.passed else "❌ ") + _cell_text(x)
         lines += _md_matrix(run, marks)
     for metric, unit in (("lin_err", "m/s"), ("yaw_err", "rad/s")):
         ratios = run.ratios(metric)
@@ -167,7 +196,8 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
                 "",
                 f"## PyBullet / MuJoCo ratio: {metric}",
                 "",
-                f"Each error floored at {RATIO_FLOOR[metric]} {unit}; median **{_median(ratios):.2f}**.",
+                f"Each error floored at {RATIO_FLOOR[metric]} {unit}; median **{_median(ratios):.2f}** (at most "
+                f"{run.thresholds.max_ratio_median}; each cell at most {run.thresholds.max_ratio_cell}).",
                 "",
             ]
             lines += _md_matrix(run, {k: _fmt(v) for k, v in ratios.items()})
@@ -176,15 +206,16 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
             "",
             f"## Metrics: {engine}",
             "",
-            "| command | perturbation | fell | lin err m/s | yaw err rad/s | peak τ / limit N·m | saturation "
+            "| command | perturbation | fell | lin err m/s | yaw err rad/s | drift m | peak τ / limit N·m | saturation "
             "| joint margin rad | foot slip m/s | failures |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for x in (c for c in run.cells if c.engine == engine):
             lines.append(
                 f"| {x.command} | {x.perturbation} | {'yes' if x.fell else 'no'} | {_fmt(x.lin_err, 3)} "
-                f"| {_fmt(x.yaw_err, 3)} | {x.peak_torque:.2f} / {x.torque_limit:.2f} | {x.torque_saturation:.3f} "
-                f"| {x.joint_margin:.3f} | {_fmt(x.foot_slip, 3)} | {'; '.join(x.failures)} |"
+                f"| {_fmt(x.yaw_err, 3)} | {_fmt(x.drift, 3)} | {x.peak_torque:.2f} / {x.torque_limit:.2f} "
+                f"| {x.torque_saturation:.3f} | {x.joint_margin:.3f} | {_fmt(x.foot_slip, 3)} "
+                f"| {'; '.join(x.failures)} |"
             )
     if plots:
         lines += ["", "## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in plots)]
@@ -192,11 +223,18 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
 
 
 TRACE_CELLS = (
-    ("forward_0.4", "nominal"),
-    ("turn_left_1.0", "nominal"),
+    ("forward_max", "nominal"),
+    ("turn_left_max", "nominal"),
     ("sequence", "nominal"),
-    ("forward_0.2", "push_0.3"),
+    ("forward_0.3", "push_0.3"),
 )
+
+
+def _value(run: GateRun, name: str, c: str, p: str, metric: str) -> float | None:
+    if name == "ratio":
+        return run.ratios(metric).get((c, p))
+    cell = run.cell(name, c, p)
+    return None if cell is None else getattr(cell, metric)
 
 
 def save_plots(run: GateRun, out: Path) -> list[str]:
@@ -207,20 +245,16 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = [str(out / "tracking_error.png")]
-    metrics = (("lin_err", "lin err m/s", run.thresholds.max_lin_err), ("yaw_err", "yaw err rad/s",
-               run.thresholds.max_yaw_err))  # fmt: skip
-    cols = len(run.engines) + (1 if run.ratios("lin_err") else 0)
+    th = run.thresholds
+    metrics = (("lin_err", "lin err m/s", th.lin_err_floor), ("yaw_err", "yaw err rad/s", th.yaw_err_floor))
+    names = [*run.engines, *(["ratio"] if run.ratios("lin_err") else [])]
     size = (1.5 + 0.6 * len(run.perturbations), 1.5 + 0.4 * len(run.commands))
-    fig, axes = plt.subplots(2, cols, figsize=(size[0] * cols, 2 * size[1]), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(size[0] * len(names), 2 * size[1]), squeeze=False)
     for row, (metric, label, limit) in enumerate(metrics):
-        panels = [(e, [[getattr(run.cell(e, c, p), metric) for p in run.perturbations] for c in run.commands])
-                  for e in run.engines]  # fmt: skip
-        if cols > len(run.engines):
-            r = run.ratios(metric)
-            panels.append(("ratio", [[r.get((c, p)) for p in run.perturbations] for c in run.commands]))
-        for ax, (name, values) in zip(axes[row], panels):
+        for ax, name in zip(axes[row], names):
             ratio = name == "ratio"
-            v = np.array([[np.nan if x is None else x for x in line] for line in values])
+            v = np.array([[np.nan if (x := _value(run, name, c, p, metric)) is None else x for p in run.perturbations]
+                          for c in run.commands])  # fmt: skip
             im = ax.imshow(
                 v, cmap="RdBu_r" if ratio else "viridis", vmin=0, vmax=2.0 if ratio else 2 * limit, aspect="auto"
             )
@@ -229,7 +263,8 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
             ax.set_title(f"PyBullet / MuJoCo {label.split(' ')[0]} err" if ratio else f"{name}: {label}", fontsize=9)
             for i, c in enumerate(run.commands):
                 for j, p in enumerate(run.perturbations):
-                    failed = not ratio and not run.cell(name, c, p).passed
+                    cell = None if ratio else run.cell(name, c, p)
+                    failed = cell is not None and not cell.passed
                     text = "—" if np.isnan(v[i, j]) else f"{v[i, j]:.2f}"
                     ax.text(j, i, text + ("\n✗" if failed else ""), ha="center", va="center", fontsize=7,
                             color="red" if failed else ("black" if ratio else "white"))  # fmt: skip
@@ -239,12 +274,13 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
     fig.savefig(written[0], dpi=100)
     plt.close(fig)
 
-    cells = [(c, p) for c, p in TRACE_CELLS if c in run.commands and p in run.perturbations]
+    cells = [(c, p) for c, p in TRACE_CELLS if any(run.cell(e, c, p) for e in run.engines)]
     if cells:
         fig, axes = plt.subplots(len(cells), 3, figsize=(13, 2.4 * len(cells)), squeeze=False, sharex=True)
         for row, (c, p) in enumerate(cells):
             for engine, style in zip(run.engines, ("-", "--")):
-                tr = run.cell(engine, c, p).trace
+                cell = run.cell(engine, c, p)
+                tr = cell.trace if cell else {"t": []}
                 series = (tr["lin_vel"][:, 0], tr["lin_vel"][:, 1], tr["yaw_rate"]) if len(tr["t"]) else ()
                 for k, (label, y) in enumerate(zip(("vx m/s", "vy m/s", "yaw rate rad/s"), series)):
                     ax = axes[row, k]

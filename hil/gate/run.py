@@ -1,22 +1,31 @@
-"""Running the matrix: engines × commands × perturbations, one cell per task in a pool of worker processes."""
+"""Running the matrix: engines × commands × perturbations, one cell per task in a pool of worker processes.
+
+`run_gate(..., quick=True)` runs `QUICK_CELLS` in PyBullet only: the subset to gate a policy with while it
+trains (nominal stand, forward at the top speed, turn at the top rate, and forward under payload on a
+slippery floor).
+"""
 
 from __future__ import annotations
 
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 
 from trot.deploy.bundle import Bundle, check_contract
-from trot.hil.gate.cell import ENGINES, CellSpec, run_cell
-from trot.hil.gate.commands import COMMANDS
-from trot.hil.gate.judge import CellResult, GateThresholds
-from trot.hil.gate.perturbations import PERTURBATIONS, policy_noise_stds
+from trot.hil.gate.cell import ENGINES, CellSpec, run_cell, unsupported
+from trot.hil.gate.commands import Segments, gate_commands
+from trot.hil.gate.judge import RATIO_FLOOR, CellResult, GateThresholds, ratio_failures
+from trot.hil.gate.perturbations import PERTURBATIONS, Perturbation, policy_noise_stds, resolve
 from trot.robots import Robot, load_robot
 
-# Tracking errors below these count as these in the PyBullet/MuJoCo ratio (both engines are at rest).
-RATIO_FLOOR = {"lin_err": 0.01, "yaw_err": 0.02}  # m/s, rad/s
+QUICK_CELLS = (
+    ("stand", "nominal"),
+    ("forward_max", "nominal"),
+    ("turn_left_max", "nominal"),
+    ("forward_max", "payload_+20%_friction_0.5"),
+)
 
 
 @dataclass
@@ -27,47 +36,58 @@ class GateRun:
     robot: Robot
     cells: list[CellResult]
     engines: tuple[str, ...]
-    commands: list[str]
-    perturbations: list[str]
+    commands: dict[str, Segments]  # name -> segments, in matrix order
+    perturbations: dict[str, Perturbation]  # name -> pinned terms, in matrix order
     seconds: float
     seed: int
     jobs: int
     thresholds: GateThresholds
     wall_s: float
+    quick: bool = False
+    skipped: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (engine, command, pert.) -> why
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.cells)
+        return all(c.passed for c in self.cells) and not self.ratio_failures()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of every cell together (the workers', excluding their start-up)."""
+        return sum(c.cpu_s for c in self.cells)
 
     def failed(self, engine: str) -> int:
         return sum(not c.passed for c in self.cells if c.engine == engine)
 
-    def cell(self, engine: str, command: str, perturbation: str) -> CellResult:
-        return self._index[(engine, command, perturbation)]
+    def run_count(self, engine: str) -> int:
+        return sum(c.engine == engine for c in self.cells)
 
-    @property
-    def _index(self) -> dict:
-        return {(c.engine, c.command, c.perturbation): c for c in self.cells}
+    def cell(self, engine: str, command: str, perturbation: str) -> CellResult | None:
+        """The cell's result, or None where it was not run (skipped, or outside the quick subset)."""
+        return {(c.engine, c.command, c.perturbation): c for c in self.cells}.get((engine, command, perturbation))
 
     def ratios(self, metric: str) -> dict[tuple[str, str], float]:
-        """PyBullet / MuJoCo `metric` ('lin_err' or 'yaw_err') per (command, perturbation), floored."""
+        """PyBullet / MuJoCo `metric` ('lin_err' or 'yaw_err') per (command, perturbation) run in both, floored."""
         if set(ENGINES) - set(self.engines):
             return {}
         floor, out = RATIO_FLOOR[metric], {}
         for c in self.commands:
             for p in self.perturbations:
-                pb, mj = (getattr(self.cell(e, c, p), metric) for e in ENGINES)
-                if pb is not None and mj is not None:
-                    out[(c, p)] = max(pb, floor) / max(mj, floor)
+                pb, mj = (self.cell(e, c, p) for e in ENGINES)
+                if pb is None or mj is None or getattr(pb, metric) is None or getattr(mj, metric) is None:
+                    continue
+                out[(c, p)] = max(getattr(pb, metric), floor) / max(getattr(mj, metric), floor)
         return out
 
+    def ratio_failures(self) -> list[str]:
+        """Where the engines disagree beyond `GateThresholds.max_ratio_median` / `max_ratio_cell`."""
+        return ratio_failures(self.thresholds, {m: self.ratios(m) for m in RATIO_FLOOR})
 
-def check_matrix(commands: list[str], perturbations: list[str]) -> None:
-    """Refuse unknown command or perturbation names, listing the known ones."""
-    for kind, names, known in (("command", commands, COMMANDS), ("perturbation", perturbations, PERTURBATIONS)):
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"unknown {kind}(s) {unknown}; known: {list(known)}")
+
+def check_matrix(commands: list[str], known_commands: dict[str, Segments]) -> None:
+    """Refuse unknown command names, listing the known ones."""
+    unknown = [n for n in commands if n not in known_commands]
+    if unknown:
+        raise ValueError(f"unknown command(s) {unknown}; known: {list(known_commands)}")
 
 
 def run_gate(
@@ -80,24 +100,39 @@ def run_gate(
     seed: int = 0,
     jobs: int | None = None,
     thresholds: GateThresholds | None = None,
+    quick: bool = False,
+    pins=(),
 ) -> GateRun:
     """Run the matrix (engines × commands × perturbations), cells in parallel worker processes.
 
-    thresholds: what every cell is held to (default `GateThresholds()`).
+    thresholds: what every cell is held to (default `GateThresholds()`). quick: `QUICK_CELLS` in PyBullet only
+    (engines, commands and perturbations are then ignored). pins: extra perturbations, 'term=value,...'.
+    A perturbation an engine cannot simulate (`UNSUPPORTED_PARAMS`) is not run in it: `GateRun.skipped` says why.
     """
     thresholds = thresholds or GateThresholds()
     rob = load_robot(robot or bundle.contract.name)
     check_contract(bundle, rob)
-    commands = list(commands or COMMANDS)
-    perturbations = list(perturbations or PERTURBATIONS)
-    check_matrix(commands, perturbations)
-    noise = policy_noise_stds(rob) if any(PERTURBATIONS[p].sensor_noise for p in perturbations) else None
-    specs = [
-        CellSpec(e, c, p, bundle, str(rob.folder), seconds, seed, thresholds, noise)
-        for e in engines
-        for c in commands
-        for p in perturbations
-    ]
+    known = gate_commands(rob)
+    if quick:
+        engines, pairs = ("pybullet",), list(QUICK_CELLS)
+        commands, perturbations = list(dict.fromkeys(c for c, _ in pairs)), list(dict.fromkeys(p for _, p in pairs))
+        pins = ()
+    else:
+        commands = list(commands or known)
+        perturbations = list(PERTURBATIONS if perturbations is None else perturbations)
+        pairs = [(c, p) for c in commands for p in [*perturbations, *pins]]
+    check_matrix(commands, known)
+    pinned = resolve(perturbations, list(pins), rob)
+    noise = policy_noise_stds(rob) if any(p.sensor_noise for p in pinned.values()) else None
+    why = {(e, p): unsupported(e, pinned[p], rob) for e in engines for p in pinned}
+    specs, skipped = [], {}
+    for e in engines:
+        for c, p in pairs:
+            if why[(e, p)]:
+                skipped[(e, c, p)] = why[(e, p)]
+            else:
+                specs.append(CellSpec(e, c, known[c], p, pinned[p], bundle, str(rob.folder), seconds, seed,
+                                      thresholds, noise))  # fmt: skip
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(specs)))
     started = time.perf_counter()
     if jobs == 1:
@@ -107,4 +142,5 @@ def run_gate(
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             cells = list(pool.map(run_cell, specs))
     wall_s = time.perf_counter() - started
-    return GateRun(bundle, rob, cells, tuple(engines), commands, perturbations, seconds, seed, jobs, thresholds, wall_s)
+    return GateRun(bundle, rob, cells, tuple(engines), {c: known[c] for c in commands}, pinned, seconds, seed, jobs,
+                   thresholds, wall_s, quick, skipped)  # fmt: skip

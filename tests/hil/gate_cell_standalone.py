@@ -1,14 +1,16 @@
 """Reproduce one nominal gate cell from the bundle and the URDF alone: no trot import.
 
-    python tests/hil/gate_cell_standalone.py BUNDLE URDF --command 0.2 0 0 --seconds 5
+    python tests/hil/gate_cell_standalone.py BUNDLE URDF --command 0.2 0 0 --seconds 5 \
+        --contact-stiffness 11023 --contact-damping 187
 
 Everything the policy needs (joint names and order, default pose, gains, torque limit, rates,
 observation terms, scales, history, clip and gait clock, action scale and clip) is read from the
 bundle's `trot` metadata through onnxruntime; geometry, inertia, joint limits, damping and dry friction
-come from the URDF. The one motor figure neither holds is the reflected rotor inertia (armature): pass
-it with --armature. The physics is the gate's PyBullet engine (explicit PD split into substeps,
-armature added to each link about its joint axis); the observation mapping is re-implemented here from
-DESIGN contract 3. Prints the cell's metrics as JSON, measured as the gate measures them.
+come from the URDF. The one physics figure neither holds is the feet's contact compliance, which the
+gate matches to MuJoCo's (`trot.hil.pybullet_model.matched_contact`): pass it with --contact-stiffness
+and --contact-damping. The physics is the gate's PyBullet engine (0.25 ms substeps, the PD's damping
+implicit through PyBullet's own mass matrix, no armature); the observation mapping is re-implemented
+here from DESIGN contract 3. Prints the cell's metrics as JSON, measured as the gate measures them.
 """
 
 from __future__ import annotations
@@ -72,12 +74,13 @@ def rotate_inverse(q_wxyz, v) -> np.ndarray:
 class Robot:
     """The URDF in PyBullet with the contract's motor model, stepped at physics_dt."""
 
-    def __init__(self, urdf: str, meta: dict, armature: float, substeps: int = 4):
-        self.meta, self.substeps = meta, substeps
+    def __init__(self, urdf: str, meta: dict, stiffness: float, damping: float, substep_s: float = 0.00025):
+        self.meta = meta
+        self.substeps = math.ceil(meta["physics_dt"] / substep_s - 1e-9)
         with quiet_stdout():  # PyBullet prints its argv on connect; stdout is for the JSON
             c = self.c = bullet_client.BulletClient(connection_mode=p.DIRECT)
         c.setGravity(0, 0, -9.81)
-        c.setPhysicsEngineParameter(fixedTimeStep=meta["physics_dt"] / substeps, numSubSteps=0)
+        c.setPhysicsEngineParameter(fixedTimeStep=meta["physics_dt"] / self.substeps, numSubSteps=0)
         self.floor = c.createMultiBody(0, c.createCollisionShape(p.GEOM_PLANE))
         self.body = c.loadURDF(urdf, [0, 0, 0.5], flags=p.URDF_USE_INERTIA_FROM_FILE)
         info = {
@@ -88,6 +91,8 @@ class Robot:
         self.ids = [j[0] for j in joints]
         self.damping = np.array([j[6] for j in joints])
         self.lower, self.upper = np.array([j[8] for j in joints]), np.array([j[9] for j in joints])
+        movable = [j for j in range(c.getNumJoints(self.body)) if c.getJointInfo(self.body, j)[2] != p.JOINT_FIXED]
+        self.movable, self.dof = movable, [6 + movable.index(j) for j in self.ids]  # mass matrix: base first
         # Feet: the links whose collision shape is a sphere.
         self.feet, self.foot_offsets, self.foot_radius = [], [], 0.0
         for j in range(c.getNumJoints(self.body)):
@@ -98,11 +103,7 @@ class Robot:
                     self.foot_radius = shape[3][0]
         c.changeDynamics(self.floor, -1, lateralFriction=1.0)
         for j in self.feet:
-            c.changeDynamics(self.body, j, lateralFriction=1.0)
-        for j in self.ids:  # the motor's reflected inertia about the joint axis
-            axis = np.abs(np.array(c.getJointInfo(self.body, j)[13]))
-            inertia = np.array(c.getDynamicsInfo(self.body, j)[2])
-            c.changeDynamics(self.body, j, localInertiaDiagonal=(inertia + armature * axis).tolist())
+            c.changeDynamics(self.body, j, lateralFriction=1.0, contactStiffness=stiffness, contactDamping=damping)
         # Dry friction: a zero-velocity motor with the URDF's friction as its force.
         c.setJointMotorControlArray(
             self.body,
@@ -139,14 +140,21 @@ class Robot:
         return np.array(v), np.array(w)
 
     def step(self, target) -> np.ndarray:
-        """One physics_dt of PD toward `target`; returns the last motor torque."""
+        """One physics_dt of PD toward `target`, its damping implicit: tau_d = -(I + h D W)^-1 D qd with D = kd plus
+        the joint damping and W the joint block of the inverse mass matrix; returns the last motor torque."""
         m, lim = self.meta, np.asarray(self.meta["torque_limit"])  # per joint
+        h, n = m["physics_dt"] / self.substeps, len(self.ids)
+        q_all = [s[0] for s in self.c.getJointStates(self.body, self.movable)]
+        mass = np.array(self.c.calculateMassMatrix(self.body, q_all))
+        w = np.linalg.inv(mass)[np.ix_(self.dof, self.dof)]
+        d = m["kd"] + self.damping
+        implicit = np.linalg.inv(np.eye(n) + h * d[:, None] * w)
         for _ in range(self.substeps):
             q, qd = self.joints()
-            tau = np.clip(m["kp"] * (target - q) - m["kd"] * qd, -lim, lim)
-            self.c.setJointMotorControlArray(
-                self.body, self.ids, p.TORQUE_CONTROL, forces=(tau - self.damping * qd).tolist()
-            )
+            tau_d = -implicit @ (d * qd)
+            tau = np.clip(m["kp"] * (target - q) + m["kd"] / d * tau_d, -lim, lim)
+            forces = tau + self.damping / d * tau_d
+            self.c.setJointMotorControlArray(self.body, self.ids, p.TORQUE_CONTROL, forces=forces.tolist())
             self.c.stepSimulation()
         return tau
 
@@ -195,9 +203,9 @@ class Policy:
         return self.default + self.meta["action_scale"] * action
 
 
-def run(bundle: str, urdf: str, command, seconds: float, armature: float) -> dict:
+def run(bundle: str, urdf: str, command, seconds: float, stiffness: float, damping: float) -> dict:
     session, meta = read_bundle(bundle)
-    robot, policy = Robot(urdf, meta, armature), Policy(session, meta)
+    robot, policy = Robot(urdf, meta, stiffness, damping), Policy(session, meta)
     decimation = round(meta["control_dt"] / meta["physics_dt"])
     standing = robot.pose()[0][2]
     settle = min(SETTLE_S, 0.5 * seconds)
@@ -243,10 +251,11 @@ def main() -> None:
     ap.add_argument("urdf")
     ap.add_argument("--command", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("VX", "VY", "YAW_RATE"))
     ap.add_argument("--seconds", type=float, default=5.0)
-    # Pupper v3's GIM4305 reflected inertia (robots/pupper_v3/robot.toml [motor] armature).
-    ap.add_argument("--armature", type=float, default=0.0016, help="reflected rotor inertia, kg·m²")
+    ap.add_argument("--contact-stiffness", type=float, required=True, help="each foot's contact stiffness, N/m")
+    ap.add_argument("--contact-damping", type=float, required=True, help="each foot's contact damping, N·s/m")
     args = ap.parse_args()
-    print(json.dumps(run(args.bundle, args.urdf, args.command, args.seconds, args.armature)))
+    print(json.dumps(run(args.bundle, args.urdf, args.command, args.seconds, args.contact_stiffness,
+                         args.contact_damping)))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from trot.randomization import RandomizationCfg, nominal_params
+from trot.randomization import TERMS, RandomizationCfg, nominal_params
 from trot.robots import load_robot
 from trot.sim.backend import MujocoBackend
 from trot.sim.config import RewardTerm
@@ -212,8 +212,21 @@ PINNED_REWARDS = [
 ]  # fmt: skip
 
 
+# Pupper's randomization on eed94be where it differs from today's task.toml: three ranges, and the terms added since
+# left at their nominal values (which draw nothing from the generator).
+EED94BE_RANGES = {"friction": (0.6, 1.4), "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02)}
+TERMS_SINCE = (
+    "contact_timeconst", "contact_dampratio", "armature_scale", "joint_damping_scale", "joint_friction_scale",
+)  # fmt: skip
+
+
 def test_same_seed_gives_the_rewards_pinned_before_terms_were_declared():
-    env = LocomotionEnv(replace(PUPPER, num_envs=8, seed=0, episode_length_s=0.2))
+    terms = PUPPER.randomization
+    for name, (lo, hi) in EED94BE_RANGES.items():
+        terms = terms.with_term(name, lo, hi)
+    for name in TERMS_SINCE:
+        terms = terms.with_term(name, TERMS[name].nominal)
+    env = LocomotionEnv(replace(PUPPER, num_envs=8, seed=0, episode_length_s=0.2, randomization=terms))
     gen = torch.Generator().manual_seed(1)
     got = [env.step(0.5 * torch.randn(8, 12, generator=gen))[1].double().sum().item() for _ in range(15)]
     np.testing.assert_allclose(got, PINNED_REWARDS, rtol=1e-6)

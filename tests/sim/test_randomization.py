@@ -75,12 +75,13 @@ def substep_joint_vel(b, target: torch.Tensor) -> np.ndarray:
     return torch.stack(rows).numpy()
 
 
-def float_in_zero_gravity(b) -> None:
-    """Lift every env into the air with gravity off, so joints move freely."""
+def float_in_zero_gravity(b, qvel: torch.Tensor | None = None) -> None:
+    """Lift every env into the air with gravity off, so joints move freely (at rest, or at `qvel`)."""
     set_gravity(b, [0.0, 0.0, 0.0])
     qpos = b.home_qpos().repeat(b.num_envs, 1)
     qpos[:, b.root_qpos_adr + 2] = 1.0
-    b.reset_envs(torch.arange(b.num_envs), qpos, torch.zeros(b.num_envs, b.num_qvel, dtype=torch.float64))
+    qvel = torch.zeros(b.num_envs, b.num_qvel, dtype=torch.float64) if qvel is None else qvel
+    b.reset_envs(torch.arange(b.num_envs), qpos, qvel)
 
 
 def test_payload_lowers_the_stance(backend_with):
@@ -127,7 +128,7 @@ def test_kd_scale_damps_the_step_response(backend_with):
     assert rise[0] > 1.5 * rise[1] > 0, rise
 
 
-@pytest.mark.parametrize("latency", [0, 2, 4, 5, 7, 12])
+@pytest.mark.parametrize("latency", [0, 2, 4, 5, 7, 10, 12])
 def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(backend_with, latency):
     """0.004 s per physics step, 5 per control step: the target moves the joints `latency` substeps late, also
     when that is more than one control step."""
@@ -151,6 +152,100 @@ def test_link_mass_scale_changes_total_weight_on_the_feet(backend_with):
     s = hold_default(backend_with(2, link_mass_scale=[0.7, 1.3]), 100)
     weight = s.foot_force.sum(1).tolist()
     assert weight[1] / weight[0] == pytest.approx(1.3 / 0.7, rel=0.05)
+
+
+def c_backend_only(b) -> None:
+    """The contact, armature and joint-friction terms are tested on the C backend: MuJoCo Warp's write_params
+    (sim/mjwarp_backend.py, its owner's) does not write those EnvParams fields yet."""
+    if not isinstance(b, MujocoBackend):
+        pytest.skip("sim/mjwarp_backend.py's write_params does not write contact_timeconst, contact_dampratio, "
+                    "armature, joint_damping or joint_friction yet")  # fmt: skip
+
+
+def test_softer_contact_lets_the_standing_feet_sink_further(backend_with):
+    """MuJoCo's solref time constant: the standing robot's feet sink 0.20, 0.71 and 2.36 mm at 0.008 (2 physics
+    steps, the stiffest MuJoCo allows), 0.02 (MuJoCo's default) and 0.04 s."""
+    b = backend_with(3, contact_timeconst=[0.008, 0.02, 0.04])
+    c_backend_only(b)
+    s = hold_default(b, 100)
+    depth_mm = (1e3 * (ROBOT.foot_radius - s.foot_pos[:, :, 2])).mean(1).tolist()
+    assert depth_mm == pytest.approx([0.20, 0.71, 2.36], rel=0.1)
+    assert depth_mm[1] > 2 * depth_mm[0] and depth_mm[2] > 2 * depth_mm[1]
+
+
+def test_a_higher_contact_damping_ratio_rebounds_less_from_a_drop(backend_with):
+    """Dropped from 2 cm, the base leaves the floor again at 0.17, 0.07 and 0.02 m/s at damping ratios 0.5, 1, 2."""
+    b = backend_with(3, contact_dampratio=[0.5, 1.0, 2.0])
+    c_backend_only(b)
+    qpos = b.home_qpos().repeat(3, 1)
+    qpos[:, b.root_qpos_adr + 2] += 0.02
+    b.reset_envs(torch.arange(3), qpos, torch.zeros(3, b.num_qvel, dtype=torch.float64))
+    vz = []
+    for _ in range(15):
+        b.step(DEFAULT.repeat(3, 1))
+        vz.append(b._state_out[:, :, b._qvel_at + b.root_qvel_adr + 2].copy())  # every physics step
+    vz = np.concatenate(vz, 1)
+    assert vz.min(1) == pytest.approx([-0.63] * 3, abs=0.01)  # the same fall: sqrt(2 g 0.02) = 0.63 m/s
+    rebound = vz.max(1).tolist()
+    assert rebound == pytest.approx([0.17, 0.07, 0.016], abs=0.01)
+
+
+def test_armature_scale_sets_the_knee_inertia_the_motor_accelerates(backend_with):
+    """A 0.3 rad knee target step: after the first physics step (implicit in the damping) the knee moves at
+    h kp 0.3 / (I + a + h (kd + b)), I = 1.35e-4 kg·m² (the shank about the knee, from the URDF), a = 0.0016 x the
+    scale: 3.04 rad/s at x0.5, 1.68 at x1.5."""
+    b = backend_with(2, armature_scale=[0.5, 1.5])
+    c_backend_only(b)
+    float_in_zero_gravity(b)
+    hold_default(b, 5)
+    target = DEFAULT.repeat(2, 1)
+    target[:, 2] += 0.3
+    b.step(target)
+    first = b._state_out[:, 0, b._qvel_at + b.idx.joint_qvel[2]]
+    h, kp, kd, damping, shank = ROBOT.physics_dt, ROBOT.kp, ROBOT.kd, ROBOT.damping, 1.35e-4
+    expected = [h * kp * 0.3 / (shank + s * ROBOT.armature + h * (kd + damping)) for s in (0.5, 1.5)]
+    np.testing.assert_allclose(first, expected, rtol=0.02)
+
+
+def motors_off(b: MujocoBackend) -> None:
+    """Zero every actuator's gains: the joints move freely but for their own damping and friction."""
+    act = b.idx.joint_ctrl
+    for m in b.models:
+        m.actuator_gainprm[act, 0] = 0.0
+        m.actuator_biasprm[act, 1:3] = 0.0
+
+
+def test_joint_damping_scale_slows_a_spinning_knee_at_its_rate(backend_with):
+    """Motors off, knee spun to 2 rad/s: 0.1 s later it turns at 2 (I + a)^25 / (I + a + h b)^25 (implicit damping),
+    2.0, 1.13 and 0.13 rad/s at damping 0, 0.01 and 0.05 N·m·s/rad."""
+    b = backend_with(3, joint_damping_scale=[0.0, 1.0, 5.0], joint_friction_scale=[0.0, 0.0, 0.0])
+    c_backend_only(b)
+    motors_off(b)
+    qvel = torch.zeros(3, b.num_qvel, dtype=torch.float64)
+    qvel[:, b.idx.joint_qvel[2]] = 2.0
+    float_in_zero_gravity(b, qvel)
+    s = hold_default(b, 5)
+    inertia = 1.35e-4 + ROBOT.armature
+    expected = [2.0 * (inertia / (inertia + ROBOT.physics_dt * d)) ** 25 for d in (0.0, 0.01, 0.05)]
+    np.testing.assert_allclose(s.joint_vel[:, 2], expected, rtol=0.03)
+
+
+def test_joint_friction_scale_holds_a_torque_below_it_and_yields_to_one_above(backend_with):
+    """A constant 0.03 N·m on the knee (kp 5 x 6 mrad, kd off): dry friction 0.05 N·m holds it (MuJoCo's soft
+    friction constraint creeps), 0.01 N·m lets it accelerate at about (0.03 - 0.01) / (I + a)."""
+    b = backend_with(2, joint_friction_scale=[5.0, 1.0], joint_damping_scale=[0.0, 0.0])
+    c_backend_only(b)
+    float_in_zero_gravity(b)
+    for m in b.models:
+        m.actuator_biasprm[b.idx.joint_ctrl, 2] = 0.0  # kd off
+    hold_default(b, 5)
+    start = b.read().joint_pos[:, 2].clone()
+    target = DEFAULT.repeat(2, 1)
+    target[:, 2] += 0.03 / ROBOT.kp
+    moved = (b.step(target).joint_pos[:, 2] - start).tolist()
+    yielding = 0.5 * (0.03 - 0.01) / (1.35e-4 + ROBOT.armature) * ROBOT.control_dt**2  # 2.3 mm
+    assert moved[1] == pytest.approx(yielding, rel=0.2)
+    assert abs(moved[0]) < 0.15 * moved[1]
 
 
 def test_joint_zero_offset_moves_the_true_joint_not_the_measured_one():
@@ -199,15 +294,18 @@ def test_observation_noise_has_the_configured_std():
     assert err.std().item() == pytest.approx(spec.noise, rel=0.1)
 
 
-def test_observation_latency_delays_the_gyro_by_one_step():
-    terms = RandomizationCfg.nominal().with_term("observation_latency", ROBOT.control_dt, ROBOT.control_dt)
+@pytest.mark.parametrize("steps", [1, 2])
+def test_observation_latency_delays_the_gyro_by_whole_control_steps(steps):
+    latency = steps * ROBOT.control_dt
+    terms = RandomizationCfg.nominal().with_term("observation_latency", latency, latency)
     env = LocomotionEnv(replace(PUPPER, num_envs=2, randomization=terms, observations=_noiseless()))
     gen = torch.Generator().manual_seed(1)
-    env.step(torch.randn(2, 12, generator=gen))
-    previous_gyro = env.sim.base_ang_vel.clone()
-    env.step(torch.randn(2, 12, generator=gen))
-    np.testing.assert_allclose(_term(env, "base_ang_vel"), previous_gyro, atol=1e-5)
-    assert not torch.allclose(previous_gyro, env.sim.base_ang_vel)
+    gyros = []
+    for _ in range(steps + 1):
+        env.step(torch.randn(2, 12, generator=gen))
+        gyros.append(env.sim.base_ang_vel.clone())
+    np.testing.assert_allclose(_term(env, "base_ang_vel"), gyros[0], atol=1e-5)
+    assert not any(torch.allclose(gyros[0], g) for g in gyros[1:])
 
 
 @pytest.mark.parametrize(
@@ -221,6 +319,8 @@ def test_observation_latency_delays_the_gyro_by_one_step():
         (lambda c: c.with_term("observation_latency", 0, 0.03), "randomization.terms.observation_latency.range",
          "whole control steps of 0.02 s"),
         (lambda c: c.with_term("kp_scale", 0.5, 1.5, "sometimes"), "randomization.terms.kp_scale.schedule", "one of"),
+        (lambda c: c.with_term("contact_timeconst", 0.005, 0.02), "randomization.terms.contact_timeconst.range",
+         "at least 2 physics steps \\(0.008 s for pupper_v3\\)"),
         (lambda c: c.with_term("friction", 0.5, 1.5, "interval"), "randomization.terms.friction.schedule",
          "'startup' or 'reset' for a model term"),
         (lambda c: c.with_term("push_velocity", 0.0, 0.5, interval_s=0.0),
@@ -251,7 +351,9 @@ def test_every_term_composes_into_the_params_it_declares():
     r = Randomizer(RandomizationCfg.nominal(), ROBOT, 1, torch.Generator())
     values = {"friction": 0.7, "link_mass_scale": 1.2, "payload_mass": 0.3, "com_offset_x": 0.01,
               "com_offset_y": -0.02, "com_offset_z": 0.005, "kp_scale": 1.2, "kd_scale": 0.5, "motor_strength": 0.9,
-              "actuation_latency": 0.012, "observation_latency": 0.02, "joint_zero_offset": 0.03}  # fmt: skip
+              "actuation_latency": 0.012, "observation_latency": 0.02, "joint_zero_offset": 0.03,
+              "contact_timeconst": 0.03, "contact_dampratio": 1.5, "armature_scale": 0.5, "joint_damping_scale": 3.0,
+              "joint_friction_scale": 2.0}  # fmt: skip
     assert set(values) | {"push_velocity"} == set(TERMS)
     for name, v in values.items():
         r.values[name][:] = v
@@ -264,6 +366,10 @@ def test_every_term_composes_into_the_params_it_declares():
     np.testing.assert_allclose(p.torque_limit[0], 3.0 * 0.9)
     assert p.actuation_latency_s.item() == 0.012 and p.observation_latency_s.item() == 0.02
     np.testing.assert_allclose(p.joint_zero_offset[0], 0.03)
+    assert p.contact_timeconst.item() == 0.03 and p.contact_dampratio.item() == 1.5
+    np.testing.assert_allclose(p.armature[0], 0.0016 * 0.5)  # kg·m²
+    np.testing.assert_allclose(p.joint_damping[0], 0.01 * 3.0)  # N·m·s/rad
+    np.testing.assert_allclose(p.joint_friction[0], 0.01 * 2.0)  # N·m
     r.values["kp_scale"][:] = 1.0  # recomposing starts from the nominal robot: nothing accumulates
     r.compose(torch.arange(1))
     np.testing.assert_allclose(r.params.kp[0], 5.0 * 0.9)
@@ -278,7 +384,7 @@ def test_a_pinned_config_gives_every_env_the_same_params():
     assert r.params.friction.tolist() == [0.5] * 3
     np.testing.assert_allclose(r.params.torque_limit, 3.0 * 0.8)
     np.testing.assert_allclose(r.params.kp, 5.0 * 0.8)
-    assert r.params.actuation_latency_s.tolist() == [0.02] * 3  # one control step, as the gate's latency_1_step
+    assert r.params.actuation_latency_s.tolist() == [0.02] * 3  # one control step (the gate's latency_2_steps pins two)
 
 
 def test_nominal_params_share_one_model_and_a_difference_gives_each_env_its_own():
@@ -340,4 +446,5 @@ def test_every_declaration_is_consistent():
         assert spec.kind in KINDS and spec.schedule in SCHEDULES, name
         assert spec.bounds[0] <= spec.nominal <= spec.bounds[1], name
         assert (spec.kind == "event") == (spec.schedule == "interval"), name
-        assert spec.step in (None, "physics", "control") and (spec.step is None) == (spec.unit != "s"), name
+        assert spec.step in (None, "physics", "control") and (spec.step is None or spec.unit == "s"), name
+        assert (spec.step is not None) == name.endswith("_latency"), name  # latencies are whole steps

@@ -26,11 +26,12 @@ def test_pupper_task_holds_its_numbers():
     assert cfg.rewards["feet_air_time"].params == {"target_s": 0.2}
     terms = cfg.randomization.terms
     assert {n: t.range for n, t in terms.items()} == {
-        "friction": (0.6, 1.4), "link_mass_scale": (0.7, 1.3), "payload_mass": (0.0, 0.4),
+        "friction": (0.4, 1.4), "link_mass_scale": (0.7, 1.3), "payload_mass": (0.0, 0.4),
         "com_offset_x": (-0.03, 0.03), "com_offset_y": (-0.01, 0.01), "com_offset_z": (-0.02, 0.02),
         "kp_scale": (0.75, 1.25), "kd_scale": (0.5, 2.0), "motor_strength": (0.8, 1.2),
-        "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02), "joint_zero_offset": (-0.02, 0.02),
-        "push_velocity": (0.0, 0.2),
+        "actuation_latency": (0.0, 0.04), "observation_latency": (0.0, 0.04), "joint_zero_offset": (-0.02, 0.02),
+        "contact_timeconst": (0.008, 0.04), "contact_dampratio": (0.5, 2.0), "armature_scale": (0.5, 1.5),
+        "joint_damping_scale": (0.0, 5.0), "joint_friction_scale": (0.0, 5.0), "push_velocity": (0.0, 0.2),
     }  # fmt: skip
     assert terms["link_mass_scale"].schedule == terms["joint_zero_offset"].schedule == "startup"
     assert terms["push_velocity"].schedule == "interval" and terms["push_velocity"].interval_s == 1.0
@@ -50,11 +51,12 @@ def test_go2_task_holds_its_numbers():
     assert cfg.rewards["swing_height"].params == {"target_m": 0.08}
     terms = cfg.randomization.terms
     assert {n: t.range for n, t in terms.items()} == {
-        "friction": (0.5, 1.25), "link_mass_scale": (0.9, 1.1), "payload_mass": (-1.0, 3.0),
+        "friction": (0.4, 1.25), "link_mass_scale": (0.9, 1.1), "payload_mass": (-1.0, 3.5),
         "com_offset_x": (-0.05, 0.05), "com_offset_y": (-0.05, 0.05), "com_offset_z": (-0.01, 0.01),
-        "kp_scale": (0.9, 1.1), "kd_scale": (0.9, 1.1), "motor_strength": (0.9, 1.1),
-        "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02), "joint_zero_offset": (-0.02, 0.02),
-        "push_velocity": (0.0, 1.0),
+        "kp_scale": (0.9, 1.1), "kd_scale": (0.9, 1.1), "motor_strength": (0.8, 1.2),
+        "actuation_latency": (0.0, 0.04), "observation_latency": (0.0, 0.04), "joint_zero_offset": (-0.02, 0.02),
+        "contact_timeconst": (0.01, 0.04), "contact_dampratio": (0.5, 2.0), "armature_scale": (0.5, 1.5),
+        "joint_damping_scale": (0.0, 5.0), "joint_friction_scale": (0.0, 2.0), "push_velocity": (0.0, 1.0),
     }  # fmt: skip
     assert terms["push_velocity"].interval_s == 15.0
 

@@ -118,8 +118,8 @@ def test_cli_imports_a_checkpoint_by_number_and_names_a_refusal(tmp_path, capsys
 def test_imported_bundle_runs_in_the_gate(tmp_path):
     """Random weights won't walk; the cell must run through the deploy runtime in PyBullet and be judged."""
     _, _, out = _imported(tmp_path)
-    gate = run_gate(load_bundle(out), commands=["forward_0.2"], perturbations=["nominal"], seconds=1.0, jobs=1)
+    gate = run_gate(load_bundle(out), commands=["forward_0.3"], perturbations=["nominal"], seconds=1.0, jobs=1)
     (cell,) = gate.cells
-    assert (cell.engine, cell.command, cell.perturbation) == ("pybullet", "forward_0.2", "nominal")
+    assert (cell.engine, cell.command, cell.perturbation) == ("pybullet", "forward_0.3", "nominal")
     assert cell.peak_torque > 0.5  # the policy drove the motors
     assert not gate.passed and cell.failures and (not cell.fell or cell.failures[0].startswith("fell at"))
