@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from trot.bundle import BundleError, BundleMeta, Contract, read_bundle_meta
+from trot.bundle import BundleError, BundleMeta, Contract, per_joint_text, read_bundle_meta
 from trot.bundle import check_contract as _check_contract
 
 __all__ = ["Bundle", "BundleError", "check_contract", "load_bundle", "run_inspect"]
@@ -71,7 +71,8 @@ def format_metadata(meta: BundleMeta) -> str:
         ("robot", f"{c.name}  contract sha256 {c.sha256()}"),
         ("integrity", f"graph sha256 {meta.integrity.graph_sha256} (verified, and every metadata field)"),
         ("rates", f"control {c.control_dt * 1e3:.1f} ms, physics {c.physics_dt * 1e3:.1f} ms"),
-        ("gains", f"kp {c.kp}  kd {c.kd}  torque limit {c.torque_limit} N·m  velocity limit {c.velocity_limit} rad/s"),
+        ("gains", f"kp {c.kp}  kd {c.kd}"),
+        ("limits", f"torque {per_joint_text(c.torque_limit)} N·m, velocity {per_joint_text(c.velocity_limit)} rad/s"),
         ("actions", f"target = default + {c.action_scale} * clip(action, ±{c.action_clip})"),
         ("joints", ", ".join(f"{n} ({q:+.2f})" for n, q in zip(c.joint_names, c.default_joint_pos))),
         ("observation", f"history {obs.history} ({obs.order}), clip ±{obs.clip}, size {obs.size}"),

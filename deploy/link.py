@@ -100,7 +100,7 @@ class Poll:
 class Transport(Protocol):
     """What the deploy loop needs from a link to the robot."""
 
-    name: str  # a TRANSPORTS name: "serial", "ros2"
+    name: str  # a TRANSPORTS name: "serial", "ros2", "unitree"
     describe: str  # where it connects, for logs: "serial /dev/ttyACM0 at 1000000 baud"
 
     def open(self, timeout_s: float) -> str:
@@ -176,6 +176,24 @@ def _ros2_unit_args(args: argparse.Namespace) -> list[str]:
     return unit_args(args)
 
 
+def _unitree_args(p) -> None:
+    from trot.deploy.unitree.args import add_args
+
+    add_args(p)
+
+
+def _unitree_build(args: argparse.Namespace, robot) -> Transport:
+    from trot.deploy.unitree.args import transport_from_args
+
+    return transport_from_args(args, robot)
+
+
+def _unitree_unit_args(args: argparse.Namespace) -> list[str]:
+    from trot.deploy.unitree.args import unit_args
+
+    return unit_args(args)
+
+
 TRANSPORTS: dict[str, TransportEntry] = {
     e.name: e
     for e in (
@@ -183,6 +201,8 @@ TRANSPORTS: dict[str, TransportEntry] = {
                        _serial_args, _serial_build, _serial_unit_args),  # fmt: skip
         TransportEntry("ros2", "ROS 2 topics (deploy/ROS2.md): rclpy where it imports, else raw Cyclone DDS",
                        _ros2_args, _ros2_build, _ros2_unit_args),  # fmt: skip
+        TransportEntry("unitree", "Unitree's low-level DDS topics rt/lowstate, rt/lowcmd (deploy/UNITREE.md)",
+                       _unitree_args, _unitree_build, _unitree_unit_args),  # fmt: skip
     )
 }
 

@@ -364,8 +364,8 @@ class TargetClamp:
         margin = hardware["soft_limit_margin"]
         self.lower = np.asarray(contract.joint_lower, dtype=np.float64) + margin
         self.upper = np.asarray(contract.joint_upper, dtype=np.float64) - margin
-        self.max_step = contract.velocity_limit * contract.control_dt  # rad per tick
-        self.torque_limit = contract.torque_limit
+        self.max_step = np.asarray(contract.velocity_limit) * contract.control_dt  # (J,) rad per tick
+        self.torque_limit = np.asarray(contract.torque_limit, dtype=np.float64)  # (J,) N·m
         self.kp = min(contract.kp, hardware["kp_max"])
         self.kd = min(contract.kd, hardware["kd_max"])
         self.damping_kd = min(hardware["damping_kd"], hardware["kd_max"])

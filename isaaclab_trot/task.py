@@ -70,10 +70,11 @@ class ActuatorSpec:
     joint_names_expr: tuple[str, ...]
     stiffness: float  # kp, N·m/rad
     damping: float  # kd, N·m·s/rad
-    actuator_effort_limit: float  # N·m: the PD torque is clipped here (the contract's torque_limit)
-    joint_effort_limit: float
-    actuator_velocity_limit: float  # rad/s
-    joint_velocity_limit: float
+    # Limits: one number, or {exact joint regex: number} where the contract's differ per joint (Isaac Lab takes both).
+    actuator_effort_limit: float | dict  # N·m: the PD torque is clipped here (the contract's torque_limit)
+    joint_effort_limit: float | dict
+    actuator_velocity_limit: float | dict  # rad/s
+    joint_velocity_limit: float | dict
     armature: float  # kg·m²
     friction: float  # N·m, joint dry friction (frictionloss)
     viscous_friction: float  # N·m·s/rad, joint damping
@@ -189,6 +190,13 @@ def _steps(r: tuple[float, float], step: float) -> tuple[int, int]:
     return round(r[0] / step), round(r[1] / step)
 
 
+def _per_joint(robot: Robot, values: tuple[float, ...]) -> float | dict:
+    """One number when every joint has the same, else Isaac Lab's {joint regex: number}."""
+    if len(set(values)) == 1:
+        return values[0]
+    return {_exact(n): v for n, v in zip(robot.joint_names, values)}
+
+
 def _articulation(robot: Robot, rand: RandomizationCfg, where: str) -> ArticulationSpec:
     latency = rand.terms.get("actuation_latency")
     delay = _steps(latency.range, robot.physics_dt) if latency else (0, 0)
@@ -196,10 +204,10 @@ def _articulation(robot: Robot, rand: RandomizationCfg, where: str) -> Articulat
         joint_names_expr=tuple(_exact(n) for n in robot.joint_names),
         stiffness=robot.kp,
         damping=robot.kd,
-        actuator_effort_limit=robot.torque_limit,
-        joint_effort_limit=robot.torque_limit,
-        actuator_velocity_limit=robot.velocity_limit,
-        joint_velocity_limit=robot.velocity_limit,
+        actuator_effort_limit=_per_joint(robot, robot.torque_limit),
+        joint_effort_limit=_per_joint(robot, robot.torque_limit),
+        actuator_velocity_limit=_per_joint(robot, robot.velocity_limit),
+        joint_velocity_limit=_per_joint(robot, robot.velocity_limit),
         armature=robot.armature,
         friction=robot.frictionloss,
         viscous_friction=robot.damping,

@@ -65,7 +65,7 @@ def nominal_params(robot: Robot, num_envs: int) -> EnvParams:
         com_offset=full((n, 3), 0.0),
         kp=full((n, j), robot.kp),
         kd=full((n, j), robot.kd),
-        torque_limit=full((n, j), robot.torque_limit),
+        torque_limit=torch.tensor(robot.torque_limit, dtype=torch.float64).repeat(n, 1),  # per joint
         actuation_latency_s=full((n,), 0.0),
         observation_latency_s=full((n,), 0.0),
         joint_zero_offset=full((n, j), 0.0),

@@ -56,13 +56,15 @@ class Robot:
     kd: float
     action_scale: float
     action_clip: float
-    torque_limit: float
-    velocity_limit: float
+    torque_limit: tuple[float, ...]  # N·m, per joint in policy order
+    velocity_limit: tuple[float, ...]  # rad/s, per joint in policy order
     armature: float
     damping: float
     frictionloss: float
     hardware: dict = field(hash=False, compare=False)
     link_masses: dict = field(hash=False, compare=False)  # from the URDF
+    # MuJoCo mjOption fields the URDF cannot hold ([mujoco.option] of robot.toml), e.g. (("impratio", 100.0),)
+    mujoco_option: tuple[tuple[str, float], ...] = ()
 
     @property
     def num_joints(self) -> int:
@@ -96,8 +98,8 @@ class Robot:
             "kd": self.kd,
             "action_scale": self.action_scale,
             "action_clip": self.action_clip,
-            "torque_limit": self.torque_limit,
-            "velocity_limit": self.velocity_limit,
+            "torque_limit": list(self.torque_limit),
+            "velocity_limit": list(self.velocity_limit),
             "control_dt": self.control_dt,
             "physics_dt": self.physics_dt,
         }
@@ -172,6 +174,29 @@ def _vector(raw: dict, dotted: str, file: Path, length: int, kind: type = float)
     return [kind(v) for v in value]
 
 
+def _per_joint(raw: dict, dotted: str, file: Path, n: int) -> tuple[float, ...]:
+    """A positive limit: one number for every joint, or a list of n (policy order)."""
+    if not isinstance(_get(raw, dotted, file), list):
+        return (_number(raw, dotted, file, 0.0, 1e4, lo_open=True),) * n
+    values = _vector(raw, dotted, file, n)
+    for i, v in enumerate(values):
+        if not (math.isfinite(v) and 0.0 < v <= 1e4):
+            raise ContractError(file, f"{dotted}[{i}]", v, "a number in (0.0, 10000.0]")
+    return tuple(values)
+
+
+def _mujoco_option(raw: dict, file: Path) -> tuple[tuple[str, float], ...]:
+    """[mujoco.option]: name = number pairs (checked against MuJoCo's mjOption by trot.sim.mujoco_model)."""
+    table = raw.get("mujoco", {})
+    option = table.get("option", {}) if isinstance(table, dict) else None
+    if not isinstance(table, dict) or set(table) - {"option"} or not isinstance(option, dict):
+        raise ContractError(file, "mujoco", table, "a table holding only [mujoco.option] (name = number)")
+    for name, value in option.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ContractError(file, f"mujoco.option.{name}", value, "a finite number")
+    return tuple((name, float(value)) for name, value in sorted(option.items()))
+
+
 def _parse_urdf(urdf_path: Path) -> tuple[dict, dict]:
     """Joint limits {name: (lower, upper, effort, velocity)} and link masses {name: kg}."""
     try:
@@ -224,17 +249,15 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
     ratio = control_dt / physics_dt
     if abs(ratio - round(ratio)) > 1e-6:
         raise ContractError(f, "control.physics_dt", physics_dt, f"a whole fraction of control_dt={control_dt}")
-    torque_limit = _number(raw, "motor.torque_limit", f, 0.0, 1e4, lo_open=True)
-    velocity_limit = _number(raw, "motor.velocity_limit", f, 0.0, 1e4, lo_open=True)
-    for j in names:
+    torque_limit = _per_joint(raw, "motor.torque_limit", f, n)
+    velocity_limit = _per_joint(raw, "motor.velocity_limit", f, n)
+    for i, j in enumerate(names):
         effort, vel = urdf_joints[j][2], urdf_joints[j][3]
-        if not (math.isclose(effort, torque_limit) and math.isclose(vel, velocity_limit)):
-            raise ContractError(
-                f,
-                "motor.torque_limit",
-                torque_limit,
-                f"the URDF's limit of {j} (effort {effort}, velocity {vel}) to equal the contract's",
-            )
+        for key, mine, urdf, what in (("torque_limit", torque_limit, effort, "effort"),
+                                      ("velocity_limit", velocity_limit, vel, "velocity")):  # fmt: skip
+            if not math.isclose(urdf, mine[i]):
+                raise ContractError(f, f"motor.{key}[{i}]", mine[i],
+                                    f"{j}'s URDF <limit {what}> ({urdf}) to equal the contract's")  # fmt: skip
 
     foot_links = _get(raw, "robot.foot_links", f)
     if not isinstance(foot_links, list) or any(link not in masses for link in foot_links):
@@ -247,7 +270,8 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
     if not isinstance(hw, dict):
         raise ContractError(f, "hardware", hw, "a [hardware] table")
     hardware = {
-        "can_bus": _vector(raw, "hardware.can_bus", f, n, int),
+        # Optional: a robot whose motors are addressed by index alone (a Go2's LowCmd slots) has no CAN bus.
+        "can_bus": _vector(raw, "hardware.can_bus", f, n, int) if "can_bus" in hw else None,
         "motor_id": _vector(raw, "hardware.motor_id", f, n, int),
         "joint_sign": _vector(raw, "hardware.joint_sign", f, n, int),
         "zero_offset": _vector(raw, "hardware.zero_offset", f, n),
@@ -256,6 +280,11 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         "damping_kd": _number(raw, "hardware.damping_kd", f, 0.0, 1e4),
         "soft_limit_margin": _number(raw, "hardware.soft_limit_margin", f, 0.0, 1.0),
     }
+    buses = hardware["can_bus"] or [0] * n
+    addresses = list(zip(buses, hardware["motor_id"]))
+    if len(set(addresses)) != n:
+        expected = "ids unique on each CAN bus" if hardware["can_bus"] else "unique ids (no can_bus: one id space)"
+        raise ContractError(f, "hardware.motor_id", hardware["motor_id"], expected)
     if any(s not in (-1, 1) for s in hardware["joint_sign"]):
         raise ContractError(f, "hardware.joint_sign", hardware["joint_sign"], "each entry +1 or -1")
     kp = _number(raw, "control.kp", f, 0.0, hardware["kp_max"], lo_open=True)
@@ -285,4 +314,5 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         frictionloss=_number(raw, "motor.frictionloss", f, 0.0, 100.0),
         hardware=hardware,
         link_masses=masses,
+        mujoco_option=_mujoco_option(raw, f),
     )

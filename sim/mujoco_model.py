@@ -9,13 +9,15 @@ robot both call it).
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 
 import mujoco
 import numpy as np
 
 from trot.randomization.params import CONTACT_SOLREF
-from trot.robots import Robot
+from trot.robots import ContractError, Robot
 
 FOOT_TOUCH_MARGIN = 1.25  # touch-sensor sphere radius / foot radius: catches the contact point
 BASE_TOUCH_MARGIN = 0.005  # m, base touch-sensor box grows by this much on each side
@@ -23,12 +25,11 @@ BASE_TOUCH_MARGIN = 0.005  # m, base touch-sensor box grows by this much on each
 
 def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
     """MjSpec of `robot` standing on a floor, with actuators and sensors in policy joint order."""
-    spec = mujoco.MjSpec.from_file(str(robot.urdf_path))
-    spec.compiler.fusestatic = False
-    spec.compiler.discardvisual = False
+    spec = mujoco.MjSpec.from_string(_urdf_for_mujoco(robot.urdf_path))
     spec.option.timestep = robot.physics_dt
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.option.cone = mujoco.mjtCone.mjCONE_PYRAMIDAL
+    _set_options(spec, robot)
 
     # Visual-only URDF geoms never collide; collision geoms keep default contact flags.
     for geom in spec.geoms:
@@ -64,7 +65,7 @@ def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
     base.pos = [0, 0, 0.5]  # replaced by the standing height in the keyframe
     _add_base_sensors(spec, robot)
 
-    for name in robot.joint_names:
+    for name, torque_limit in zip(robot.joint_names, robot.torque_limit):
         joint = spec.joint(name)
         joint.armature = robot.armature
         joint.damping = [robot.damping, 0.0, 0.0]  # MuJoCo 4: polynomial damping coefficients
@@ -72,7 +73,7 @@ def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
         act = spec.add_actuator(name=name, target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
         act.set_to_position(kp=robot.kp, kv=robot.kd)
         act.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
-        act.forcerange = [-robot.torque_limit, robot.torque_limit]
+        act.forcerange = [-torque_limit, torque_limit]
         spec.add_sensor(
             name=f"{name}_torque",
             type=mujoco.mjtSensor.mjSENS_ACTUATORFRC,
@@ -83,6 +84,36 @@ def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
     for i, link in enumerate(robot.foot_links):
         _add_foot_sensor(spec, robot, link, i)
     return spec
+
+
+def _urdf_for_mujoco(urdf_path: Path) -> str:
+    """The URDF's text with the MuJoCo import settings trot needs, so that the file itself stays plain URDF:
+    keep visual geoms and every link (MuJoCo's URDF defaults discard and fuse them, while parsing), and find
+    meshes beside the file."""
+    root = ET.parse(urdf_path).getroot()
+    compiler = root.find("mujoco/compiler")
+    if compiler is None:
+        extension = root.find("mujoco")
+        if extension is None:
+            extension = ET.Element("mujoco")
+            root.insert(0, extension)
+        compiler = ET.SubElement(extension, "compiler")
+    compiler.set("discardvisual", "false")
+    compiler.set("fusestatic", "false")
+    compiler.set("meshdir", str(urdf_path.parent / compiler.get("meshdir", "")))
+    return ET.tostring(root, encoding="unicode")
+
+
+def _set_options(spec: mujoco.MjSpec, robot: Robot) -> None:
+    """robot.toml's [mujoco.option] (e.g. the Go2's impratio), field by field of MuJoCo's mjOption."""
+    for name, value in robot.mujoco_option:
+        field, current = f"mujoco.option.{name}", getattr(spec.option, name, None)
+        if name == "timestep" or not isinstance(current, (int, float)) or isinstance(current, bool):
+            raise ContractError(robot.folder / "robot.toml", field, value, "a numeric field of MuJoCo's mjOption "
+                                "other than timestep (control.physics_dt), e.g. impratio")  # fmt: skip
+        if isinstance(current, int) and value != int(value):
+            raise ContractError(robot.folder / "robot.toml", field, value, f"an integer (mjOption.{name})")
+        setattr(spec.option, name, type(current)(value))
 
 
 def _add_base_sensors(spec: mujoco.MjSpec, robot: Robot) -> None:

@@ -9,8 +9,26 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+# Camera distance in units of the robot's radius (`robot_radius`): the Pupper (0.22 m) at 0.7 m, where its still
+# always was, a Go2 (0.46 m) at 1.5 m.
+STILL_DISTANCE = 3.2
+VIDEO_DISTANCE = 3.6  # videos leave room for the robot to walk
 
-def make_camera(lookat, distance: float = 0.7, azimuth: float = 135.0, elevation: float = -20.0):
+
+def robot_radius(model: mujoco.MjModel) -> float:
+    """Radius of the sphere about the base that holds every geom of the robot (not the floor) at its 'home'
+    keyframe (the default pose), m."""
+    data = mujoco.MjData(model)
+    if model.nkey:
+        mujoco.mj_resetDataKeyframe(model, data, model.key("home").id)
+    mujoco.mj_forward(model, data)
+    robot = model.geom_bodyid > 0  # body 0 is the world: the floor
+    base = data.xpos[1]  # the free-floating base is the world's first child
+    return float(np.max(np.linalg.norm(data.geom_xpos[robot] - base, axis=1) + model.geom_rbound[robot]))
+
+
+def make_camera(lookat, distance: float, azimuth: float = 135.0, elevation: float = -20.0):
+    """A free camera looking at `lookat` from `distance` m."""
     cam = mujoco.MjvCamera()
     cam.lookat[:] = lookat
     cam.distance, cam.azimuth, cam.elevation = distance, azimuth, elevation
@@ -29,7 +47,7 @@ def render_default_pose(robot_name: str, width: int = 640, height: int = 480) ->
     mujoco.mj_forward(model, data)
     renderer = mujoco.Renderer(model, height=height, width=width)
     try:
-        renderer.update_scene(data, camera=make_camera(data.qpos[:3]))
+        renderer.update_scene(data, camera=make_camera(data.qpos[:3], STILL_DISTANCE * robot_radius(model)))
         return renderer.render().copy()
     finally:
         renderer.close()

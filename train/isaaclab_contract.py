@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 
+from trot.bundle import per_joint_text
 from trot.robots import Robot
 from trot.train.isaaclab_params import Params, match_names, match_values
 
@@ -109,20 +110,22 @@ def check_actuators(p: Params, asset: str, joints: list[str], robot: Robot) -> N
         names = match_names(cfg.get("joint_names_expr", []), joints, False, p.env_file, f"{where}.joint_names_expr")
         for name in names:
             owner.setdefault(name, key)
-        expected = {"stiffness": (robot.kp, "kp"), "damping": (robot.kd, "kd")}
+        n = robot.num_joints
+        expected = {"stiffness": ((robot.kp,) * n, "kp"), "damping": ((robot.kd,) * n, "kd")}
         limit_key = next((k for k in EFFORT_LIMIT_KEYS if cfg.get(k) is not None), None)
         if limit_key is not None:
             expected[limit_key] = (robot.torque_limit, "torque_limit")
-        for field, (value, contract_field) in expected.items():
+        for field, (values, contract_field) in expected.items():
+            want = dict(zip(robot.joint_names, values))
             got = match_values(cfg.get(field), names, p.env_file, f"{where}.{field}")
-            wrong = {n: v for n, v in got.items() if not math.isclose(v, value, rel_tol=1e-9)}
+            wrong = {n: v for n, v in got.items() if not math.isclose(v, want[n], rel_tol=1e-9)}
             if wrong:
                 raise p.error(
                     "env",
                     f"{where}.{field}",
                     cfg.get(field),
-                    f"{value} for every joint, {contract_field} in robots/{robot.name}/robot.toml (the robot runs the "
-                    "policy with the contract's motor model)",
+                    f"{per_joint_text(values)}, {contract_field} in robots/{robot.name}/robot.toml (the "
+                    "robot runs the policy with the contract's motor model)",
                 )
     missing = [n for n in joints if n not in owner]
     if missing:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from trot.sim.render import make_camera  # noqa: E402
+from trot.sim.render import VIDEO_DISTANCE, make_camera, robot_radius  # noqa: E402
 
 
 class VideoRecorder:
@@ -38,10 +38,11 @@ class VideoRecorder:
             self.data = mujoco.MjData(self.model)
             self.renderer = mujoco.Renderer(self.model, height=self.height, width=self.width)
             self.frames = [[] for _ in range(env.num_envs)]
+            self.distance = VIDEO_DISTANCE * robot_radius(self.model)
         for i in range(env.num_envs):
             self.data.qpos[:] = b.state[i, b._qpos_at : b._qpos_at + b.model.nq]
             mujoco.mj_forward(self.model, self.data)
-            cam = make_camera(self.data.qpos[b.root_qpos_adr : b.root_qpos_adr + 3], distance=0.8)
+            cam = make_camera(self.data.qpos[b.root_qpos_adr : b.root_qpos_adr + 3], self.distance)
             self.renderer.update_scene(self.data, camera=cam)
             self.frames[i].append(self.renderer.render().copy())
 

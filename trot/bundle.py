@@ -21,12 +21,17 @@ from pathlib import Path
 from trot.mapping import OBS_VOCABULARY
 from trot.robots import contract_sha256
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: torque_limit and velocity_limit per joint (2: one number each)
 METADATA_KEY = "trot"
 OBS_ORDER = "newest_first"
 COMMAND_AXES = ("vx", "vy", "yaw_rate")
 # ModelProto field numbers (onnx.proto): metadata_props is `repeated StringStringEntryProto`, field 14.
 _METADATA_PROPS = 14
+# What each later format changed, for the refusal of an older bundle (`trot export --upgrade` rewrites it).
+OLD_FORMATS = {
+    1: "adds the integrity hash and stores the contract once; torque and velocity limits per joint",
+    2: "torque_limit and velocity_limit are lists, one value per joint",
+}
 UPGRADE_HINT = (
     "re-export it with `trot export RUN -o NEW.onnx`, or upgrade it with `trot export --upgrade OLD.onnx -o NEW.onnx`"
 )
@@ -41,7 +46,11 @@ class BundleError(ValueError):
 
 @dataclass(frozen=True)
 class Contract:
-    """The robot contract a policy was trained for: exactly the fields of `Robot.contract()`."""
+    """The robot contract a policy was trained for: exactly the fields of `Robot.contract()`.
+
+    `torque_limit` and `velocity_limit` always hold one value per joint (format 3), even where a robot.toml
+    writes one number: every consumer clips per joint, and each robot has one form, so one hash.
+    """
 
     name: str
     joint_names: tuple[str, ...]
@@ -52,8 +61,8 @@ class Contract:
     kd: float
     action_scale: float
     action_clip: float
-    torque_limit: float
-    velocity_limit: float
+    torque_limit: tuple[float, ...]  # N·m, per joint
+    velocity_limit: tuple[float, ...]  # rad/s, per joint
     control_dt: float
     physics_dt: float
 
@@ -78,6 +87,12 @@ class Contract:
         """'field: bundle X, robot Y' for each field where `other` (the robot's) differs."""
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{k}: bundle {mine[k]!r}, robot {theirs[k]!r}" for k in mine if mine[k] != theirs[k]]
+
+
+def per_joint_text(values) -> str:
+    """A per-joint value for people: '3 (every joint)' when uniform, else the list."""
+    values = list(values)
+    return f"{values[0]:g} (every joint)" if len(set(values)) == 1 else "[" + ", ".join(f"{v:g}" for v in values) + "]"
 
 
 @dataclass(frozen=True)
@@ -313,7 +328,11 @@ def parse_contract(doc: dict, where: str, name: str | None = None) -> Contract:
         _fail(where, "joint_names", names, "unique joint names")
     n = len(names)
     positive = {k: float(_take(doc, k, _positive, "a positive number", where))
-                for k in ("kp", "action_scale", "action_clip", "torque_limit", "velocity_limit")}  # fmt: skip
+                for k in ("kp", "action_scale", "action_clip")}  # fmt: skip
+    limits = {k: _floats(doc, k, n, where) for k in ("torque_limit", "velocity_limit")}
+    for k, values in limits.items():
+        if not all(v > 0 for v in values):
+            _fail(where, k, list(values), f"a list of {n} positive numbers, one per joint")
     kd = float(_take(doc, "kd", lambda v: _number(v) and v >= 0, "a non-negative number", where))
     dts = {k: float(_take(doc, k, _positive, "a positive number of seconds", where))
            for k in ("control_dt", "physics_dt")}  # fmt: skip
@@ -328,6 +347,7 @@ def parse_contract(doc: dict, where: str, name: str | None = None) -> Contract:
         joint_upper=upper,
         kd=kd,
         **positive,
+        **limits,
         **dts,
     )
 
@@ -417,9 +437,9 @@ def parse_metadata(text: str, where: str) -> BundleMeta:
         raise BundleError(f"{where}: metadata '{METADATA_KEY}' is not a JSON object")
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
-        if version == 1:
-            raise BundleError(f"{where}: metadata format_version 1 is no longer read (format {FORMAT_VERSION} "
-                              f"adds the integrity hash); {UPGRADE_HINT}")  # fmt: skip
+        if version in OLD_FORMATS:
+            raise BundleError(f"{where}: metadata format_version {version} is no longer read (format "
+                              f"{FORMAT_VERSION}: {OLD_FORMATS[version]}); {UPGRADE_HINT}")  # fmt: skip
         _fail(where, "format_version", version, f"the integer {FORMAT_VERSION}")
     unknown = sorted(set(doc) - set(_TOP_LEVEL))
     if unknown:

@@ -23,7 +23,8 @@ def add_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         "--ros_namespace", default="", metavar="NS", help="namespace of the relative topic names (default: none)"
     )
     p.add_argument(
-        "--domain_id", type=int, default=None, metavar="N", help="ROS 2 domain (default: $ROS_DOMAIN_ID, else 0)"
+        "--domain_id", type=int, default=None, metavar="N",
+        help="DDS domain (ros2: default $ROS_DOMAIN_ID, else 0; unitree: default 0)",
     )
     p.add_argument(
         "--ros_topic",
@@ -84,7 +85,7 @@ def add_deploy_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument(
         "--dds_loopback",
         action="store_true",
-        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate --transport ros2` uses",
+        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate` uses over DDS (ros2, unitree)",
     )
     p.add_argument(
         "--cmd_vel_timeout_s", type=float, default=0.5, help="cmd_vel: zero command after this long without a Twist"

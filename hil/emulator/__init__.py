@@ -18,7 +18,8 @@ The parts, one module each:
 - `firmware`: the MCU's state machine (sessions, command clamps, watchdog, e-stop latch): pure logic;
 - `plant`: the robot in PyBullet and its IMU (kinematics, accelerometer);
 - `faults`: the fault schedule on the fault clock and the random faults, from one seed;
-- `link` (the seam), `serial_link` (pty, COBS frames), `ros2_link` (topics over Cyclone DDS);
+- `link` (the seam), `serial_link` (pty, COBS frames), `ros2_link` (topics over Cyclone DDS), `unitree_link`
+  (Unitree's LowState/LowCmd over Cyclone DDS);
 - `runner`: `Emulator`, the real-time loop composing them; `cli`: `trot emulate`, whose `--transport`
   picks a link from `cli.LINKS`.
 """

@@ -31,6 +31,12 @@ class LinkKind:
     group: str = ""  # title of its flags' group in --help
 
 
+def _unitree_link(args: argparse.Namespace) -> LinkFactory:
+    from trot.hil.emulator.unitree_link import link_from_args  # imports cyclonedds: only when it runs
+
+    return link_from_args(args)
+
+
 LINKS: dict[str, LinkKind] = {
     "serial": LinkKind("the protocol behind a pty (default)", lambda args: SerialLink),
     "ros2": LinkKind(
@@ -38,6 +44,10 @@ LINKS: dict[str, LinkKind] = {
         ros2_link.link_from_args,
         ros2_link.add_args,
         "ROS 2 (--transport ros2; see docs/emulator.md)",
+    ),
+    "unitree": LinkKind(
+        "Unitree's LowState/LowCmd topics over DDS on loopback (the domain: --domain_id, default 0)",
+        _unitree_link,
     ),
 }
 

@@ -67,14 +67,20 @@ class Faults:
             return True
         return False
 
+    def corrupts(self) -> bool:
+        """Whether to corrupt this outgoing frame or message (probability `corrupt`; counted)."""
+        if self.options.corrupt > 0 and self.rng.random() < self.options.corrupt:
+            self.stats.frames_corrupted += 1
+            return True
+        return False
+
     def corrupt(self, frame: bytes) -> bytes:
         """The frame, with probability `corrupt` one byte inside it changed to another non-zero value.
 
         Never to 0x00: the host sees a CRC or framing error, not a frame split in two.
         """
-        if not (self.options.corrupt > 0 and self.rng.random() < self.options.corrupt):
+        if not self.corrupts():
             return frame
-        self.stats.frames_corrupted += 1
         out = bytearray(frame)
         i = int(self.rng.integers(1, len(out) - 1))
         out[i] = (out[i] + int(self.rng.integers(1, 255))) % 256 or 1

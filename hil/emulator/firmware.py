@@ -108,7 +108,7 @@ class Firmware:
             self.rejecting = True
             return
         self.rejecting = False
-        lim = self.robot.torque_limit
+        lim = np.asarray(self.robot.torque_limit)  # (J,) N·m
         self.command = (
             ControlMode(cmd.mode),
             np.clip(cmd.joint_target.astype(float), self.target_lo, self.target_hi),

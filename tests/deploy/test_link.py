@@ -17,7 +17,7 @@ def transport_choices(*argv) -> list[str]:
 
 
 def test_deploy_flash_and_emulate_take_the_registrys_names():
-    assert list(TRANSPORTS) == ["serial", "ros2"]
+    assert list(TRANSPORTS) == ["serial", "ros2", "unitree"]
     for command in ("deploy", "flash", "emulate"):
         assert transport_choices(command) == list(TRANSPORTS), command
 

@@ -364,7 +364,8 @@ def test_targets_stay_inside_the_urdf_limits_less_the_margin():
 
 
 def test_target_rate_is_limited_by_the_velocity_limit():
-    step = ROBOT.velocity_limit * ROBOT.control_dt
+    step = ROBOT.velocity_limit[0] * ROBOT.control_dt  # 30 rad/s x 20 ms
+    assert step == pytest.approx(0.6)
     wanted = Q0 + 0.1
     wanted[0] = Q0[0] + 5.0
     target, counts = SOFT(wanted, Q0, np.zeros(12), previous=Q0)
@@ -381,10 +382,28 @@ def test_predicted_pd_torque_is_held_to_the_torque_limit_by_moving_the_target():
     wanted[1] += 0.1  # 5 * 0.1 - 0.25 * 4 = -0.5 N·m: within
     target, counts = CLAMP(wanted, Q0, qd, None)
     torque = CLAMP.kp * (target - Q0) - CLAMP.kd * qd
-    assert torque[0] == pytest.approx(ROBOT.torque_limit)
+    assert torque[0] == pytest.approx(3.0)
     assert target[1] == pytest.approx(wanted[1])
-    assert np.all(np.abs(torque) <= ROBOT.torque_limit + 1e-9)
+    assert np.all(np.abs(torque) <= 3.0 + 1e-9)
     assert counts.torque == 1
+
+
+def test_torque_and_rate_clamps_use_each_joints_own_limit():
+    """The Go2's limits differ per joint: hip and thigh 23.7 N·m and 30.1 rad/s, calf 45.43 N·m and 15.7 rad/s."""
+    go2 = load_robot("go2")
+    clamp = TargetClamp(Contract.from_robot(go2), go2.hardware)
+    q0 = np.array(go2.default_joint_pos)
+    wanted = q0.copy()
+    wanted[[0, 2]] += 0.1  # hip and calf of FR: kp 25 x 0.1 rad = 2.5 N·m, within both limits
+    wanted[4] += 1.5  # FL thigh: 37.5 N·m, over its 23.7
+    wanted[5] -= 1.0  # FL calf: -25 N·m, over a thigh's limit but within the calf's 45.43
+    target, counts = clamp(wanted, q0, np.zeros(12), None)
+    torque = clamp.kp * (target - q0)
+    np.testing.assert_allclose(torque[[0, 2, 4, 5]], [2.5, 2.5, 23.7, -25.0])
+    assert counts.torque == 1
+    target, counts = clamp(q0 + 1.0, q0, np.zeros(12), previous=q0)
+    np.testing.assert_allclose((target - q0)[:3], [0.602, 0.602, 0.314])  # 30.1 and 15.7 rad/s x 20 ms
+    assert counts.rate == 12
 
 
 def test_gains_never_exceed_the_hardware_caps():

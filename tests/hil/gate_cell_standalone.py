@@ -142,7 +142,7 @@ class Robot:
     def step(self, target) -> np.ndarray:
         """One physics_dt of PD toward `target`, its damping implicit: tau_d = -(I + h D W)^-1 D qd with D = kd plus
         the joint damping and W the joint block of the inverse mass matrix; returns the last motor torque."""
-        m, lim = self.meta, self.meta["torque_limit"]
+        m, lim = self.meta, np.asarray(self.meta["torque_limit"])  # per joint
         h, n = m["physics_dt"] / self.substeps, len(self.ids)
         q_all = [s[0] for s in self.c.getJointStates(self.body, self.movable)]
         mass = np.array(self.c.calculateMassMatrix(self.body, q_all))

@@ -1,7 +1,7 @@
-"""The 20 s walk of the shipped policy against the emulator, shared by the serial and the ROS 2 HIL tests.
+"""The 20 s walk of the shipped policy against the emulator, shared by the serial, ROS 2 and unitree HIL tests.
 
-`follow` samples the emulator's ground truth while `trot deploy` runs in its own process; `check_walk`
-holds the last 10 s of walking to `MAX_LIN_ERR`.
+`deploy_walk` runs `trot deploy` in its own process; `follow` samples the emulator's ground truth meanwhile;
+`check_walk` holds the last 10 s of walking to `MAX_LIN_ERR`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,19 @@ def follow(emulator, proc: subprocess.Popen, each=None) -> Walk:
             proc.kill()
             proc.communicate()
     return Walk(samples, end, proc.returncode, err)
+
+
+def deploy_walk(emulator, policy: Path, telemetry: Path, *args, physics: threading.Thread | None = None,
+                each=None) -> Walk:
+    """`trot deploy --bundle policy` for SECONDS in its own process with `args` (the transport's flags, the
+    command), followed on `emulator`; with `physics`, the emulator's thread starts once the process is up."""
+    cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--bundle", str(policy), "--telemetry", str(telemetry),
+           "--duration", str(SECONDS), *map(str, args)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if physics is not None:
+        proc.stdout.readline()  # the banner, printed before the policy loads and the link opens
+        physics.start()
+    return follow(emulator, proc, each)
 
 
 def heading_velocity(vel_world, quat_wxyz) -> np.ndarray:

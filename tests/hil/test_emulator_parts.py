@@ -166,7 +166,7 @@ def test_transport_flag_offers_every_registered_link():
     parser = ArgumentParser()
     add_args(parser)
     transport = next(a for a in parser._actions if a.dest == "transport")
-    assert transport.choices == ["serial", "ros2"] == list(LINKS) and transport.default == "serial"
+    assert transport.choices == ["serial", "ros2", "unitree"] == list(LINKS) and transport.default == "serial"
 
 
 def _intra_package_imports(path: Path) -> set[str]:

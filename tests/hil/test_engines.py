@@ -11,12 +11,12 @@ from trot.hil.pybullet_model import PyBulletRobot
 from trot.robots import load_robot
 from trot.sim.mujoco_model import build_model, index_model
 
-# Pinned per robot: the published torque limit the actuators must carry, and how far below its nominal
+# Pinned per robot: the published torque limits (one leg) the actuators must carry, and how far below its nominal
 # height (default pose, feet on the floor) the robot may settle standing under PD. The Go2 sags more:
 # at kp 25 its 15 kg bend each calf ~0.24 rad (about 6 N·m of holding torque per calf).
 CASES = {
-    "pupper_v3": {"torque_limit": 3.0, "max_sag": 0.1},
-    "go2": {"torque_limit": 23.7, "max_sag": 0.15},
+    "pupper_v3": {"torque_limit": (3.0, 3.0, 3.0), "max_sag": 0.1},
+    "go2": {"torque_limit": (23.7, 23.7, 45.43), "max_sag": 0.15},  # hip, thigh, calf
 }
 
 
@@ -56,7 +56,7 @@ def test_total_mass_agrees(robot, mj, pb):
 
 def test_joint_names_order_and_limits_agree(robot, mj, pb):
     model, idx = mj
-    limit = CASES[robot.name]["torque_limit"]
+    limits = CASES[robot.name]["torque_limit"] * 4
     for i, name in enumerate(robot.joint_names):
         info = pb.client.getJointInfo(pb.body, pb.joint_ids[i])
         assert info[1].decode() == name
@@ -64,7 +64,7 @@ def test_joint_names_order_and_limits_agree(robot, mj, pb):
         np.testing.assert_allclose(mj_range, [info[8], info[9]], atol=1e-9)
         np.testing.assert_allclose(mj_range, [robot.joint_limits.lower[i], robot.joint_limits.upper[i]])
         assert model.actuator(idx.joint_ctrl[i]).name == name
-        np.testing.assert_allclose(model.actuator_forcerange[idx.joint_ctrl[i]], [-limit, limit])
+        np.testing.assert_allclose(model.actuator_forcerange[idx.joint_ctrl[i]], [-limits[i], limits[i]])
 
 
 def test_foot_positions_agree_at_random_poses(robot, mj, pb):
@@ -183,7 +183,8 @@ def test_pybullet_implicit_damping_stands_where_the_explicit_pd_diverges():
         target = np.asarray(pupper.default_joint_pos)
         for _ in range(round(2.0 / pupper.physics_dt) * bullet.substeps):
             q, qd = bullet.joint_state()
-            tau = np.clip(pupper.kp * (target - q) - pupper.kd * qd, -pupper.torque_limit, pupper.torque_limit)
+            lim = np.asarray(pupper.torque_limit)  # per joint
+            tau = np.clip(pupper.kp * (target - q) - pupper.kd * qd, -lim, lim)
             bullet.client.setJointMotorControlArray(bullet.body, bullet.joint_ids, p.TORQUE_CONTROL, forces=list(tau))
             bullet.client.stepSimulation()
         speed, tilt = np.abs(bullet.joint_state()[1]).max(), tilt_deg(bullet.base_pose()[1])

@@ -358,9 +358,8 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
     with emulator(topics) as emu, dds.DdsNode(topics, DOMAIN_ID) as teleop:
         cmd_vel = teleop.writer("cmd_vel", msgs.Twist)
         twist = convert.command_to_twist(T, list(hil_walk.COMMAND))
-        proc = deploy_process("--bundle", policy, "--telemetry", telemetry, "--domain_id", DOMAIN_ID,
-                              "--ros_namespace", topics.namespace, "--duration", hil_walk.SECONDS)  # fmt: skip
         # The velocity command comes over cmd_vel, as from a teleop node.
-        walk = hil_walk.follow(emu, proc, each=lambda: cmd_vel.write(twist))
+        walk = hil_walk.deploy_walk(emu, policy, telemetry, "--transport", "ros2", "--domain_id", DOMAIN_ID,
+                                    "--ros_namespace", topics.namespace, each=lambda: cmd_vel.write(twist))  # fmt: skip
     hil_walk.check_walk(walk, telemetry, "ROS 2")
     assert_loopback_only(loopback, processes=2)

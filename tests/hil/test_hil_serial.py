@@ -412,8 +412,6 @@ def test_shipped_policy_walks_forward_over_the_serial_link_for_20_s(tmp_path):
     policy = hil_walk.shipped_policy("the serial link")
     telemetry = tmp_path / "walk.jsonl"
     with emulator(start_physics=False) as (emu, physics):
-        proc = deploy_process("--bundle", policy, "--port", emu.port, "--telemetry", telemetry,
-                              "--command", ",".join(map(str, hil_walk.COMMAND)), "--duration", hil_walk.SECONDS,
-                              physics=physics)  # fmt: skip
-        walk = hil_walk.follow(emu, proc)
+        walk = hil_walk.deploy_walk(emu, policy, telemetry, "--port", emu.port,
+                                    "--command", ",".join(map(str, hil_walk.COMMAND)), physics=physics)  # fmt: skip
     hil_walk.check_walk(walk, telemetry, "the serial link")

@@ -10,9 +10,9 @@ from trot.robots import ContractError, available_robots, load_robot
 PUPPER = Path(__file__).resolve().parents[2] / "robots" / "pupper_v3"
 
 
-def broken_copy(tmp_path: Path, old: str, new: str) -> Path:
-    folder = tmp_path / "robot"
-    shutil.copytree(PUPPER, folder, ignore=shutil.ignore_patterns("policies"))
+def broken_copy(tmp_path: Path, old: str, new: str, source: Path = PUPPER) -> Path:
+    folder = tmp_path / f"robot{len(list(tmp_path.iterdir()))}"  # a new folder for each copy in a test
+    shutil.copytree(source, folder, ignore=shutil.ignore_patterns("policies"))
     toml = folder / "robot.toml"
     text = toml.read_text()
     assert old in text, f"test setup: {old!r} not in robot.toml"
@@ -71,3 +71,65 @@ def test_second_robot_needs_only_a_folder(tmp_path):
     folder = broken_copy(tmp_path, 'name = "pupper_v3"', 'name = "pupper_clone"')
     robot = load_robot(folder)
     assert robot.name == "pupper_clone" and robot.folder == folder
+
+
+GO2 = Path(__file__).resolve().parents[2] / "robots" / "go2"
+
+
+def go2_copy(tmp_path: Path, old: str, new: str) -> Path:
+    return broken_copy(tmp_path, old, new, GO2)
+
+
+def test_limits_are_per_joint_from_a_list_or_one_number():
+    go2, pupper = load_robot("go2"), load_robot("pupper_v3")
+    assert go2.torque_limit == (23.7, 23.7, 45.43) * 4  # hip, thigh, calf: Unitree's published limits
+    assert go2.velocity_limit == (30.1, 30.1, 15.7) * 4
+    assert pupper.torque_limit == (3.0,) * 12 and pupper.velocity_limit == (30.0,) * 12  # one number in robot.toml
+    assert go2.contract()["torque_limit"] == list(go2.torque_limit)  # the contract always holds the list
+
+
+def test_a_limit_that_differs_from_the_urdf_is_refused_naming_the_joint(tmp_path):
+    folder = go2_copy(tmp_path, "torque_limit = [23.7, 23.7, 45.43,", "torque_limit = [23.7, 23.7, 23.7,")
+    with pytest.raises(ContractError, match=r"'motor\.torque_limit\[2\]' = 23\.7; expected FR_calf_joint's URDF "
+                                            r"<limit effort> \(45\.43\) to equal the contract's"):  # fmt: skip
+        load_robot(folder)
+    folder = broken_copy(tmp_path, "velocity_limit = 30.0", "velocity_limit = 20.0")
+    with pytest.raises(ContractError, match=r"'motor\.velocity_limit\[0\]' = 20\.0; expected leg_front_r_1's URDF"):
+        load_robot(folder)
+
+
+def test_a_limit_list_of_the_wrong_length_or_sign_is_refused(tmp_path):
+    folder = broken_copy(tmp_path, "torque_limit = 3.0", "torque_limit = [3.0, 3.0]")
+    with pytest.raises(ContractError, match=r"motor\.torque_limit.*list of 12 values \(got 2\)"):
+        load_robot(folder)
+    folder = broken_copy(tmp_path, "torque_limit = 3.0", "torque_limit = [-3.0" + ", 3.0" * 11 + "]")
+    with pytest.raises(ContractError, match=r"'motor\.torque_limit\[0\]' = -3\.0; expected a number in \(0\.0"):
+        load_robot(folder)
+
+
+def test_can_bus_is_optional_and_motor_ids_must_be_unique_on_their_bus(tmp_path):
+    assert load_robot("go2").hardware["can_bus"] is None
+    assert load_robot("pupper_v3").hardware["can_bus"] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    folder = broken_copy(tmp_path, "can_bus = [1, 1, 1, 2", "can_bus = [1, 1, 1, 1")
+    with pytest.raises(ContractError, match=r"hardware\.motor_id.*expected ids unique on each CAN bus"):
+        load_robot(folder)
+    folder = go2_copy(tmp_path, "motor_id = [0, 1, 2,", "motor_id = [0, 1, 1,")
+    with pytest.raises(ContractError, match=r"hardware\.motor_id.*expected unique ids \(no can_bus: one id space\)"):
+        load_robot(folder)
+
+
+def test_mujoco_options_are_read_and_a_bad_one_is_refused(tmp_path):
+    from trot.sim.mujoco_model import build_model
+
+    assert load_robot("go2").mujoco_option == (("impratio", 100.0),)
+    assert build_model(load_robot("go2")).opt.impratio == 100.0
+    assert build_model(load_robot("pupper_v3")).opt.impratio == 1.0  # MuJoCo's default
+    folder = go2_copy(tmp_path, "impratio = 100", 'impratio = "high"')
+    with pytest.raises(ContractError, match=r"'mujoco\.option\.impratio' = 'high'; expected a finite number"):
+        load_robot(folder)
+    folder = go2_copy(tmp_path, "impratio = 100", "impratoi = 100")
+    with pytest.raises(ContractError, match=r"'mujoco\.option\.impratoi' = 100\.0; expected a numeric field of MuJoCo"):
+        build_model(load_robot(folder))
+    folder = go2_copy(tmp_path, "impratio = 100", "timestep = 0.001")
+    with pytest.raises(ContractError, match=r"'mujoco\.option\.timestep'.*other than timestep"):
+        build_model(load_robot(folder))

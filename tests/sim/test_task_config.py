@@ -37,6 +37,30 @@ def test_pupper_task_holds_its_numbers():
     assert terms["push_velocity"].schedule == "interval" and terms["push_velocity"].interval_s == 1.0
 
 
+def test_go2_task_holds_its_numbers():
+    cfg = task_cfg("go2")
+    c = cfg.commands
+    assert (c.vx, c.vy, c.yaw_rate) == ((-1.0, 1.0), (-0.6, 0.6), (-1.0, 1.0))
+    assert cfg.gait.pairs == ((0, 3), (1, 2))  # FR+RL, then FL+RR (foot_links: FR, FL, RR, RL)
+    assert cfg.observations.policy.gait_frequency_hz == 2.0
+    assert policy_noise_stds("go2") == {
+        "base_ang_vel": 0.115, "projected_gravity": 0.029, "joint_pos_rel": 0.017, "joint_vel": 0.87,
+    }  # fmt: skip
+    assert cfg.rewards["track_lin_vel_xy"].params == {"sigma": 0.25}  # the shared default, for Go2 speeds
+    assert cfg.rewards["feet_air_time"].params == {"target_s": 0.25}
+    assert cfg.rewards["swing_height"].params == {"target_m": 0.08}
+    terms = cfg.randomization.terms
+    assert {n: t.range for n, t in terms.items()} == {
+        "friction": (0.4, 1.25), "link_mass_scale": (0.9, 1.1), "payload_mass": (-1.0, 3.5),
+        "com_offset_x": (-0.05, 0.05), "com_offset_y": (-0.05, 0.05), "com_offset_z": (-0.01, 0.01),
+        "kp_scale": (0.9, 1.1), "kd_scale": (0.9, 1.1), "motor_strength": (0.8, 1.2),
+        "actuation_latency": (0.0, 0.04), "observation_latency": (0.0, 0.04), "joint_zero_offset": (-0.02, 0.02),
+        "contact_timeconst": (0.01, 0.04), "contact_dampratio": (0.5, 2.0), "armature_scale": (0.5, 1.5),
+        "joint_damping_scale": (0.0, 5.0), "joint_friction_scale": (0.0, 2.0), "push_velocity": (0.0, 1.0),
+    }  # fmt: skip
+    assert terms["push_velocity"].interval_s == 15.0
+
+
 def test_shared_defaults_hold_no_robot_numbers():
     cfg = EnvCfg()
     assert cfg.gait.pairs is None and cfg.observations.gait_frequency_hz is None

@@ -1,5 +1,5 @@
 """`trot export`: the ONNX bundle equals the torch policy, carries the robot contract once, in the typed
-format-2 schema with its integrity hashes; `--upgrade` turns a format-1 bundle into format 2 untouched."""
+format-3 schema with its integrity hashes; `--upgrade` turns a format-1 or -2 bundle into format 3 untouched."""
 
 import hashlib
 import json
@@ -13,9 +13,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from trot.bundle import FORMAT_VERSION, Contract, model_sections, read_bundle_meta
+from trot.bundle import FORMAT_VERSION, Contract, field_hashes, model_sections, read_bundle_meta
 from trot.deploy.bundle import BundleError, check_contract, load_bundle
-from trot.robots import load_robot
+from trot.robots import contract_sha256, load_robot
 from trot.train.evaluate import load_policy
 from trot.train.export import upgrade_bundle
 
@@ -42,7 +42,8 @@ def test_contract_fields_are_exactly_the_robots_and_stored_once(tiny_bundle):
     meta = read_bundle_meta(tiny_bundle)
     assert meta.contract == Contract.from_robot(ROBOT) and meta.contract_sha256 == ROBOT.contract_sha256()
     doc = json.loads(meta.to_json())
-    assert doc["format_version"] == FORMAT_VERSION == 2
+    assert doc["format_version"] == FORMAT_VERSION == 3
+    assert doc["torque_limit"] == [3.0] * 12 and doc["velocity_limit"] == [30.0] * 12  # per joint
     assert doc["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}  # no second copy
     for key, value in ROBOT.contract().items():
         if key != "name":
@@ -95,10 +96,13 @@ def test_bundle_without_metadata_is_refused(tiny_bundle, tmp_path):
     [
         ("kp", None, "metadata field 'kp' is missing; expected a positive number"),
         ("control_dt", -0.02, "metadata field 'control_dt' = -0.02; expected a positive number of seconds"),
-        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 2"),
+        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 3"),
         ("format_version", 1, "format_version 1 is no longer read .*`trot export --upgrade OLD.onnx -o NEW.onnx`"),
+        ("format_version", 2, "format_version 2 is no longer read .*torque_limit and velocity_limit are lists"),
+        ("torque_limit", 3.0, r"metadata field 'torque_limit' = 3\.0; expected a list of 12 numbers, one per joint"),
+        ("velocity_limit", [30.0] * 11 + [0.0], "'velocity_limit' = .*; expected a list of 12 positive numbers"),
         ("default_joint_pos", [0.0] * 11, "'default_joint_pos' has 11 values; expected 12, one per joint"),
-        ("robot_contract", {}, r"metadata fields \['robot_contract'\] are not part of format 2"),
+        ("robot_contract", {}, r"metadata fields \['robot_contract'\] are not part of format 3"),
         ("commands", {"vx": [1, -1], "vy": [0, 0], "yaw_rate": [0, 0]}, r"'commands.vx' = \[1, -1\]; expected"),
         ("kp", 9.5, "metadata field 'kp' changed since export"),
     ],
@@ -137,17 +141,39 @@ def test_export_and_inspect_cli(tiny_checkpoint, tmp_path):
     assert missing.returncode != 0 and "nope.onnx: no such bundle file" in missing.stderr
 
 
-# ---- the format-1 -> format-2 upgrade ----------------------------------------------------------------
+# ---- upgrading formats 1 and 2 to format 3 ----------------------------------------------------------
+
+
+def scalar_limits(doc: dict) -> dict:
+    """Format 1 and 2 held one torque and one velocity limit for every joint."""
+    out = dict(doc)
+    for key in ("torque_limit", "velocity_limit"):
+        if key in out:
+            assert len(set(out[key])) == 1, "test setup: an older format can only hold a uniform limit"
+            out[key] = out[key][0]
+    return out
 
 
 def to_format1(text: str) -> str:
-    """Format-2 metadata as trot wrote it before format 2: the contract stored twice, no integrity hashes."""
-    meta = json.loads(text)
+    """Format-3 metadata as trot wrote it before format 2: the contract stored twice, no integrity hashes."""
+    meta = scalar_limits(json.loads(text))
     contract = {k: meta[k] for k in ROBOT.contract() if k != "name"}
     for key in ("joint_lower", "joint_upper", "velocity_limit", "integrity"):
         del meta[key]
     meta["format_version"] = 1
-    meta["robot"]["contract"] = {"name": meta["robot"]["name"], **contract}
+    contract = {"name": meta["robot"]["name"], **contract}
+    meta["robot"] = {"name": contract["name"], "contract_sha256": contract_sha256(contract), "contract": contract}
+    return json.dumps(meta)
+
+
+def to_format2(text: str) -> str:
+    """Format-3 metadata as format 2 held it: one number per limit; the hashes of that metadata, same graph."""
+    meta = scalar_limits(json.loads(text))
+    graph = meta.pop("integrity")["graph_sha256"]
+    meta["format_version"] = 2
+    contract = {"name": meta["robot"]["name"], **{k: meta[k] for k in ROBOT.contract() if k != "name"}}
+    meta["robot"] = {"name": contract["name"], "contract_sha256": contract_sha256(contract)}
+    meta["integrity"] = {"graph_sha256": graph, "fields_sha256": field_hashes(meta)}
     return json.dumps(meta)
 
 
@@ -155,14 +181,22 @@ def format1_copy(src, tmp_path):
     return rewrite_metadata(src, tmp_path / "v1.onnx", lambda props: {"trot": to_format1(props["trot"])})
 
 
-def test_upgrade_rewrites_format_1_metadata_and_keeps_the_graph_byte_for_byte(tiny_bundle, tmp_path):
-    old = format1_copy(tiny_bundle, tmp_path)
-    new = tmp_path / "v2.onnx"
+def format2_copy(src, tmp_path):
+    return rewrite_metadata(src, tmp_path / "v2.onnx", lambda props: {"trot": to_format2(props["trot"])})
+
+
+@pytest.mark.parametrize("old_format", [1, 2])
+def test_upgrade_rewrites_older_metadata_and_keeps_the_graph_byte_for_byte(tiny_bundle, tmp_path, old_format):
+    old = (format1_copy if old_format == 1 else format2_copy)(tiny_bundle, tmp_path)
+    with pytest.raises(BundleError, match=f"format_version {old_format} is no longer read"):
+        read_bundle_meta(old)
+    new = tmp_path / "v3.onnx"
     run = subprocess.run([sys.executable, "-m", "trot.cli", "export", "--upgrade", str(old), "-o", str(new)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert model_sections(old.read_bytes())[0] == model_sections(new.read_bytes())[0]
     assert read_bundle_meta(new) == read_bundle_meta(tiny_bundle)  # contract, observation, commands, training
+    assert read_bundle_meta(new).contract.torque_limit == (3.0,) * 12
 
 
 def test_upgrade_refuses_a_format_1_bundle_whose_contract_copy_was_edited(tiny_bundle, tmp_path):
@@ -175,22 +209,36 @@ def test_upgrade_refuses_a_format_1_bundle_whose_contract_copy_was_edited(tiny_b
 
     rewrite_metadata(old, old, change)
     with pytest.raises(BundleError, match=r"metadata field 'kp' = 9\.5 differs from robot.contract's 5\.0"):
-        upgrade_bundle(old, tmp_path / "v2.onnx")
+        upgrade_bundle(old, tmp_path / "v3.onnx")
 
 
-def test_the_shipped_policy_is_format_2_and_acts_as_its_format_1_original(tmp_path):
-    """walk.onnx was upgraded with `trot export --upgrade`: its graph bytes are the format-1 file's (the pinned
-    hash was computed from that file), and upgrading its format-1 form again gives bit-identical actions."""
+def test_upgrade_refuses_a_format_2_bundle_edited_since_export(tiny_bundle, tmp_path):
+    old = format2_copy(tiny_bundle, tmp_path)
+
+    def change(props):
+        meta = json.loads(props["trot"])
+        meta["torque_limit"] = 4.0  # the integrity hashes still say 3.0
+        return {"trot": json.dumps(meta)}
+
+    rewrite_metadata(old, old, change)
+    with pytest.raises(BundleError, match=r"metadata fields \['torque_limit'\] changed since export"):
+        upgrade_bundle(old, tmp_path / "v3.onnx")
+
+
+def test_the_shipped_policy_is_format_3_and_acts_as_its_format_2_original(tmp_path):
+    """walk.onnx was upgraded with `trot export --upgrade` (format 1 -> 2, then 2 -> 3): its graph bytes are the
+    format-1 file's (the pinned hash was computed from that file), and upgrading its format-2 and format-1
+    forms again gives the same metadata and bit-identical actions."""
     meta = read_bundle_meta(SHIPPED)
     assert meta.contract == Contract.from_robot(ROBOT)
     assert meta.training.run == "2026-11-23_13-45-36_cpu_default" and meta.training.iterations == 701
     assert model_sections(SHIPPED.read_bytes())[0] == (
         "a38f52d4b6660aa4690e301281ba4064b282b34c680e731bf079273d880a69d6"
     )
-    v1 = format1_copy(SHIPPED, tmp_path)
-    upgraded = tmp_path / "walk_v2.onnx"
-    upgrade_bundle(v1, upgraded)
-    assert read_bundle_meta(upgraded) == meta
+    olds = [format1_copy(SHIPPED, tmp_path), format2_copy(SHIPPED, tmp_path)]
+    upgraded = [upgrade_bundle(old, tmp_path / f"walk_{i}.onnx") and tmp_path / f"walk_{i}.onnx"
+                for i, old in enumerate(olds)]  # fmt: skip
+    assert all(read_bundle_meta(p) == meta for p in upgraded)
     obs = np.random.default_rng(0).normal(0.0, 3.0, (4096, meta.observation.size)).astype(np.float32)
-    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0] for p in (v1, SHIPPED, upgraded)]
-    assert actions[0].tobytes() == actions[1].tobytes() == actions[2].tobytes()
+    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0].tobytes() for p in (*olds, SHIPPED, *upgraded)]
+    assert len(set(actions)) == 1

@@ -353,14 +353,14 @@ REFUSALS = {
         None,
         "env.yaml",
         "scene.robot.actuators.legs.stiffness",
-        "5.0 for every joint, kp",
+        "5 (every joint), kp",
     ),
     "effort limit other than the contract's": (
         lambda e: e["scene"]["robot"]["actuators"]["legs"].update(effort_limit_sim=None, actuator_effort_limit=2.0),
         None,
         "env.yaml",
         "scene.robot.actuators.legs.actuator_effort_limit",
-        "3.0 for every joint, torque_limit",
+        "3 (every joint), torque_limit",
     ),
     "joints without an actuator": (
         lambda e: e["scene"]["robot"]["actuators"]["legs"].update(joint_names_expr=["leg_front_.*"]),
