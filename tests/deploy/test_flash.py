@@ -202,6 +202,45 @@ def test_deploy_refuses_a_flashed_policy_whose_bytes_changed(tiny_bundle, tmp_pa
     assert not (tmp_path / "t.jsonl").exists()
 
 
+class DamagingTarget(DirTarget):
+    """A folder target whose copies of policy versions arrive damaged (a flaky card, a full disk)."""
+
+    def __init__(self, root, damage: str):
+        super().__init__(root)
+        self.damage = damage
+
+    def put(self, local: Path, rel: str) -> None:
+        super().put(local, rel)
+        if rel.endswith(".onnx"):
+            data = bytearray((self.root / rel).read_bytes())
+            if self.damage == "truncated":
+                data = data[: len(data) // 2]
+            else:
+                data[len(data) // 3] ^= 0x01  # one flipped bit
+            (self.root / rel).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_copy_damaged_on_the_target_is_refused_and_the_good_policy_stays(tiny_bundle, tmp_path, damage):
+    """The hash is taken from the copy on the target, not from the source before the copy."""
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    before = state(folder)
+    new = second_bundle(tiny_bundle, tmp_path)
+    with pytest.raises(FlashError, match=rf"sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}"):
+        flash(new, DamagingTarget(folder, damage), ROBOT)
+    assert state(folder) == before  # the pointer never moved to the damaged copy
+
+
+def test_a_version_already_on_the_target_but_damaged_is_copied_again(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    current = resolve_flashed(folder)
+    current.write_bytes(current.read_bytes()[:-10])  # damaged in place, same name
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    assert sha256_file(resolve_flashed(folder)) == sha256_file(tiny_bundle)
+
+
 # ---- over ssh to 127.0.0.1 -----------------------------------------------------------------------------
 
 

@@ -380,18 +380,44 @@ def test_telemetry_survives_a_killed_process(tiny_bundle, tmp_path):
     assert [t["i"] for t in tel.ticks] == list(range(len(tel.ticks)))
 
 
-def test_bundle_robot_mismatch_is_refused_before_any_frame(tiny_bundle, tmp_path):
-    other = tmp_path / "pupper_stiff"
-    shutil.copytree(ROBOT.folder, other)
-    (other / "robot.toml").write_text((other / "robot.toml").read_text().replace("kp = 5.0 ", "kp = 6.0 "))
+def reordered_bundle(tiny_bundle, out: Path) -> Path:
+    """The bundle with two joints swapped in its contract and re-exported (hashes recomputed): it passes the
+    integrity check, so only the field-by-field comparison with the robot can refuse it."""
+    from dataclasses import replace
+
+    import onnx
+
+    from trot.bundle import read_bundle_meta
+    from trot.train.export import write_bundle
+
+    meta = read_bundle_meta(tiny_bundle)
+    names = list(meta.contract.joint_names)
+    names[0], names[3] = names[3], names[0]
+    write_bundle(onnx.load(str(tiny_bundle)),
+                 replace(meta, contract=replace(meta.contract, joint_names=tuple(names)), integrity=None), out)  # fmt: skip
+    assert read_bundle_meta(out).contract.joint_names == tuple(names)  # loads: its hashes match
+    return out
+
+
+@pytest.mark.parametrize("mismatch", ["robot_kp", "bundle_joint_order"])
+def test_bundle_robot_mismatch_is_refused_before_any_frame(tiny_bundle, tmp_path, mismatch):
+    robot_args, bundle = [], tiny_bundle
+    if mismatch == "robot_kp":
+        other = tmp_path / "pupper_stiff"
+        shutil.copytree(ROBOT.folder, other)
+        (other / "robot.toml").write_text((other / "robot.toml").read_text().replace("kp = 5.0 ", "kp = 6.0 "))
+        robot_args, expected = ["--robot", other], "kp: bundle 5.0, robot 6.0"
+    else:
+        bundle = reordered_bundle(tiny_bundle, tmp_path / "reordered.onnx")
+        expected = "differing fields: joint_names: bundle ['leg_front_l_1'"
     with emulator() as (emu, _):
-        proc = deploy_process("--bundle", tiny_bundle, "--robot", other, "--port", emu.port,
+        proc = deploy_process("--bundle", bundle, *robot_args, "--port", emu.port,
                               "--telemetry", tmp_path / "t.jsonl")  # fmt: skip
         out, err = proc.communicate(timeout=60)
         time.sleep(0.05)
         hellos, commands = emu.stats.hellos, emu.stats.commands + emu.stats.commands_ignored
     assert proc.returncode == 2, err
-    assert "refused" in err and "kp: bundle 5.0, robot 6.0" in err
+    assert "refused" in err and expected in err, err
     assert hellos == 0 and commands == 0
     assert not (tmp_path / "t.jsonl").exists()
 
