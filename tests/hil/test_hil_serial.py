@@ -393,8 +393,8 @@ def reordered_bundle(tiny_bundle, out: Path) -> Path:
     meta = read_bundle_meta(tiny_bundle)
     names = list(meta.contract.joint_names)
     names[0], names[3] = names[3], names[0]
-    write_bundle(onnx.load(str(tiny_bundle)),
-                 replace(meta, contract=replace(meta.contract, joint_names=tuple(names)), integrity=None), out)  # fmt: skip
+    contract = replace(meta.contract, joint_names=tuple(names))
+    write_bundle(onnx.load(str(tiny_bundle)), replace(meta, contract=contract, integrity=None), out)
     assert read_bundle_meta(out).contract.joint_names == tuple(names)  # loads: its hashes match
     return out
 
