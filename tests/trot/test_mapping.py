@@ -109,8 +109,8 @@ def test_action_to_target_is_default_plus_scale_times_clipped_action():
     def target(xp, action, default):
         return mapping.action_to_target(xp, action, default, 0.25, 2.0)
 
-    out = both(target, [[1.0, -3.0, 0.4]], [[0.1, 0.8, -1.6]])
-    np.testing.assert_allclose(out, [[0.35, 0.3, -1.5]], atol=1e-12)
+    out = both(target, [[1.0, -3.0, 0.4, 3.0]], [[0.1, 0.8, -1.6, 0.0]])
+    np.testing.assert_allclose(out, [[0.35, 0.3, -1.5, 0.5]], atol=1e-12)  # clipped to -2 and +2
 
 
 def test_spec_sizes_and_metadata_round_trip():
@@ -136,4 +136,4 @@ def test_validate_terms_refuses_unknown_names_and_a_gait_term_without_a_clock():
         mapping.validate_terms(ObsSpec((ObsTerm("jointpos"),)))
     with pytest.raises(ValueError, match="gait_phase needs gait_frequency_hz > 0, got 0.0"):
         mapping.validate_terms(ObsSpec((ObsTerm("gait_phase"),)))
-    mapping.validate_terms(ObsSpec((ObsTerm("gait_phase"),), gait_frequency_hz=1.5))
+    mapping.validate_terms(ObsSpec((ObsTerm("gait_phase"),), gait_frequency_hz=0.5))  # any clock above 0
