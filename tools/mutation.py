@@ -48,7 +48,7 @@ class Module:
 
 MODULES = {
     "safety": Module("deploy/safety.py", ("tests/deploy/test_safety.py", "tests/deploy/test_safety_lines.py")),
-    "protocol": Module("deploy/protocol.py", ("tests/deploy/test_protocol.py",)),
+    "protocol": Module("deploy/protocol.py", ("tests/deploy/test_protocol.py", "tests/deploy/test_protocol_fields.py")),
     "link": Module("deploy/link.py", ("tests/deploy/test_link.py", "tests/deploy/test_safety.py")),
     "transport": Module("deploy/transport.py", ("tests/deploy/test_stale_bound.py",)),
     "loop": Module("deploy/loop.py", ("tests/deploy/test_loop.py",)),
