@@ -328,3 +328,95 @@ def test_ssh_flash_and_rollback_killed_at_every_step(local_sshd, tiny_bundle, tm
     flashes = check_every_kill_point([c, *ssh], prepare, check_flash)
     rollbacks = check_every_kill_point(["--rollback", *ssh], prepare, check_rollback)
     print(f"ssh target: flash {flashes} kill points, rollback {rollbacks}, each left one complete policy")
+
+
+# ---- the pieces, without a bundle ------------------------------------------------------------------------
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_pointer_round_trips_and_refuses_anything_else():
+    from trot.deploy.flash import Pointer, version_name
+
+    p = Pointer(version_name(SHA), None)
+    assert p.to_text() == f'{{"current": "policies/{SHA}.onnx", "previous": null}}\n'
+    assert Pointer.parse(p.to_text(), "c.json") == p
+    both = Pointer(version_name(SHA), version_name("f" * 64))
+    assert Pointer.parse(both.to_text(), "c.json") == both
+    expected = '{"current": "policies/<sha256>.onnx", "previous": "policies/<sha256>.onnx" or null}'
+    for text in ('{"current": "policies/x.onnx", "previous": null}', '{"current": null, "previous": null}',
+                 f'{{"current": "policies/{SHA}.onnx"}}', "[]",
+                 f'{{"current": "policies/{SHA}.onnx", "previous": "../{SHA}.onnx"}}'):  # fmt: skip
+        with pytest.raises(FlashError) as err:
+            Pointer.parse(text, "c.json")
+        assert str(err.value) == f"c.json: {text.strip()!r}; expected {expected}"
+    with pytest.raises(FlashError, match=r"^c\.json: not valid JSON \("):
+        Pointer.parse("{", "c.json")
+
+
+def test_hash_file_checks_name_content_and_presence():
+    from trot.deploy.flash import check_hash_file, hash_text
+
+    name = f"policies/{SHA}.onnx"
+    assert hash_text(SHA) == f"{SHA}  {SHA}.onnx\n"
+    check_hash_file(name, hash_text(SHA), SHA, "f")
+    with pytest.raises(FlashError) as err:
+        check_hash_file(name, None, SHA, "f")
+    assert str(err.value) == f"f: no hash file {name}.sha256: the policy was not completely flashed"
+    for text, recorded in ((hash_text("f" * 64), "f" * 64), ("", "empty")):
+        with pytest.raises(FlashError) as err:
+            check_hash_file(name, text, SHA, "f")
+        assert str(err.value) == (f"f: sha256 {SHA} does not match its hash file ({recorded}): the file changed "
+                                  "after it was flashed; flash it again")  # fmt: skip
+    with pytest.raises(FlashError, match="does not match its hash file"):  # content and hash agree, name does not
+        check_hash_file(f"policies/{'f' * 64}.onnx", hash_text(SHA), SHA, "f")
+
+
+def test_resolve_a_plain_file_checks_a_hash_file_beside_it(tmp_path):
+    import hashlib
+
+    f = tmp_path / "p.onnx"
+    f.write_bytes(b"policy")
+    assert resolve_flashed(f) == f  # no hash file: nothing to check
+    digest = hashlib.sha256(b"policy").hexdigest()
+    (tmp_path / "p.onnx.sha256").write_text(f"{digest}  p.onnx\n")
+    assert resolve_flashed(f) == f and sha256_file(f) == digest
+    (tmp_path / "p.onnx.sha256").write_text("")
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(f)
+    assert str(err.value) == f"{f}: sha256 {digest} does not match {tmp_path / 'p.onnx.sha256'} (empty)"
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(tmp_path)
+    assert str(err.value) == f"{tmp_path}: no {POINTER}: no policy has been flashed to this folder (`trot flash`)"
+    (tmp_path / POINTER).write_text(f'{{"current": "policies/{SHA}.onnx", "previous": null}}\n')
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(tmp_path)
+    missing = tmp_path / "policies" / f"{SHA}.onnx"
+    assert str(err.value) == f"{tmp_path / POINTER}: current policy {missing} does not exist"
+
+
+def test_systemd_unit_runs_deploy_on_the_folder_with_realtime_priority():
+    from trot.deploy.flash import systemd_unit
+
+    unit = systemd_unit("/home/pi/trot", "pupper_v3", ["--transport", "serial", "--port", "/dev/ttyACM0"])
+    assert "Description=trot deploy loop (pupper_v3, serial)\n" in unit
+    assert ("ExecStart=/usr/bin/env trot deploy --bundle /home/pi/trot --robot pupper_v3 --transport serial --port "
+            "/dev/ttyACM0\n") in unit  # fmt: skip
+    for line in ("Restart=on-failure", "CPUSchedulingPolicy=fifo", "CPUSchedulingPriority=50", "Nice=-10",
+                 "WantedBy=multi-user.target"):  # fmt: skip
+        assert f"\n{line}\n" in unit
+    assert "(pupper_v3, )" in systemd_unit("/x y", "pupper_v3", []) and "--bundle '/x y'" in systemd_unit(
+        "/x y", "pupper_v3", [])  # fmt: skip
+
+
+def test_targets_from_the_command_line():
+    from trot.deploy.flash import make_target
+
+    ssh = make_target("pi@pupper.local", "trot/", ["-o", "Port=2222"])
+    assert isinstance(ssh, SshTarget) and ssh.name == "pi@pupper.local:trot" and ssh.opts == ["-o", "Port=2222"]
+    assert ssh.path() == "trot" and ssh.path("policies") == "trot/policies" and ssh._q("a b") == "'trot/a b'"
+    local = make_target("/mnt/sd card", "ignored")
+    assert isinstance(local, DirTarget) and local.name == "/mnt/sd card"
+    with pytest.raises(FlashError) as err:
+        SshTarget("pi@host;rm", "trot")
+    assert str(err.value) == "--target 'pi@host;rm': expected user@host or a folder"

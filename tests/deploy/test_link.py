@@ -32,3 +32,39 @@ def test_each_transport_builds_from_its_flags_or_says_why_not(tmp_path):
         build_transport(args, robot)
     args = build_parser().parse_args(["flash", "x.onnx", "--target", "t", "--transport", "serial"])
     assert TRANSPORTS["serial"].unit_args(args) == ["--port", "/dev/ttyACM0", "--baud", "1000000"]
+
+
+def test_the_link_vocabulary_has_protocol_md_s_values():
+    from trot.deploy.link import ControlMode, EStopReason, StatusFlags
+
+    assert {m.name: m.value for m in ControlMode} == {"POSITION": 0, "DAMPING": 1, "OFF": 2}
+    assert {f.name: f.value for f in StatusFlags} == {"WATCHDOG_DAMPING": 1, "ESTOP": 2, "MOTORS_OFF": 4,
+                                                      "IMU_STALE": 8, "LOW_VOLTAGE": 16, "MOTOR_FAULT": 32}  # fmt: skip
+    names = ["UNSPECIFIED", "BUTTON", "HOST", "WATCHDOG", "FALL", "LOW_VOLTAGE", "MOTOR_FAULT"]
+    assert [r.name for r in EStopReason] == names and [int(r) for r in EStopReason] == list(range(7))
+
+
+def test_a_poll_gives_its_newest_sample_or_none():
+    from trot.deploy.link import Poll
+
+    assert Poll().sample is None and Poll().received == 0 and Poll().frames == {} and Poll().raw == b""
+    assert Poll(samples=["old", "new"]).sample == "new"
+
+
+def test_serial_needs_a_port_and_its_unit_flags_carry_port_and_baud(tmp_path):
+    robot = load_robot("pupper_v3")
+    args = build_parser().parse_args(["deploy", "--bundle", "x.onnx"])
+    assert args.transport == "serial" and args.baud == 1_000_000
+    with pytest.raises(ValueError) as err:
+        build_transport(args, robot)
+    assert str(err.value) == ("--transport serial needs --port (e.g. /dev/ttyACM0, or the emulator's --link path)")
+    args = build_parser().parse_args(["flash", "x.onnx", "--target", "t", "--port", "/dev/ttyUSB3", "--baud", "115200"])
+    assert TRANSPORTS["serial"].unit_args(args) == ["--port", "/dev/ttyUSB3", "--baud", "115200"]
+    args.transport = "can"
+    with pytest.raises(ValueError, match=r"^unknown transport 'can'; expected one of: serial, ros2$"):
+        build_transport(args, robot)
+    pty = tmp_path / "tty"
+    pty.write_text("")  # exists: a SerialTransport is built (not opened)
+    args = build_parser().parse_args(["deploy", "--bundle", "x.onnx", "--port", str(pty), "--baud", "9600"])
+    transport = build_transport(args, robot)
+    assert transport.name == "serial" and transport.describe == f"serial {pty} at 9600 baud"

@@ -68,3 +68,98 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
         with pytest.raises(OSError, match="Input/output error"):
             write()
         assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_load_checkpoint_refuses_what_is_not_a_trot_checkpoint(tmp_path):
+    from trot.train.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "model_1.pt")
+    assert str(err.value) == f"{tmp_path / 'model_1.pt'}: no such checkpoint file"
+    for name, obj in (("list.pt", [1, 2]), ("rsl.pt", {"actor_state_dict": {}}), ("nomodel.pt", {"trot": {}})):
+        atomic_torch_save(obj, tmp_path / name)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name)
+        assert str(err.value) == f"{tmp_path / name}: not a trot checkpoint (missing 'trot' or 'actor_state_dict')"
+
+
+def test_load_checkpoint_checks_the_robot_contract(tmp_path):
+    from trot.robots import load_robot
+    from trot.train.checkpoint import CheckpointError, load_checkpoint
+
+    robot = load_robot("pupper_v3")
+    ok = {"actor_state_dict": {}, "trot": {"robot": {"name": "pupper_v3", "contract_sha256": robot.contract_sha256()}}}
+    atomic_torch_save(ok, tmp_path / "ok.pt")
+    assert load_checkpoint(tmp_path / "ok.pt", robot)["trot"] == ok["trot"]
+    other = {"actor_state_dict": {}, "trot": {"robot": {"name": "go2", "contract_sha256": "ab" * 32}}}
+    atomic_torch_save(other, tmp_path / "other.pt")
+    assert load_checkpoint(tmp_path / "other.pt")["trot"]["robot"]["name"] == "go2"  # no robot: not checked
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "other.pt", robot)
+    assert str(err.value) == (f"{tmp_path / 'other.pt'}: trained for robot 'go2' with contract abababababab, but the "
+                              f"robot here is 'pupper_v3' with contract {robot.contract_sha256()[:12]}")  # fmt: skip
+
+
+def test_find_checkpoint_by_number_name_path_or_the_highest(tmp_path, monkeypatch):
+    from trot.train.checkpoint import CheckpointError, find_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"no model_<N>\.pt checkpoint in this run folder$"):
+        find_checkpoint(tmp_path)
+    for n in (2, 10, 9):
+        (tmp_path / f"model_{n}.pt").write_bytes(b"")
+    (tmp_path / "model_x.pt").write_bytes(b"")
+    (tmp_path / "model_99.pt.tmp").write_bytes(b"")
+    assert find_checkpoint(tmp_path) == tmp_path / "model_10.pt"  # by number, not by name order
+    assert find_checkpoint(tmp_path, "2") == tmp_path / "model_2.pt"
+    assert find_checkpoint(tmp_path, "model_9.pt") == tmp_path / "model_9.pt"
+    assert find_checkpoint(tmp_path, str(tmp_path / "model_9.pt")) == tmp_path / "model_9.pt"
+    with pytest.raises(CheckpointError) as err:
+        find_checkpoint(tmp_path, "7")
+    assert str(err.value) == f"{tmp_path}: no checkpoint '7'"
+
+
+def test_find_run_by_name_path_or_the_latest(tmp_path):
+    from trot.train.checkpoint import CheckpointError, find_run
+
+    with pytest.raises(CheckpointError) as err:
+        find_run(tmp_path / "none", None)
+    assert str(err.value) == f"no runs in {tmp_path / 'none'} to resume"
+    with pytest.raises(CheckpointError, match=r"^no runs in .* to resume$"):
+        find_run(tmp_path, None)
+    for name in ("2026-01-02_10-00-00", "2026-01-10_09-00-00", "2026-01-03_00-00-00"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "zz_notes.txt").write_text("")
+    assert find_run(tmp_path, None) == tmp_path / "2026-01-10_09-00-00"
+    assert find_run(tmp_path, "2026-01-02_10-00-00") == tmp_path / "2026-01-02_10-00-00"
+    assert find_run(tmp_path, str(tmp_path / "2026-01-03_00-00-00")) == tmp_path / "2026-01-03_00-00-00"
+    with pytest.raises(CheckpointError) as err:
+        find_run(tmp_path, "nope")
+    assert str(err.value) == f"no run 'nope' in {tmp_path}"
+
+
+def test_code_revision_is_the_short_commit_with_a_dirty_mark_or_unknown(monkeypatch):
+    import re
+    import subprocess
+
+    from trot.train.checkpoint import code_revision
+
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", code_revision())
+
+    def fake(outputs):
+        def run(cmd, **kwargs):
+            return subprocess.CompletedProcess(cmd, 0, stdout=outputs.pop(0), stderr="")
+
+        return run
+
+    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", ""]))
+    assert code_revision() == "0123456789ab"
+    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", " M train/runner.py\n"]))
+    assert code_revision() == "0123456789ab-dirty"
+    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["", ""]))
+    assert code_revision() == "unknown"
+
+    def missing(cmd, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(checkpoint.subprocess, "run", missing)
+    assert code_revision() == "unknown"
