@@ -54,7 +54,7 @@ MODULES = {
     "loop": Module("deploy/loop.py", ("tests/deploy/test_loop.py",)),
     "runtime": Module("deploy/runtime.py", ("tests/deploy/test_runtime.py",)),
     "flash": Module("deploy/flash.py", ("tests/deploy/test_flash.py", "-k", "not ssh and not killed")),
-    "deploy_bundle": Module("deploy/bundle.py", ("tests/deploy/test_bundle_integrity.py", "tests/trot/test_bundle.py")),
+    "deploy_bundle": Module("deploy/bundle.py", ("tests/deploy/test_bundle_loading.py",)),
     "bundle": Module("trot/bundle.py", ("tests/trot/test_bundle.py",)),
     "mapping": Module("trot/mapping.py", ("tests/trot/test_mapping.py", "tests/deploy/test_runtime.py")),
     "checkpoint": Module("train/checkpoint.py", ("tests/train/test_checkpoint.py",)),
