@@ -397,6 +397,7 @@ def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_pa
 
 
 @pytest.mark.slow
+@contended
 def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopback):
     policy = hil_walk.shipped_policy("ROS 2")
     telemetry = tmp_path / "walk.jsonl"
@@ -407,5 +408,6 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
                               "--ros_namespace", topics.namespace, "--duration", hil_walk.SECONDS)  # fmt: skip
         # The velocity command comes over cmd_vel, as from a teleop node.
         walk = hil_walk.follow(emu, proc, each=lambda: cmd_vel.write(twist))
+    LAST["tel"] = read_telemetry(telemetry)
     hil_walk.check_walk(walk, telemetry, "ROS 2")
     assert_loopback_only(loopback, processes=2)

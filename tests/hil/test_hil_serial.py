@@ -457,6 +457,7 @@ def test_missing_port_is_refused_naming_it(tiny_bundle, tmp_path):
 
 
 @pytest.mark.slow
+@contended
 def test_shipped_policy_walks_forward_over_the_serial_link_for_20_s(tmp_path):
     policy = hil_walk.shipped_policy("the serial link")
     telemetry = tmp_path / "walk.jsonl"
@@ -465,4 +466,5 @@ def test_shipped_policy_walks_forward_over_the_serial_link_for_20_s(tmp_path):
                               "--command", ",".join(map(str, hil_walk.COMMAND)), "--duration", hil_walk.SECONDS,
                               physics=physics)  # fmt: skip
         walk = hil_walk.follow(emu, proc)
+    LAST["tel"] = read_telemetry(telemetry)
     hil_walk.check_walk(walk, telemetry, "the serial link")
