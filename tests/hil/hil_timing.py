@@ -51,8 +51,14 @@ def contention(tel, emulator_stats, period_s: float, stale_periods: float) -> st
         return (f"inference took {tick['inference_ms']:.1f} ms of which {tick['inference_cpu_ms']:.1f} ms on the CPU: "
                 "the rest waiting for a CPU or for the emulator thread's GIL")  # fmt: skip
     emulator_late = getattr(emulator_stats, "max_late_ms", 0.0)
-    if fault["cause"] == "stale" and emulator_late >= 1e3 * (stale_periods - 1) * period_s:
-        return f"the emulator's physics thread started a tick {emulator_late:.0f} ms late, starving the State stream"
+    if fault["cause"] == "stale":
+        stale_ms = 1e3 * stale_periods * period_s
+        if emulator_late >= stale_ms - period_ms:
+            return f"the emulator's physics thread started a tick {emulator_late:.0f} ms late: no State went out"
+        if getattr(emulator_stats, "stale_flushes", 0):
+            return "the deploy process's reader fell a UART buffer behind (the emulator dropped unread States)"
+        if tick.get("wait_ms", 0.0) >= tick.get("age_ms", 0.0) - stale_ms:
+            return f"the loop waited {tick['wait_ms']:.0f} ms for a CPU while unread States piled up"
     if fault["cause"] == "mcu_status" and "WATCHDOG_DAMPING" in fault["reason"]:
         stalls = [t for t in tel.ticks[: fault["tick"] + 1]
                   if t["late_ms"] > period_ms and t["late_ms"] - t.get("wait_ms", 0.0) <= period_ms / 2]  # fmt: skip

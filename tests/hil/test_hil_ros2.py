@@ -408,6 +408,7 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
                               "--ros_namespace", topics.namespace, "--duration", hil_walk.SECONDS)  # fmt: skip
         # The velocity command comes over cmd_vel, as from a teleop node.
         walk = hil_walk.follow(emu, proc, each=lambda: cmd_vel.write(twist))
+    print(emu.stats.summary(ROBOT.physics_dt))
     LAST["tel"] = read_telemetry(telemetry)
     hil_walk.check_walk(walk, telemetry, "ROS 2")
     assert_loopback_only(loopback, processes=2)

@@ -466,5 +466,6 @@ def test_shipped_policy_walks_forward_over_the_serial_link_for_20_s(tmp_path):
                               "--command", ",".join(map(str, hil_walk.COMMAND)), "--duration", hil_walk.SECONDS,
                               physics=physics)  # fmt: skip
         walk = hil_walk.follow(emu, proc)
+    print(emu.stats.summary(ROBOT.physics_dt))
     LAST["tel"] = read_telemetry(telemetry)
     hil_walk.check_walk(walk, telemetry, "the serial link")
