@@ -338,3 +338,43 @@ def test_no_torque_clamp_on_a_non_finite_reading():
         target, counts = clamp(wanted, pos, vel, None)
         assert np.all(np.isfinite(target)) and counts.torque == 0
         np.testing.assert_allclose(target, wanted)
+
+
+def test_upside_down_with_rounding_past_minus_one_is_180_degrees_not_a_math_error():
+    q = [0.0, -0.535669373161111, 0.36159505490948474, 0.0]  # normalized, 1 - 2(x² + y²) rounds to -1 - 4e-16
+    assert tilt_deg(q) == 180.0
+
+
+def test_ages_and_bounds_in_the_lines_are_whole_milliseconds():
+    limits = replace(LIM, stale_periods=8, imu_stale_periods=8, imu_frozen_s=1.0)  # bounds of 1 s
+    m, t, seq = running(limits)
+    m.check_state(t + 2.0, [], None)
+    assert lines(m)[-1][2] == "RUNNING -> DAMPING: state stale 2000 ms > 1000 ms: damping"
+    m, t, seq = running(limits)
+    for k in range(18):  # IMU_STALE from t + 0.125 on, each State fresh: 2 s flagged at the last
+        m.check_state(t + 0.125 * (k + 1), [state(t + 0.125 * (k + 1), seq + 1 + k, StatusFlags.IMU_STALE)], 1)
+    assert lines(m)[-1][2] == "RUNNING -> DAMPING: microcontroller reports IMU_STALE for 1125 ms > 1000 ms: damping"
+    m, t, seq = running(replace(limits, imu_stale_periods=100))
+    for k in range(18):
+        m.check_state(t + 0.125 * k, [state(t + 0.125 * k, seq + 1 + k, live=False)], 1)
+    assert lines(m)[-1][2] == "RUNNING -> DAMPING: IMU readings unchanged for 1125 ms > 1000 ms: damping"
+
+
+def test_torque_clamp_counts_the_damping_term_and_is_off_without_a_position_gain():
+    q = np.array(CONTRACT.default_joint_pos)
+    clamp = TargetClamp(replace(CONTRACT, kp=5.0, kd=0.25), HW)
+    qd = np.zeros(12)
+    qd[0] = -4.0  # kp·0.5 = 2.5 N·m, and − kd·qd = +1 N·m: 3.5 > 3
+    wanted = q.copy()
+    wanted[0] += 0.5
+    target, counts = clamp(wanted, q, qd, None)
+    assert counts.torque == 1 and target[0] == pytest.approx(q[0] + (3.0 - 1.0) / 5.0)
+    no_kp = TargetClamp(CONTRACT, {**HW, "kp_max": 0.0})
+    target, counts = no_kp(q + 0.05, q, np.zeros(12), None)
+    assert no_kp.kp == 0.0 and counts.torque == 0 and np.all(np.isfinite(target))
+
+
+def test_a_default_pose_above_the_limits_is_clipped_to_the_upper_limit():
+    high = replace(CONTRACT, default_joint_pos=tuple(np.array(CONTRACT.joint_upper) + 1.0))
+    clamp = TargetClamp(high, HW)
+    np.testing.assert_array_equal(clamp.default, clamp.upper)
