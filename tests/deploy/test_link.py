@@ -66,5 +66,34 @@ def test_serial_needs_a_port_and_its_unit_flags_carry_port_and_baud(tmp_path):
     pty = tmp_path / "tty"
     pty.write_text("")  # exists: a SerialTransport is built (not opened)
     args = build_parser().parse_args(["deploy", "--bundle", "x.onnx", "--port", str(pty), "--baud", "9600"])
+    assert args.baud == 9600 and type(args.baud) is int
     transport = build_transport(args, robot)
     assert transport.name == "serial" and transport.describe == f"serial {pty} at 9600 baud"
+    assert (transport.port, transport.baud, transport.num_joints) == (str(pty), 9600, 12)
+    assert transport.robot_id == bytes.fromhex(robot.contract_sha256())
+    assert build_parser().parse_args(["deploy", "--bundle", "x.onnx"]).port is None
+
+
+def test_ros2_builds_from_its_flags_and_repeats_them_for_the_unit():
+    pytest.importorskip("cyclonedds")
+    robot = load_robot("pupper_v3")
+    argv = ["--transport", "ros2", "--ros_namespace", "dog", "--domain_id", "7"]
+    args = build_parser().parse_args(["deploy", "--bundle", "x.onnx", *argv])
+    transport = build_transport(args, robot)
+    try:
+        assert transport.name == "ros2" and "domain 7 namespace /dog" in transport.describe
+    finally:
+        transport.close()
+    unit = TRANSPORTS["ros2"].unit_args(build_parser().parse_args(["flash", "x.onnx", "--target", "t", *argv]))
+    assert unit[:4] == ["--ros_namespace", "dog", "--domain_id", "7"]
+
+
+def test_the_help_lists_every_transport_and_its_flags(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["deploy", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    texts = ("link to the robot (serial: the serial protocol (deploy/PROTOCOL.md) to the motor/IMU microcontroller; "
+             "ros2: ROS 2 topics", "--transport serial:", "--transport ros2:",
+             "serial port, e.g. /dev/ttyACM0 or the emulator's --link", "serial baud rate (default 1000000)")
+    for text in texts:
+        assert text in out, text

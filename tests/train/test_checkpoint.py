@@ -37,7 +37,8 @@ def check_order(log, path: Path) -> None:
     assert [c[0] for c in log] == ["fsync", "replace", "fsync"], log
     (_, kind, synced), (_, src, dst, renamed), (_, dir_kind, _) = log
     assert kind == "file" and synced == size, "the data must be flushed before the file is fsync'd"
-    assert src.parent == path.parent and src != path and dst == path and renamed == size
+    assert src.parent == path.parent and dst == path and renamed == size
+    assert src.name.startswith(f".{path.name}.") and src.name.endswith(".tmp"), "a hidden temporary beside it"
     assert dir_kind == "dir", "the folder must be fsync'd after the rename"
     assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary file left"
 
@@ -73,6 +74,11 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path, monk
 def test_load_checkpoint_refuses_what_is_not_a_trot_checkpoint(tmp_path):
     from trot.train.checkpoint import CheckpointError, load_checkpoint
 
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(tmp_path / "junk.pt")
+    assert str(err.value).startswith(f"{tmp_path / 'junk.pt'}: not a readable checkpoint (UnpicklingError: ")
+
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "model_1.pt")
     assert str(err.value) == f"{tmp_path / 'model_1.pt'}: no such checkpoint file"
@@ -84,13 +90,21 @@ def test_load_checkpoint_refuses_what_is_not_a_trot_checkpoint(tmp_path):
 
 
 def test_load_checkpoint_checks_the_robot_contract(tmp_path):
+    import random
+
+    import numpy as np
+
     from trot.robots import load_robot
     from trot.train.checkpoint import CheckpointError, load_checkpoint
 
     robot = load_robot("pupper_v3")
-    ok = {"actor_state_dict": {}, "trot": {"robot": {"name": "pupper_v3", "contract_sha256": robot.contract_sha256()}}}
+    # What TrotRunner.save stores besides tensors: numpy's and Python's RNG states (not loadable as weights only).
+    rng = {"numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    ok = {"actor_state_dict": {}, "trot": {"robot": {"name": "pupper_v3", "contract_sha256": robot.contract_sha256()},
+                                           "rng": rng}}  # fmt: skip
     atomic_torch_save(ok, tmp_path / "ok.pt")
-    assert load_checkpoint(tmp_path / "ok.pt", robot)["trot"] == ok["trot"]
+    loaded = load_checkpoint(tmp_path / "ok.pt", robot)["trot"]
+    assert loaded["robot"] == ok["trot"]["robot"] and loaded["rng"]["python"] == rng["python"]
     other = {"actor_state_dict": {}, "trot": {"robot": {"name": "go2", "contract_sha256": "ab" * 32}}}
     atomic_torch_save(other, tmp_path / "other.pt")
     assert load_checkpoint(tmp_path / "other.pt")["trot"]["robot"]["name"] == "go2"  # no robot: not checked
@@ -145,14 +159,23 @@ def test_code_revision_is_the_short_commit_with_a_dirty_mark_or_unknown(monkeypa
 
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", code_revision())
 
+    calls = []
+
     def fake(outputs):
         def run(cmd, **kwargs):
+            calls.append((cmd, kwargs))
             return subprocess.CompletedProcess(cmd, 0, stdout=outputs.pop(0), stderr="")
 
         return run
 
     monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", ""]))
     assert code_revision() == "0123456789ab"
+    (rev, rev_kw), (status, status_kw) = calls
+    root = rev[2]
+    assert (Path(root) / "train" / "checkpoint.py").is_file(), "git runs in the trot source tree"
+    assert rev == ["git", "-C", root, "rev-parse", "--short=12", "HEAD"]
+    assert status == ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"]
+    assert rev_kw == status_kw == {"capture_output": True, "text": True, "timeout": 5}
     monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", " M train/runner.py\n"]))
     assert code_revision() == "0123456789ab-dirty"
     monkeypatch.setattr(checkpoint.subprocess, "run", fake(["", ""]))
