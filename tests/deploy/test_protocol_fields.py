@@ -50,7 +50,7 @@ INT_FIELDS = [("Hello", "num_joints", 16), ("Hello", "version", 16), ("HelloAck"
 
 @pytest.mark.parametrize("kind, name, bits", INT_FIELDS, ids=[f"{k}.{n}" for k, n, _ in INT_FIELDS])
 def test_every_integer_field_takes_its_full_width_as_a_python_int_and_refuses_one_more(kind, name, bits):
-    top = make(kind, **{name: np.uint64(2**bits - 1) if bits < 64 else 2**bits - 1})
+    top = make(kind, **{name: np.uint64(2**bits - 1)})
     assert getattr(top, name) == 2**bits - 1 and type(int(getattr(top, name))) is int
     if name != "status":  # status becomes StatusFlags (an int)
         assert type(getattr(top, name)) is int, "stored as a plain int, whatever integer type came in"
@@ -152,3 +152,29 @@ def test_each_bad_frame_counts_one_error_of_its_kind():
         d.feed(b"\x00" + cobs.encode(bytes(body)) + b"\x00")
     assert (d.crc_errors, d.framing_errors, d.payload_errors, d.frames_decoded) == (3, 0, 0, 0)
     assert d.feed(good) == [Heartbeat(1, 2)] and d.frames_decoded == 1
+
+
+def test_array_fields_are_checked_naming_the_field_and_the_shape():
+    with pytest.raises(ValueError) as err:
+        make("State", joint_pos=[], joint_vel=[], joint_current=[])
+    assert str(err.value) == "joint_pos is empty, expected one value per joint"
+    with pytest.raises(ValueError) as err:
+        make("State", imu_quat=[1.0, 0.0, 0.0])
+    assert str(err.value) == "imu_quat has shape (3,), expected (4,)"
+    with pytest.raises(ValueError) as err:
+        make("Command", kd=np.zeros((2, 1)))
+    assert str(err.value) == "kd has shape (2, 1), expected (2,)"
+    with pytest.raises(ValueError) as err:
+        protocol.encode(make("State"), num_joints=12)
+    assert str(err.value) == "State has 2 joints, expected 12"
+
+
+@pytest.mark.parametrize("body, counts", [
+    (b"\x7f", (1, 0, 0)),  # shorter than type + CRC: framing
+    (b"\x7f\x00\x00\x00", (1, 0, 0)),
+    (b"\x7f" + zlib.crc32(b"\x7f").to_bytes(4, "little"), (0, 0, 1)),  # exactly type + CRC, no payload: payload
+])  # fmt: skip
+def test_the_shortest_body_is_type_and_crc(body, counts):
+    d = Decoder(12)
+    assert d.feed(b"\x00" + cobs.encode(body) + b"\x00") == []
+    assert (d.framing_errors, d.crc_errors, d.payload_errors) == counts

@@ -319,3 +319,54 @@ def test_read_bundle_meta_refuses_a_missing_file_or_entry(tmp_path):
 
 def meta_for(graph_bytes: bytes) -> str:
     return replace(meta(), integrity=None).with_graph(hashlib.sha256(graph_bytes).hexdigest()).to_json()
+
+
+def test_edges_the_parser_accepts():
+    d = edit(kd=0)
+    d["observation"].update(history=1, clip=50)
+    d["joint_upper"] = [x + 0.5 for x in d["joint_lower"]]
+    parsed = B.parse_metadata(json.dumps(d), WHERE)
+    assert parsed.contract.kd == 0.0 and parsed.observation.history == 1 and parsed.observation.clip == 50.0
+    refused(edit(joint_upper=[1.0] * 11), "metadata field 'joint_upper' has 11 values; expected 12, one per joint")
+    gait = replace(meta().observation, gait_frequency_hz=1.5)
+    assert gait.to_spec().gait_frequency_hz == 1.5
+    with pytest.raises(ValueError) as err:
+        replace(meta(), integrity=None).to_json()
+    assert str(err.value) == "BundleMeta.to_json: no integrity hashes yet; call with_graph(graph_sha256) first"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x80", "not a readable ONNX model (malformed protobuf: varint cut off at byte 1)"),  # the key
+    (b"\x3a\x80", "not a readable ONNX model (malformed protobuf: varint cut off at byte 2)"),  # a length
+    (field(14, 2, b"\x80"), "not a readable ONNX model (malformed protobuf: varint cut off at byte 1)"),  # an entry
+])  # fmt: skip
+def test_every_malformed_varint_names_the_file(data, message):
+    with pytest.raises(BundleError) as err:
+        B.model_sections(data, WHERE)
+    assert str(err.value) == f"{WHERE}: {message}"
+
+
+def test_fixed_width_fields_are_skipped_by_their_width():
+    # A fixed64 whose bytes look like fields, then a fixed32, then the entry: read at the wrong width, the walk
+    # would take the entry for something else.
+    fixed = field(5, 1, field(14, 2, b"")[:2] + b"\x00" * 6) + field(6, 5, b"\x0a\x00\x00\x00")
+    data = fixed + entry("trot", "{}") + field(7, 2, b"g")
+    assert B.model_sections(data, WHERE) == (hashlib.sha256(fixed + field(7, 2, b"g")).hexdigest(), "{}")
+    key_only = field(14, 2, field(1, 2, b"trot"))  # an entry without a value field: the value is ""
+    assert B.model_sections(key_only, WHERE) == (hashlib.sha256(b"").hexdigest(), "")
+
+
+def test_read_bundle_meta_names_the_file_in_every_refusal(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x80")
+    with pytest.raises(BundleError, match=rf"^{broken}: not a readable ONNX model"):
+        B.read_bundle_meta(broken)
+    graph = field(7, 2, b"graph")
+    edited = tmp_path / "edited.onnx"
+    edited.write_bytes(graph + entry("trot", json.dumps(edit(kp=9.5))))
+    with pytest.raises(BundleError, match=rf"^{edited}: "):
+        B.read_bundle_meta(edited)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(graph + entry("trot", json.dumps(edit(kp=-1))))
+    with pytest.raises(BundleError, match=rf"^{bad}: metadata field 'kp' = -1"):
+        B.read_bundle_meta(bad)
