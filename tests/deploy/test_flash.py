@@ -3,6 +3,7 @@ copied; rollback; a flash or rollback killed at every step leaves one complete, 
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -420,3 +421,102 @@ def test_targets_from_the_command_line():
     with pytest.raises(FlashError) as err:
         SshTarget("pi@host;rm", "trot")
     assert str(err.value) == "--target 'pi@host;rm': expected user@host or a folder"
+
+
+# ---- the ssh target's remote commands, run by a local shell; the CLI in this process -----------------------
+
+
+@pytest.fixture
+def shell_ssh(monkeypatch, tmp_path):
+    """`ssh HOST CMD` runs CMD in bash with HOME as its folder, `scp SRC HOST:DST` copies there; every call logged."""
+    from trot.deploy import flash as flash_module
+
+    home, calls, real_run = tmp_path / "home", [], subprocess.run
+    home.mkdir()
+
+    def run(cmd, **kwargs):
+        calls.append((cmd, kwargs))
+        if cmd[0] == "ssh":
+            return real_run(["bash", "-c", cmd[-1]], cwd=home, capture_output=True, text=True, timeout=60)
+        src, dst = cmd[-2], cmd[-1].split(":", 1)[1]
+        shutil.copyfile(src, dst if dst.startswith("/") else home / dst)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(flash_module.subprocess, "run", run)
+    return home, calls
+
+
+def test_ssh_target_flashes_and_rolls_back_through_its_remote_commands(shell_ssh, tiny_bundle, tmp_path):
+    home, calls = shell_ssh
+    target = SshTarget("pi@pupper", "trot", ["-o", "Port=2222"])
+    b = second_bundle(tiny_bundle, tmp_path)
+    flash(tiny_bundle, target, ROBOT)
+    flash(b, target, ROBOT)
+    assert state(home / "trot") == (sha256_file(b), sha256_file(tiny_bundle))
+    assert target.listdir("policies") == sorted(p.name for p in (home / "trot" / "policies").iterdir())
+    assert target.exists("current.json") and not target.exists("nope")
+    assert target.read_text("nope") is None and target.read_text(POINTER).startswith('{"current"')
+    rollback(target)
+    assert state(home / "trot") == (sha256_file(tiny_bundle), sha256_file(b))
+    ssh = [c for c, _ in calls if c[0] == "ssh"]
+    scp = [c for c, _ in calls if c[0] == "scp"]
+    assert all(c[:4] == ["ssh", "-o", "Port=2222", "pi@pupper"] for c in ssh)
+    assert all(c[:4] == ["scp", "-q", "-o", "Port=2222"] and c[-1].startswith("pi@pupper:trot/") for c in scp)
+    assert ssh[0][-1] == "mkdir -p trot/policies && sync trot"
+    put = next(c[-1] for c in ssh if c[-1].startswith("sync trot/policies/."))
+    assert re.fullmatch(r"sync trot/policies/\.[0-9a-f]{64}\.onnx\.tmp && mv -f trot/policies/\.[0-9a-f]{64}\.onnx"
+                        r"\.tmp trot/policies/[0-9a-f]{64}\.onnx && sync trot/policies", put)  # fmt: skip
+    assert all(kw["capture_output"] and kw["text"] and kw["timeout"] in (60, 300) for _, kw in calls)
+    target.remove(f"policies/{SHA}.onnx")  # removing what is not there is fine (rm -f)
+
+
+def test_ssh_target_failures_name_the_command_and_the_error(shell_ssh, tmp_path, monkeypatch):
+    from trot.deploy import flash as flash_module
+
+    target = SshTarget("pi@pupper", "trot")
+    with pytest.raises(FlashError) as err:
+        target.sha256("policies/none.onnx")
+    assert str(err.value).startswith("ssh pi@pupper 'sha256sum trot/policies/none.onnx' failed (1): sha256sum: ")
+
+    def scp_fails(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "lost connection")
+
+    monkeypatch.setattr(flash_module.subprocess, "run", scp_fails)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FlashError) as err:
+        target.put(tmp_path / "f", "policies/a.onnx")
+    assert str(err.value) == "scp to pi@pupper:trot/policies/.a.onnx.tmp failed (1): lost connection"
+
+
+def test_flash_cli_in_process(tiny_bundle, tmp_path, capsys):
+    from trot.cli import build_parser
+    from trot.deploy.flash import run_flash
+
+    parse = build_parser().parse_args
+    folder = tmp_path / "robot"
+    args = parse(["flash", str(tiny_bundle), "--target", str(folder)])
+    assert (args.remote_dir, args.robot, args.rollback, args.ssh_options) == ("trot", None, False, "")
+    assert run_flash(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"trot flash: checked {tiny_bundle} (integrity, contract ")
+    assert out[-1] == (f"trot flash: on the robot, once: sudo cp {folder.resolve() / 'trot-deploy.service'} "
+                       "/etc/systemd/system/ && sudo systemctl enable --now trot-deploy; after each flash or "
+                       "rollback: sudo systemctl restart trot-deploy")  # fmt: skip
+    unit = (folder / "trot-deploy.service").read_text()
+    assert "--robot pupper_v3 --transport serial --port /dev/ttyACM0 --baud 1000000" in unit
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", "--target", str(folder)]))
+    assert str(err.value) == "trot flash: a BUNDLE is needed (or --rollback)"
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", "--rollback", "--target", str(folder)]))
+    assert str(err.value) == f"trot flash: {folder.resolve() / POINTER}: no previous policy to roll back to"
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", str(tiny_bundle), "--target", str(folder), "--robot", str(tmp_path / "nobot")]))
+    assert str(err.value).startswith("trot flash: ")
+    capsys.readouterr()
+    b = second_bundle(tiny_bundle, tmp_path)
+    assert run_flash(parse(["flash", str(b), "--target", str(folder), "--transport", "ros2", "--domain_id", "3"])) == 0
+    assert "--transport ros2" in (folder / "trot-deploy.service").read_text()
+    assert run_flash(parse(["flash", "--rollback", "--target", str(folder)])) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("trot flash: restored ")
+    assert state(folder)[0] == sha256_file(tiny_bundle)
