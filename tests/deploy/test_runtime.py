@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from trot.deploy.bundle import load_bundle
@@ -87,3 +88,27 @@ def test_runtime_observation_of_a_known_pose_written_out_by_hand(tiny_bundle):
                              np.full(12, 0.5)])  # fmt: skip
     np.testing.assert_allclose(second[0], np.concatenate([frame2, frame1]), atol=1e-6)  # newest first
     assert second.dtype == np.float32 and second.shape == (1, 2 * 45)
+
+
+def test_runtime_checks_the_robot_clips_both_ways_and_keeps_float64(tiny_bundle, tmp_path):
+    import shutil
+
+    from trot.deploy.bundle import BundleError
+    from trot.robots import load_robot
+
+    bundle = load_bundle(tiny_bundle)
+    robot = load_robot("pupper_v3")
+    runtime = PolicyRuntime(bundle, robot)
+    assert runtime.bundle is bundle and runtime.obs_size == bundle.obs_size
+    other = tmp_path / "stiff"
+    shutil.copytree(robot.folder, other, ignore=shutil.ignore_patterns("policies"))
+    (other / "robot.toml").write_text((other / "robot.toml").read_text().replace("kp = 5.0", "kp = 6.0"))
+    with pytest.raises(BundleError, match=r"kp: bundle 5\.0, robot 6\.0"):
+        PolicyRuntime(bundle, load_robot(other))
+    obs = np.zeros((1, bundle.obs_size), dtype=np.float32)
+    assert runtime.act(obs).dtype == np.float64
+    clip = bundle.contract.action_clip
+    runtime.act = lambda obs: np.concatenate([np.full((1, 6), 10 * clip), np.full((1, 6), -10 * clip)], 1)
+    out = runtime.step([1, 0, 0, 0], [0, 0, 0], bundle.contract.default_joint_pos, np.full(12, -1e6), [0, 0, 0])
+    np.testing.assert_array_equal(out.action, [clip] * 6 + [-clip] * 6)
+    assert out.obs.min() == -bundle.meta.observation.clip  # a huge negative velocity clipped at -clip
