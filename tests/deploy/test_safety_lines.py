@@ -370,7 +370,7 @@ def test_torque_clamp_counts_the_damping_term_and_is_off_without_a_position_gain
     target, counts = clamp(wanted, q, qd, None)
     assert counts.torque == 1 and target[0] == pytest.approx(q[0] + (3.0 - 1.0) / 5.0)
     no_kp = TargetClamp(CONTRACT, {**HW, "kp_max": 0.0})
-    target, counts = no_kp(q + 0.05, q, np.zeros(12), None)
+    target, counts = no_kp(q + 0.05, q, np.full(12, 20.0), None)  # kd·qd alone is past the torque limit
     assert no_kp.kp == 0.0 and counts.torque == 0 and np.all(np.isfinite(target))
 
 
