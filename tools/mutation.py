@@ -52,7 +52,9 @@ MODULES = {
     "protocol": Module("deploy/protocol.py", ("tests/deploy/test_protocol.py", "tests/deploy/test_protocol_fields.py",
                                               "-k", "not fuzz")),
     "link": Module("deploy/link.py", ("tests/deploy/test_link.py", "tests/deploy/test_safety.py")),
-    "transport": Module("deploy/transport.py", ("tests/deploy/test_stale_bound.py",)),
+    "transport": Module("deploy/transport.py", (
+        "tests/deploy/test_transport.py",
+        "tests/deploy/test_stale_bound.py::test_a_state_is_stamped_when_its_bytes_arrive_not_when_the_loop_polls")),
     "loop": Module("deploy/loop.py", ("tests/deploy/test_loop.py",)),
     "runtime": Module("deploy/runtime.py", ("tests/deploy/test_runtime.py",)),
     "flash": Module("deploy/flash.py", ("tests/deploy/test_flash.py", "-k", "not ssh and not killed")),
