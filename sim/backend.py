@@ -31,6 +31,12 @@ CONTACT_FORCE_N = 1.0  # a touch sensor reading above this counts as contact
 MODEL_FIELDS = ("friction", "mass_scale", "payload_mass", "com_offset", "kp", "kd", "torque_limit")
 
 
+def friction_geoms(m: mujoco.MjModel) -> np.ndarray:
+    """The geoms whose sliding friction the `friction` parameter sets: the floor and the foot spheres."""
+    feet = [g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE]
+    return np.array([m.geom("floor").id, *feet])
+
+
 @dataclass
 class SimState:
     """What the task reads after a step; tensors (num_envs, ...) on the backend's device."""
@@ -201,15 +207,11 @@ class MujocoBackend:
 
     def _nominal_fields(self) -> dict:
         m = self.model
-        floor = m.geom("floor").id
-        feet = [
-            g for g in range(m.ngeom) if m.geom_contype[g] and m.geom_type[g] == mujoco.mjtGeom.mjGEOM_SPHERE
-        ]
         return {
             "body_mass": m.body_mass.copy(),
             "body_inertia": m.body_inertia.copy(),
             "body_ipos": m.body_ipos.copy(),
-            "friction_geoms": np.array([floor, *feet]),
+            "friction_geoms": friction_geoms(m),
             "base": m.body(self.robot.base_link).id,
             "act": self.idx.joint_ctrl,
         }

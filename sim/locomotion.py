@@ -49,38 +49,49 @@ class LocomotionEnv(VecEnv):
 
     def _alloc(self) -> None:
         n, j, f = self.num_envs, self.num_actions, len(self.robot.foot_links)
-        r = self.robot
-        self.default_joint_pos = torch.tensor(r.default_joint_pos, dtype=torch.float64)
+        r, dev = self.robot, self.device
+        f64 = {"dtype": torch.float64, "device": dev}
+        self.default_joint_pos = torch.tensor(r.default_joint_pos, **f64)
         # Targets are clamped where the robot's deploy loop clamps them, inside the URDF limits.
-        self.joint_lower = torch.tensor(r.soft_joint_limits.lower, dtype=torch.float64)
-        self.joint_upper = torch.tensor(r.soft_joint_limits.upper, dtype=torch.float64)
-        self.episode_length_buf = torch.zeros(n, dtype=torch.long)
-        self.actions = torch.zeros(n, j, dtype=torch.float64)
+        self.joint_lower = torch.tensor(r.soft_joint_limits.lower, **f64)
+        self.joint_upper = torch.tensor(r.soft_joint_limits.upper, **f64)
+        self.episode_length_buf = torch.zeros(n, dtype=torch.long, device=dev)
+        self.actions = torch.zeros(n, j, **f64)
         self.last_actions = torch.zeros_like(self.actions)
-        self.commands = torch.zeros(n, 3, dtype=torch.float64)
-        self.feet_air_time = torch.zeros(n, f, dtype=torch.float64)
+        self.commands = torch.zeros(n, 3, **f64)
+        self.feet_air_time = torch.zeros(n, f, **f64)
         self.touchdown_air_time = torch.zeros_like(self.feet_air_time)
-        self.first_contact = torch.zeros(n, f, dtype=torch.bool)
-        self.foot_contact = torch.zeros(n, f, dtype=torch.bool)
-        self.terminated = torch.zeros(n, dtype=torch.bool)
-        self.time_outs = torch.zeros(n, dtype=torch.bool)
+        self.first_contact = torch.zeros(n, f, dtype=torch.bool, device=dev)
+        self.foot_contact = torch.zeros(n, f, dtype=torch.bool, device=dev)
+        self.terminated = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.time_outs = torch.zeros(n, dtype=torch.bool, device=dev)
         obs_latency = self.cfg.randomization.terms.get("observation_latency")
         max_obs_latency = round(obs_latency.range[1] / self.dt) if obs_latency else 0
-        self._imu_buf = torch.zeros(max_obs_latency + 1, n, 6, dtype=torch.float64)  # newest first
-        self._policy_obs = torch.zeros(n, self.policy_spec.size(j), dtype=torch.float32)
-        self._critic_obs = torch.zeros(n, self.critic_spec.size(j), dtype=torch.float32)
-        self._policy_hist = torch.zeros(n, self.policy_spec.size(j), dtype=torch.float64)
-        self._critic_hist = torch.zeros(n, self.critic_spec.size(j), dtype=torch.float64)
+        self._imu_buf = torch.zeros(max_obs_latency + 1, n, 6, **f64)  # newest first
+        # What the task reads of the per-env params, on the task's device (the randomizer keeps them on the CPU).
+        self.joint_zero_offset = torch.zeros(n, j, **f64)
+        self.obs_latency_steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self._policy_obs = torch.zeros(n, self.policy_spec.size(j), dtype=torch.float32, device=dev)
+        self._critic_obs = torch.zeros(n, self.critic_spec.size(j), dtype=torch.float32, device=dev)
+        self._policy_hist = torch.zeros(n, self.policy_spec.size(j), **f64)
+        self._critic_hist = torch.zeros(n, self.critic_spec.size(j), **f64)
         self.reward_terms = {name: term for name, term in self.cfg.rewards.items() if term.weight != 0.0}
-        self.episode_sums = {name: torch.zeros(n, dtype=torch.float64) for name in self.reward_terms}
+        self.episode_sums = {name: torch.zeros(n, **f64) for name in self.reward_terms}
         first = self.cfg.gait.pairs[0] if self.cfg.gait.pairs else ()
-        self.first_pair = torch.tensor([i in first for i in range(f)])  # (feet,) stance in the clock's first half
+        # (feet,) stance in the clock's first half
+        self.first_pair = torch.tensor([i in first for i in range(f)], device=dev)
+        # Per-step observation noise is drawn where the task runs; on the CPU from the one seeded generator.
+        self._noise_gen = self.gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(self.cfg.seed)
         self.common_step_counter = 0
 
     def _randomize(self, schedule: str, ids: torch.Tensor) -> None:
         """Draw the randomization terms due on `schedule` for `ids` and write them to the backend."""
+        ids = ids.cpu()
         self.randomizer.sample(schedule, ids)
         self.sim_backend.write_params(ids, self.params)
+        rows, p = ids.to(self.device), self.params
+        self.joint_zero_offset[rows] = p.joint_zero_offset[ids].to(self.device)
+        self.obs_latency_steps[rows] = (p.observation_latency_s[ids] / self.dt).round().long().to(self.device)
 
     # -- VecEnv ----------------------------------------------------------------------------
 
@@ -106,7 +117,7 @@ class LocomotionEnv(VecEnv):
         target = torch.maximum(torch.minimum(target, self.joint_upper), self.joint_lower)
         # The motor controller works in encoder coordinates, which are off by the zero error.
         started = time.perf_counter()
-        self.sim = self.sim_backend.step(target - self.params.joint_zero_offset)
+        self.sim = self.sim_backend.step(target - self.joint_zero_offset)
         physics_s = time.perf_counter() - started
         self.episode_length_buf += 1
         self.common_step_counter += 1
@@ -157,8 +168,8 @@ class LocomotionEnv(VecEnv):
         self.terminated |= self.time_outs
 
     def _compute_rewards(self) -> torch.Tensor:
-        total = torch.zeros(self.num_envs, dtype=torch.float64)
-        terminal = torch.zeros(self.num_envs, dtype=torch.float64)
+        total = torch.zeros(self.num_envs, dtype=torch.float64, device=self.device)
+        terminal = torch.zeros_like(total)
         for name, term in self.reward_terms.items():
             value = REWARDS[term.func](self, **term.params) * (term.weight * self.dt)
             self.episode_sums[name] += value
@@ -179,25 +190,25 @@ class LocomotionEnv(VecEnv):
         log["termination/fall"] = (self.terminated[ids] & ~self.time_outs[ids]).float().mean()
         log["episode/length_s"] = self.episode_length_buf[ids].float().mean() * self.dt
         for name, values in self.randomizer.values.items():
-            log[f"randomization/{name}"] = values[ids].float().mean()
+            log[f"randomization/{name}"] = values[ids.cpu()].float().mean()
         return log
 
     # -- resets, commands, events ----------------------------------------------------------
 
     def _reset_envs(self, ids: torch.Tensor) -> None:
-        n = len(ids)
+        n, dev = len(ids), self.device
         self._randomize("reset", ids)
-        qpos = self.sim_backend.home_qpos().repeat(n, 1)
-        jq = self.sim_backend.joint_qpos_index()
+        qpos = self.sim_backend.home_qpos().to(dev).repeat(n, 1)
+        jq = self.sim_backend.joint_qpos_index().to(dev)
         noise = self.cfg.init.joint_pos_noise
-        qpos[:, jq] += noise * (2 * torch.rand(n, len(jq), generator=self.gen, dtype=torch.float64) - 1)
+        qpos[:, jq] += noise * (2 * torch.rand(n, len(jq), generator=self.gen, dtype=torch.float64) - 1).to(dev)
         qpos[:, jq] = torch.maximum(torch.minimum(qpos[:, jq], self.joint_upper), self.joint_lower)
-        yaw = (2 * torch.rand(n, generator=self.gen, dtype=torch.float64) - 1) * math.pi
+        yaw = ((2 * torch.rand(n, generator=self.gen, dtype=torch.float64) - 1) * math.pi).to(dev)
         rq, rv = self.sim_backend.root_qpos_adr, self.sim_backend.root_qvel_adr
         qpos[:, rq + 3 : rq + 7] = torch.stack([torch.cos(yaw / 2), 0 * yaw, 0 * yaw, torch.sin(yaw / 2)], 1)
-        qvel = torch.zeros(n, self.sim_backend.num_qvel, dtype=torch.float64)
+        qvel = torch.zeros(n, self.sim_backend.num_qvel, dtype=torch.float64, device=dev)
         v = self.cfg.init.base_vel_noise
-        qvel[:, rv : rv + 6] = v * (2 * torch.rand(n, 6, generator=self.gen, dtype=torch.float64) - 1)
+        qvel[:, rv : rv + 6] = v * (2 * torch.rand(n, 6, generator=self.gen, dtype=torch.float64) - 1).to(dev)
         self.sim_backend.reset_envs(ids, qpos, qvel)
         self.actions[ids] = 0.0
         self.last_actions[ids] = 0.0
@@ -214,7 +225,7 @@ class LocomotionEnv(VecEnv):
         cmd[small, :2] = 0.0
         standing = torch.rand(n, generator=self.gen) < c.standing_fraction
         cmd[standing] = 0.0
-        self.commands[ids] = cmd
+        self.commands[ids] = cmd.to(self.device)
 
     def _resample_commands_on_schedule(self) -> None:
         every = max(1, round(self.cfg.commands.resample_s / self.dt))
@@ -231,13 +242,13 @@ class LocomotionEnv(VecEnv):
         self._imu_buf = torch.cat([imu_now[None], self._imu_buf[:-1]], 0)
         if len(reset_ids):
             self._imu_buf[:, reset_ids] = imu_now[reset_ids]
-        lat = (self.params.observation_latency_s / self.dt).round().long().clamp(max=self._imu_buf.shape[0] - 1)
-        imu = self._imu_buf[lat, torch.arange(self.num_envs)]
+        lat = self.obs_latency_steps.clamp(max=self._imu_buf.shape[0] - 1)
+        imu = self._imu_buf[lat, torch.arange(self.num_envs, device=self.device)]
         measured = mapping.raw_terms(
             torch,
             quat_wxyz=s.base_quat,
             gyro=s.base_ang_vel,
-            joint_pos=s.joint_pos + self.params.joint_zero_offset,
+            joint_pos=s.joint_pos + self.joint_zero_offset,
             joint_vel=s.joint_vel,
             default_joint_pos=self.default_joint_pos,
             command=self.commands,
@@ -251,7 +262,7 @@ class LocomotionEnv(VecEnv):
                 if t.noise > 0:
                     x = policy_terms[t.name]
                     policy_terms[t.name] = x + t.noise * torch.randn(
-                        x.shape, generator=self.gen, dtype=x.dtype
+                        x.shape, generator=self._noise_gen, dtype=x.dtype, device=x.device
                     )
         self._policy_hist = self._update_history(policy, self._policy_hist, policy_terms, reset_ids)
         self._critic_hist = self._update_history(self.critic_spec, self._critic_hist, measured, reset_ids)

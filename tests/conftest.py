@@ -8,6 +8,9 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "osmesa")
 # A folder holding model_0.pt and tiny.onnx made once (tools/mutation.py sets it: many short pytest sessions).
 TINY_DIR = os.environ.get("TROT_TEST_TINY_DIR")
+# MuJoCo Warp's compiled kernels (about 30 s to build on a CPU) in one folder every test process shares, and CI
+# can keep between runs.
+os.environ.setdefault("WARP_CACHE_PATH", str(Path(__file__).resolve().parents[1] / ".cache" / "warp"))
 
 
 @pytest.fixture(scope="session")

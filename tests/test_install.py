@@ -35,3 +35,15 @@ def test_onboard_install_has_no_heavy_packages_and_runs_the_cli(tmp_path):
         help_out = subprocess.run([str(trot), command, "--help"], capture_output=True, text=True, timeout=60)
         assert help_out.returncode == 0, help_out.stderr[-2000:]
         assert f"usage: trot {command}" in help_out.stdout
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.onboard", "Dockerfile.train"])
+def test_docker_image_copies_every_folder_the_package_maps(name):
+    """`pip install .` in the image needs every folder pyproject.toml maps to a package."""
+    import tomllib
+
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    folders = {d.split("/")[0] for d in package_dir.values()}
+    copied = set(re.findall(r"^COPY (\S+) ", (ROOT / "docker" / name).read_text(), re.M))
+    missing = sorted(folders - copied - {"."})
+    assert not missing, f"docker/{name} does not COPY {missing}, which pyproject.toml maps to packages"

@@ -2,8 +2,9 @@
 
 Bottom: `trot.robots` and the shared modules of `trot/` (mapping, bundle schema); beside each other:
 `trot.sim` + `trot.randomization` (training physics and task) and `trot.deploy` (the robot side); above
-both: `trot.hil` (the robot's stand-ins); on top: `trot.train` and the CLI. Every import of every module,
-at any depth (lazy imports inside functions included), is checked against what its layer may import.
+both: `trot.hil` (the robot's stand-ins); on top: `trot.train`, `trot.isaaclab` (above train) and the CLI.
+Every import of every module, at any depth (lazy imports inside functions included), is checked against what
+its layer may import.
 """
 
 import ast
@@ -20,6 +21,7 @@ FOLDER_PACKAGE = {
     "deploy": "trot.deploy",
     "hil": "trot.hil",
     "train": "trot.train",
+    "isaaclab_trot": "trot.isaaclab",
 }
 BOTTOM = ("trot.robots", "trot.mapping", "trot.bundle", "trot.geometry")
 # package -> the trot packages it may import (itself always)
@@ -30,6 +32,8 @@ ALLOWED = {
     "trot.deploy": BOTTOM,
     "trot.hil": BOTTOM + ("trot.randomization", "trot.sim", "trot.deploy"),
     "trot.train": BOTTOM + ("trot.randomization", "trot.sim", "trot.deploy", "trot.hil"),
+    # trot's task for Isaac Lab: on top beside train (its runner settings and import table come from train)
+    "trot.isaaclab": BOTTOM + ("trot.randomization", "trot.sim", "trot.train"),
 }
 
 

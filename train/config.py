@@ -70,11 +70,11 @@ def preset(name: str, robot: str | Path = "pupper_v3") -> TrainCfg:
     base = TrainCfg(env=task_cfg(robot))
     if name == "cpu":
         return replace(base, env=replace(base.env, num_envs=512))
-    if name == "gpu":
+    if name == "gpu":  # legged_gym / Isaac Lab on one GPU: 4096 envs x 24 steps, MLP 512-256-128 (docs/gpu.md)
+        mlp = (512, 256, 128)
         return replace(
-            base, preset="gpu", sim="mjwarp", device="cuda:0",
-            env=replace(base.env, num_envs=4096),
-            policy=replace(base.policy, actor_hidden_dims=(512, 256, 128), critic_hidden_dims=(512, 256, 128)),  # noqa: E501
+            base, preset="gpu", sim="mjwarp", device="cuda:0", env=replace(base.env, num_envs=4096),
+            policy=replace(base.policy, actor_hidden_dims=mlp, critic_hidden_dims=mlp),
         )  # fmt: skip
     raise ValueError(f"unknown preset '{name}'; expected 'cpu' or 'gpu'")
 

@@ -88,15 +88,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def export_bundle(checkpoint: Path, out: Path) -> BundleMeta:
-    """Write the bundle for `checkpoint` to `out` atomically; return its metadata."""
+def policy_graph(policy) -> onnx.ModelProto:
+    """The ONNX graph (input `obs`, output `actions`, normalizer included) of an rsl-rl `MLPModel`."""
     import torch
 
-    from trot.train.evaluate import load_policy
-
-    policy, cfg, ckpt = load_policy(checkpoint)
     module = policy.as_onnx(verbose=False).to("cpu").eval()
-    meta = bundle_metadata(cfg, ckpt)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "policy.onnx"
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated but exact for an MLP
@@ -105,7 +101,16 @@ def export_bundle(checkpoint: Path, out: Path) -> BundleMeta:
                 module, module.get_dummy_inputs(), str(raw), input_names=["obs"], output_names=["actions"],
                 dynamic_axes={"obs": {0: "batch"}, "actions": {0: "batch"}}, opset_version=17, dynamo=False,
             )  # fmt: skip
-        model = onnx.load(str(raw))
+        return onnx.load(str(raw))
+
+
+def export_bundle(checkpoint: Path, out: Path) -> BundleMeta:
+    """Write the bundle for `checkpoint` to `out` atomically; return its metadata."""
+    from trot.train.evaluate import load_policy
+
+    policy, cfg, ckpt = load_policy(checkpoint)
+    meta = bundle_metadata(cfg, ckpt)
+    model = policy_graph(policy)
     model.doc_string = f"trot policy for {meta.contract.name} ({meta.training.run})"
     return write_bundle(model, meta, out)
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from trot.mapping import OBS_VOCABULARY, ObsSpec, ObsTerm
 from trot.robots import Robot
+from trot.train.isaaclab_contract import check_action, check_actuators, check_defaults, check_timing
 from trot.train.isaaclab_params import (
     IO_DESCRIPTORS,
     IsaacLabImportError,
     Params,
     match_names,
-    match_values,
     read_params,
 )
 from trot.train.isaaclab_policy import JOINT_TERMS, actor_weights, obs_index, trot_policy
@@ -28,7 +28,9 @@ from trot.train.isaaclab_policy import JOINT_TERMS, actor_weights, obs_index, tr
 __all__ = ["IsaacLabImportError", "IsaacLabRun", "read_run", "trot_policy"]
 
 OBS_MODULE = "isaaclab.envs.mdp.observations"
+TROT_MDP = "trot.isaaclab.mdp"  # the terms trot's Isaac Lab task adds (isaaclab_trot/mdp.py)
 # Isaac Lab observation function -> trot vocabulary name. A term is mapped by the function it calls, never by its key.
+# The task trot registers for Isaac Lab (isaaclab_trot/) declares its terms from this table read backwards.
 TERM_FUNCS = {
     f"{OBS_MODULE}:base_lin_vel": "base_lin_vel",
     f"{OBS_MODULE}:base_ang_vel": "base_ang_vel",
@@ -38,6 +40,7 @@ TERM_FUNCS = {
     f"{OBS_MODULE}:joint_vel_rel": "joint_vel",  # minus the default joint velocity, checked to be zero
     f"{OBS_MODULE}:joint_vel": "joint_vel",
     f"{OBS_MODULE}:last_action": "last_action",
+    f"{TROT_MDP}:gait_phase": "gait_phase",  # params.frequency_hz: the gait clock
 }
 NO_ROBOT_SENSOR = ("base_lin_vel",)  # in trot's vocabulary for the critic; a robot can't feed it to a policy
 VELOCITY_COMMAND = "isaaclab.envs.mdp.commands.velocity_command:UniformVelocityCommand"
@@ -61,6 +64,8 @@ class IsaacLabRun:
     iteration: int
     task: str  # from run.json; "" when the run has none
     robot: str
+    created: str  # run.json's created_at
+    env_steps: int  # (iteration + 1) x num_steps_per_env x num_envs: the samples PPO learned from
     joint_names: tuple[str, ...]  # the articulation's order in Isaac Lab
     joint_order_source: str
     action_joint_names: tuple[str, ...]  # the action term's order (= the actor's outputs)
@@ -107,9 +112,10 @@ def read_run(
     action_joints = _resolve_joints(p, f"actions.{action_key}", action_cfg, joints)
     terms = [_term(p, key, cfg, joints, action_joints, asset) for key, cfg in term_cfgs]
     history, time_major = _history(p, term_cfgs)
-    control_dt, physics_dt, decimation = _timing(p, robot)
-    default_pos = _check_defaults(p, asset, joints, terms, robot)
-    _check_action(p, action_key, action_cfg, action_joints, default_pos, robot)
+    control_dt, physics_dt, decimation = check_timing(p, robot)
+    default_pos = check_defaults(p, asset, joints, [t.func for t in terms], robot)
+    check_actuators(p, asset, joints, robot)
+    check_action(p, action_key, action_cfg, action_joints, default_pos, robot)
     index = obs_index([(t.name, t.elements) for t in terms], history, time_major, robot.joint_names)
     actor_cfg, state = actor_weights(p, len(index), len(action_joints))
     return IsaacLabRun(
@@ -117,11 +123,15 @@ def read_run(
         checkpoint=p.checkpoint,
         iteration=p.iteration,
         task=p.task,
+        created=p.created,
+        env_steps=_env_steps(p),
         robot=robot.name,
         joint_names=tuple(joints),
         joint_order_source=source,
         action_joint_names=tuple(action_joints),
-        observation=ObsSpec(tuple(ObsTerm(t.name, t.scale, t.noise_std) for t in terms), history),
+        observation=ObsSpec(
+            tuple(ObsTerm(t.name, t.scale, t.noise_std) for t in terms), history, _gait_frequency(p, terms)
+        ),
         obs_clip=_obs_clip(p, terms),
         obs_index=index,
         action_index=tuple(action_joints.index(name) for name in robot.joint_names),
@@ -251,6 +261,10 @@ def _term(p: Params, key: str, cfg: dict, joints: list[str], action_joints: list
         elements = tuple(_resolve_joints(p, f"{where}.params.asset_cfg", asset_cfg, joints))
     else:
         elements = tuple(range(OBS_VOCABULARY[name][0](len(joints))))
+    if name == "gait_phase":
+        frequency = params.get("frequency_hz")
+        if isinstance(frequency, bool) or not isinstance(frequency, (int, float)) or not frequency > 0:
+            raise p.error("env", f"{where}.params.frequency_hz", frequency, "the gait clock in Hz, > 0")
     return _Term(
         key,
         func,
@@ -317,75 +331,6 @@ def _history(p: Params, term_cfgs: list[tuple[str, dict]]) -> tuple[int, bool]:
     return next(iter(frames.values())), time_major
 
 
-def _timing(p: Params, robot: Robot) -> tuple[float, float, int]:
-    physics_dt, decimation = p.env_number("sim.dt"), int(p.env_number("decimation"))
-    control_dt = physics_dt * decimation
-    if not math.isclose(control_dt, robot.control_dt, rel_tol=1e-9):
-        raise p.error(
-            "env",
-            "sim.dt * decimation",
-            f"{physics_dt} * {decimation} = {control_dt:g} s",
-            f"{robot.control_dt} s, the control period in robots/{robot.name}/robot.toml",
-        )
-    return control_dt, physics_dt, decimation
-
-
-def _check_defaults(p: Params, asset: str, joints: list[str], terms: list[_Term], robot: Robot) -> dict[str, float]:
-    """Isaac Lab's default pose (what joint_pos_rel subtracts) must be the contract's; default velocities zero."""
-    init = p.env_get(f"scene.{asset}.init_state")
-    where = f"scene.{asset}.init_state"
-    pos = match_values(init.get("joint_pos", {".*": 0.0}), joints, p.env_file, f"{where}.joint_pos")
-    contract = dict(zip(robot.joint_names, robot.default_joint_pos))
-    for name in robot.joint_names:
-        if not math.isclose(pos[name], contract[name], abs_tol=1e-6):
-            raise p.error(
-                "env",
-                f"{where}.joint_pos[{name}]",
-                pos[name],
-                f"{contract[name]}, the default pose in robots/{robot.name}/robot.toml",
-            )
-    if any(t.func.endswith(":joint_vel_rel") for t in terms):
-        vel = match_values(init.get("joint_vel", {".*": 0.0}), joints, p.env_file, f"{where}.joint_vel")
-        moving = {n: v for n, v in vel.items() if v != 0.0}
-        if moving:
-            raise p.error("env", f"{where}.joint_vel", moving, "0 for every joint (joint_vel_rel subtracts it)")
-    return pos
-
-
-def _check_action(p: Params, key: str, cfg: dict, action_joints: list[str], default_pos: dict, robot: Robot) -> None:
-    """Scale, offset and clips of the action term and the runner, against the contract's."""
-    where = f"actions.{key}"
-    scales = match_values(cfg.get("scale", 1.0), action_joints, p.env_file, f"{where}.scale")
-    if any(not math.isclose(v, robot.action_scale, rel_tol=1e-9) for v in scales.values()):
-        raise p.error(
-            "env",
-            f"{where}.scale",
-            cfg.get("scale", 1.0),
-            f"{robot.action_scale} for every joint, action_scale in robots/{robot.name}/robot.toml",
-        )
-    if not cfg.get("use_default_offset", True):
-        offsets = match_values(cfg.get("offset", 0.0), action_joints, p.env_file, f"{where}.offset")
-        wrong = {n: v for n, v in offsets.items() if not math.isclose(v, default_pos[n], abs_tol=1e-6)}
-        if wrong:
-            raise p.error("env", f"{where}.offset", wrong, "the default pose (or use_default_offset: true)")
-    if cfg.get("clip") is not None:
-        raise p.error(
-            "env",
-            f"{where}.clip",
-            cfg["clip"],
-            "None: trot bounds the raw action (agent clip_actions), not the joint target",
-        )
-    clip = p.agent.get("clip_actions")
-    if not isinstance(clip, (int, float)) or not math.isclose(clip, robot.action_clip, rel_tol=1e-9):
-        raise p.error(
-            "agent",
-            "clip_actions",
-            clip,
-            f"{robot.action_clip}, action_clip in robots/{robot.name}/robot.toml (the robot clips the "
-            "policy's output there, so training must too)",
-        )
-
-
 def _obs_clip(p: Params, terms: list[_Term]) -> float | None:
     """trot clips the whole scaled observation at one bound: Isaac Lab's per-term clips must all be that bound."""
     bounds = {t.key: None if t.clip is None else round(t.clip[1] * t.scale, 12) for t in terms}
@@ -412,3 +357,17 @@ def _commands(p: Params, terms: list[_Term]) -> dict:
         trot: tuple(float(v) for v in p.env_get(f"{where}.ranges.{isaac}"))
         for trot, isaac in (("vx", "lin_vel_x"), ("vy", "lin_vel_y"), ("yaw_rate", "ang_vel_z"))
     }
+
+
+def _gait_frequency(p: Params, terms: list[_Term]) -> float:
+    """The gait clock of a gait_phase term (0 without one)."""
+    return next((float(t.params["frequency_hz"]) for t in terms if t.name == "gait_phase"), 0.0)
+
+
+def _env_steps(p: Params) -> int:
+    """Samples PPO learned from: (iteration + 1) x num_steps_per_env x num_envs; 0 when either is not recorded."""
+    per_env = p.agent.get("num_steps_per_env")
+    num_envs = (p.env.get("scene") or {}).get("num_envs")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (per_env, num_envs)):
+        return 0
+    return (p.iteration + 1) * per_env * num_envs

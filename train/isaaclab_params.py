@@ -72,6 +72,7 @@ class Params:
     iteration: int
     actor_state: dict
     task: str
+    created: str  # run.json's created_at ("" when the run has none)
 
     @property
     def env_file(self) -> Path:
@@ -140,7 +141,17 @@ def read_params(run_dir: Path, checkpoint: str | Path | None = None) -> Params:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("actor_state_dict"), dict):
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise IsaacLabImportError(path, "actor_state_dict", keys, "rsl-rl >= 4's checkpoint with an actor_state_dict")
-    return Params(run_dir, env, agent, path, int(ckpt.get("iter", -1)), ckpt["actor_state_dict"], _task(run_dir))
+    manifest = _manifest(run_dir)
+    return Params(
+        run_dir,
+        env,
+        agent,
+        path,
+        int(ckpt.get("iter", -1)),
+        ckpt["actor_state_dict"],
+        str(manifest.get("task", "")),
+        str(manifest.get("created_at", "")),
+    )
 
 
 def _checkpoint_path(run_dir: Path, checkpoint: str | Path | None) -> Path:
@@ -156,12 +167,13 @@ def _checkpoint_path(run_dir: Path, checkpoint: str | Path | None) -> Path:
     return max(found, key=lambda p: int(CHECKPOINT_RE.match(p.name).group(1)))
 
 
-def _task(run_dir: Path) -> str:
-    """The task id from Isaac Lab's run manifest (run.json), "" for runs written without one."""
+def _manifest(run_dir: Path) -> dict:
+    """Isaac Lab's run manifest (run.json: task, created_at, ...); {} for runs written without one."""
     try:
-        return str(json.loads((run_dir / "run.json").read_text()).get("task", ""))
-    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
-        return ""
+        manifest = json.loads((run_dir / "run.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def match_names(keys, names: list[str], preserve_order: bool, file: Path, key: str) -> list[str]:

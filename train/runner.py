@@ -1,8 +1,10 @@
 """`trot train`: rsl-rl-lib's OnPolicyRunner (unforked) on the trot task, with run folders,
 atomic checkpoints that carry RNG state and the robot contract, resume, and a progress line.
 
-The subclass only overrides `save`/`load` (the runner's own extension points) so checkpoints are
-written atomically and hold what trot needs; the training loop is rsl-rl's `learn`.
+The subclass overrides `save`/`load` (the runner's own extension points) so checkpoints are
+written atomically and hold what trot needs, and its multi-GPU set-up so that the process group can
+also be gloo on CPU processes; the training loop is rsl-rl's `learn`. The physics backend is the
+`--sim` one (C MuJoCo or MuJoCo Warp); under torchrun each rank trains its own envs (train/distributed.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import sys
 from dataclasses import replace
@@ -21,8 +24,10 @@ import torch
 from rsl_rl.runners import OnPolicyRunner
 
 from trot.robots import ContractError, load_robot
+from trot.sim.backends import make_backend
 from trot.sim.locomotion import LocomotionEnv
 from trot.sim.task import validate_env_cfg
+from trot.train import distributed
 from trot.train.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
@@ -54,6 +59,20 @@ class TrotRunner(OnPolicyRunner):
                 self.on_iteration(self, kw)
 
         self.logger.log = log_and_report  # report progress after rsl-rl's own logging
+
+    def _configure_multi_gpu(self) -> None:
+        """rsl-rl's multi-GPU set-up (same variables, same `multi_gpu` config for its PPO), with the process group
+        that `train` joined: NCCL on CUDA as rsl-rl does, gloo for CPU processes."""
+        rank = distributed.from_env()
+        self.gpu_world_size, self.gpu_global_rank, self.gpu_local_rank = rank.world_size, rank.rank, rank.local_rank
+        self.is_distributed = rank.is_distributed
+        self.cfg["multi_gpu"] = None
+        if rank.is_distributed:
+            if str(self.device) != distributed.rank_device(str(self.device), rank):
+                raise ValueError(f"device '{self.device}': local rank {rank.local_rank} runs on cuda:{rank.local_rank}")
+            self.cfg["multi_gpu"] = {
+                "global_rank": rank.rank, "local_rank": rank.local_rank, "world_size": rank.world_size
+            }  # fmt: skip
 
     def save(self, path: str, infos: dict | None = None) -> None:
         saved = self.alg.save()
@@ -109,7 +128,9 @@ def build_cfg(args: argparse.Namespace) -> TrainCfg:
         runner = replace(runner, max_iterations=args.max_iterations)
     if args.logger:
         runner = replace(runner, logger=args.logger)
-    cfg = replace(cfg, task=args.task, env=env, runner=runner, device=args.device or cfg.device, sim=args.sim)
+    cfg = replace(
+        cfg, task=args.task, env=env, runner=runner, device=args.device or cfg.device, sim=args.sim or cfg.sim
+    )
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
@@ -122,6 +143,11 @@ def build_cfg(args: argparse.Namespace) -> TrainCfg:
         validate_env_cfg(cfg.env, load_robot(cfg.env.robot), prefix="env.")
     except ContractError as e:
         raise SystemExit(f"trot train: {e}") from None
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"trot train: --device {cfg.device} (preset '{cfg.preset}'): this torch finds no CUDA device "
+            f"(torch {torch.__version__}); train with --device cpu, or install a CUDA build of torch (docs/gpu.md)"
+        )
     return cfg
 
 
@@ -133,27 +159,46 @@ def seed_everything(seed: int) -> None:
 
 def train(
     cfg: TrainCfg, log_root: Path, run_name: str = "", resume_from: Path | None = None, quiet=False
-) -> Path:
-    """Train; return the run folder. With `resume_from`, continue that checkpoint's run in its folder."""
-    if cfg.sim != "mujoco":
-        raise SystemExit(f"trot train: --sim {cfg.sim} is not available in this build (only 'mujoco')")
-    if resume_from is not None:
+) -> Path | None:
+    """Train; return the run folder. With `resume_from`, continue that checkpoint's run in its folder.
+    Under torchrun every rank trains its own envs; rank 0 alone writes the run folder (others return None)."""
+    rank = distributed.from_env()
+    cfg = replace(cfg, device=distributed.rank_device(cfg.device, rank))
+    distributed.start(cfg.device, rank)
+    try:
+        return _train(cfg, rank, log_root, run_name, resume_from, quiet)
+    finally:
+        distributed.stop()
+
+
+def _train(
+    cfg: TrainCfg, rank: distributed.Rank, log_root: Path, run_name: str, resume_from: Path | None, quiet: bool
+) -> Path | None:
+    env_cfg = replace(cfg.env, seed=cfg.env.seed + rank.rank)  # each rank its own envs
+    try:
+        backend = make_backend(cfg.sim, load_robot(env_cfg.robot), env_cfg.num_envs, device=cfg.device)
+    except (RuntimeError, ValueError) as e:
+        raise SystemExit(f"trot train: {e}") from None
+    writes = rank.rank == 0
+    run_dir = None
+    if writes and resume_from is not None:
         run_dir = resume_from.parent
-    else:
+    elif writes:
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         run_dir = log_root / f"{stamp}_{run_name}" if run_name else log_root / stamp
         run_dir.mkdir(parents=True, exist_ok=False)
-    seed_everything(cfg.env.seed)
+    seed_everything(env_cfg.seed)
     # rsl-rl prints a block per iteration: it goes to train.log, the terminal gets a progress line.
-    with open(run_dir / "train.log", "a") as log, contextlib.redirect_stdout(log):
-        env = LocomotionEnv(cfg.env)
+    with open(run_dir / "train.log" if writes else os.devnull, "a") as log, contextlib.redirect_stdout(log):
+        env = LocomotionEnv(env_cfg, backend=backend)
         runner = TrotRunner(env, cfg, run_dir, run_name)
-        atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
-        atomic_write_text(run_dir / "code_revision.txt", runner.revision + "\n")
+        if writes:
+            atomic_write_text(run_dir / "config.json", json.dumps(to_dict(cfg), indent=2) + "\n")
+            atomic_write_text(run_dir / "code_revision.txt", runner.revision + "\n")
         if resume_from is not None:
             runner.load(str(resume_from))
         start = runner.current_learning_iteration
-        progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet)
+        progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet or not writes)
         runner.on_iteration = progress.update
         runner.learn(cfg.runner.max_iterations, init_at_random_ep_len=resume_from is None)
     progress.close()
@@ -169,6 +214,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume_from = find_checkpoint(run, args.checkpoint)
         print(f"trot train: resuming {resume_from}")
     run_dir = train(cfg, log_root, args.run_name or "", resume_from)
-    print(f"trot train: run folder {run_dir}")
-    print(f"trot train: latest checkpoint {find_checkpoint(run_dir)}")
+    if run_dir is not None:  # rank 0 (or the only process)
+        print(f"trot train: run folder {run_dir}")
+        print(f"trot train: latest checkpoint {find_checkpoint(run_dir)}")
     return 0

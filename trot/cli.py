@@ -39,9 +39,10 @@ def _view(p: argparse.ArgumentParser) -> None:
 @command("bench", "benchmarks that print figures against a reference measured in the same run", "trot.cli:run_bench")
 def _bench(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    s = sub.add_parser("sim", help="env-steps/s of the full task vs raw mujoco.rollout")
+    s = sub.add_parser("sim", help="env-steps/s of the full task vs raw stepping of the same model")
     s.add_argument("--num_envs", type=int, nargs="+", default=[1024], help="one or more batch sizes")
-    s.add_argument("--sim", default="mujoco", choices=["mujoco"], help="physics backend")
+    s.add_argument("--sim", default="mujoco", choices=["mujoco", "mjwarp"], help="physics backend")
+    s.add_argument("--device", default="cpu", help="MuJoCo Warp's device for --sim mjwarp (cpu, cuda:0)")
     s.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     s.add_argument("--robot", default="pupper_v3")
     s.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
@@ -100,7 +101,10 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint to resume (N or file); default: latest")
     p.add_argument("--headless", action="store_true", help="accepted for habit: trot never opens a window")
     p.add_argument("--device", default=None, help="torch device for learning (cpu, cuda:0)")
-    p.add_argument("--sim", default="mujoco", choices=["mujoco", "mjwarp"], help="physics backend")
+    p.add_argument(
+        "--sim", default=None, choices=["mujoco", "mjwarp"],
+        help="physics backend: mujoco (C, CPU threads) or mjwarp (MuJoCo Warp on --device); default: the preset's",
+    )  # fmt: skip
     p.add_argument("--logger", default=None, choices=["tensorboard", "wandb", "neptune"])
     p.add_argument("--log_root", default="logs", help="runs go to LOG_ROOT/<robot>/<task>/<time>_<run_name>")
     p.add_argument(
@@ -132,6 +136,20 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
     p.add_argument("--upgrade", default=None, metavar="OLD.onnx",
                    help="rewrite an older bundle's metadata to the current format (graph and weights untouched)")
+
+
+@command(
+    "import-isaaclab",
+    "write an Isaac Lab rsl-rl run as a policy bundle",
+    "trot.train.isaaclab_import:run_import_isaaclab",
+)
+def _import_isaaclab(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="Isaac Lab run folder (logs/rsl_rl/<experiment>/<time>)")
+    p.add_argument("--checkpoint", default=None, help="model_<N>.pt (N or file); default: the highest N")
+    p.add_argument("--robot", default="pupper_v3", help="robot name or folder the run was trained for")
+    p.add_argument("--joint_order", nargs="+", default=None, metavar="JOINT",
+                   help="Isaac Lab's joint order (env.unwrapped.scene['robot'].joint_names), when the run lacks it")
+    p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
 
 
 @command("inspect", "print a policy bundle's metadata", "trot.deploy.bundle:run_inspect")

@@ -11,6 +11,7 @@ import torch
 from trot.randomization import TERMS, RandomizationCfg, Randomizer, nominal_params, validate
 from trot.robots import ContractError, load_robot
 from trot.sim.backend import MujocoBackend
+from trot.sim.backends import make_backend
 from trot.sim.locomotion import LocomotionEnv
 from trot.sim.task import task_cfg
 
@@ -19,62 +20,94 @@ PUPPER = task_cfg("pupper_v3")
 DEFAULT = torch.tensor(ROBOT.default_joint_pos, dtype=torch.float64)
 
 
-def backend_with(num_envs: int, **per_env: list) -> MujocoBackend:
-    """A backend whose env i has term=value[i] for each keyword, every other term nominal: the values go
-    through the terms' apply steps (the randomization loop) and the backend's write_params."""
-    cfg = RandomizationCfg.nominal()
-    randomizer = Randomizer(cfg, ROBOT, num_envs, torch.Generator().manual_seed(0))
-    for name, vals in per_env.items():
-        randomizer.values[name][:] = torch.tensor(vals, dtype=torch.float64).reshape(randomizer.values[name].shape)
-    ids = torch.arange(num_envs)
-    randomizer.compose(ids)
-    b = MujocoBackend(ROBOT, num_envs, nthread=1)
-    b.write_params(ids, randomizer.params)
-    return b
+BACKENDS = ("mujoco", "mjwarp")
 
 
-def hold_default(b: MujocoBackend, steps: int):
+@pytest.fixture(params=BACKENDS)
+def backend_with(request):
+    """A factory for the parametrized backend: backend_with(num_envs, term=[value per env], ...) gives env i
+    term=value[i] for each keyword, every other term nominal. The values go through the terms' apply steps
+    (the randomization loop) and the backend's write_params, so each physics test runs on both backends."""
+    if request.param == "mjwarp":
+        pytest.importorskip("mujoco_warp", reason="the gpu extra (mujoco-warp, warp-lang) is not installed")
+
+    def make(num_envs: int, **per_env: list):
+        cfg = RandomizationCfg.nominal()
+        randomizer = Randomizer(cfg, ROBOT, num_envs, torch.Generator().manual_seed(0))
+        for name, vals in per_env.items():
+            shape = randomizer.values[name].shape
+            randomizer.values[name][:] = torch.tensor(vals, dtype=torch.float64).reshape(shape)
+        ids = torch.arange(num_envs)
+        randomizer.compose(ids)
+        b = make_backend(request.param, ROBOT, num_envs, nthread=1)
+        b.write_params(ids, randomizer.params)
+        return b
+
+    return make
+
+
+def hold_default(b, steps: int):
     target = DEFAULT.repeat(b.num_envs, 1)
     for _ in range(steps):
         s = b.step(target)
     return s
 
 
-def float_in_zero_gravity(b: MujocoBackend) -> None:
+def set_gravity(b, gravity: list[float]) -> None:
+    """The same gravity vector (m/s^2, world frame) in every env of either backend."""
+    if isinstance(b, MujocoBackend):
+        for m in b.models:
+            m.opt.gravity[:] = gravity
+    else:
+        import warp as wp
+
+        wp.to_torch(b.wm.opt.gravity)[:] = torch.tensor(gravity)
+
+
+def substep_joint_vel(b, target: torch.Tensor) -> np.ndarray:
+    """Run one control step; env 0's joint velocities after each physics substep, (decimation, joints)."""
+    if isinstance(b, MujocoBackend):
+        b.step(target)
+        return b._state_out[0][:, b._qvel_at + b.idx.joint_qvel]
+    rows = []
+    b._target_t.copy_(target)
+    b._control_step(after_substep=lambda s: rows.append(b._qvel[0, b._jv].double().clone()))
+    return torch.stack(rows).numpy()
+
+
+def float_in_zero_gravity(b) -> None:
     """Lift every env into the air with gravity off, so joints move freely."""
-    for m in b.models:
-        m.opt.gravity[:] = 0
+    set_gravity(b, [0.0, 0.0, 0.0])
     qpos = b.home_qpos().repeat(b.num_envs, 1)
     qpos[:, b.root_qpos_adr + 2] = 1.0
     b.reset_envs(torch.arange(b.num_envs), qpos, torch.zeros(b.num_envs, b.num_qvel, dtype=torch.float64))
 
 
-def test_payload_lowers_the_stance():
+def test_payload_lowers_the_stance(backend_with):
     # Each foot sits under its hip, so the joints carry the load on short levers: ~0.6 mm per kg.
     s = hold_default(backend_with(2, payload_mass=[0.0, 2.0]), 100)
     light, heavy = s.base_pos[:, 2].tolist()
     assert heavy < light - 0.0008, (light, heavy)
 
 
-def test_low_friction_slides_on_a_tilted_floor_where_high_friction_holds():
+def test_low_friction_slides_on_a_tilted_floor_where_high_friction_holds(backend_with):
     b = backend_with(2, friction=[0.1, 1.0])
     # tan(12 deg) = 0.21 lies between the two coefficients; the robot tips over only beyond ~22 deg.
     tilt = math.radians(12)
-    for m in b.models:
-        m.opt.gravity[:] = [9.81 * math.sin(tilt), 0, -9.81 * math.cos(tilt)]
+    set_gravity(b, [9.81 * math.sin(tilt), 0, -9.81 * math.cos(tilt)])
     start = hold_default(b, 1).foot_pos[:, :, 0].clone()
     s = hold_default(b, 50)
     slid = (s.foot_pos[:, :, 0] - start).mean(1).tolist()  # the legs' PD sag moves the base, not the feet
     assert slid[0] > 0.2 and abs(slid[1]) < 0.02, slid  # MuJoCo's soft contacts creep a few mm
 
 
-def test_weaker_motors_track_worse_under_load():
+def test_weaker_motors_track_worse_under_load(backend_with):
     s = hold_default(backend_with(2, payload_mass=[1.0, 1.0], motor_strength=[1.0, 0.5]), 100)
     err = (s.joint_pos - DEFAULT).abs().sum(1).tolist()
     assert err[1] > 1.5 * err[0], err
 
 
-def test_kp_scale_changes_the_step_response():
+def test_kp_scale_changes_the_step_response(backend_with):
     b = backend_with(2, kp_scale=[0.5, 2.0])
     float_in_zero_gravity(b)
     hold_default(b, 5)
@@ -84,8 +117,18 @@ def test_kp_scale_changes_the_step_response():
     assert rise[1] > 1.5 * rise[0] > 0, rise
 
 
+def test_kd_scale_damps_the_step_response(backend_with):
+    b = backend_with(2, kd_scale=[0.5, 2.0])
+    float_in_zero_gravity(b)
+    hold_default(b, 5)
+    q0 = b.read().joint_pos.clone()
+    s = b.step(DEFAULT.repeat(2, 1) + 0.3)
+    rise = (s.joint_pos - q0).mean(1).tolist()  # 0.094 and 0.044 rad (both backends)
+    assert rise[0] > 1.5 * rise[1] > 0, rise
+
+
 @pytest.mark.parametrize("latency", [0, 2, 4, 5, 7, 12])
-def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(latency):
+def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(backend_with, latency):
     """0.004 s per physics step, 5 per control step: the target moves the joints `latency` substeps late, also
     when that is more than one control step."""
     b = backend_with(1, actuation_latency=[latency * ROBOT.physics_dt])
@@ -93,19 +136,18 @@ def test_actuation_latency_delays_motion_by_exactly_k_physics_steps(latency):
     hold_default(b, 10)
     moving = []
     for _ in range(3):
-        b.step(DEFAULT[None] + 0.3)
-        qvel = b._state_out[0][:, b._qvel_at + b.idx.joint_qvel]  # (decimation, joints)
+        qvel = substep_joint_vel(b, DEFAULT[None] + 0.3)  # (decimation, joints)
         moving += (np.abs(qvel).max(1) > 1e-3).tolist()
     assert moving == [s >= latency for s in range(3 * b.decimation)]
 
 
-def test_com_offset_shifts_load_to_the_front_feet():
+def test_com_offset_shifts_load_to_the_front_feet(backend_with):
     s = hold_default(backend_with(2, com_offset_x=[-0.03, 0.03]), 100)
     front_share = (s.foot_force[:, :2].sum(1) / s.foot_force.sum(1)).tolist()
     assert front_share[1] > front_share[0] + 0.1, front_share
 
 
-def test_link_mass_scale_changes_total_weight_on_the_feet():
+def test_link_mass_scale_changes_total_weight_on_the_feet(backend_with):
     s = hold_default(backend_with(2, link_mass_scale=[0.7, 1.3]), 100)
     weight = s.foot_force.sum(1).tolist()
     assert weight[1] / weight[0] == pytest.approx(1.3 / 0.7, rel=0.05)

@@ -504,3 +504,49 @@ def isaaclab_observations(env: dict, states: list[dict]) -> np.ndarray:
 def _default(name: str) -> float:
     (value,) = [v for k, v in DEFAULT_POS.items() if re.fullmatch(k, name)]
     return value
+
+
+# -- a run of trot's own Isaac Lab task (isaaclab_trot/) -------------------------------------------------------------
+
+
+def _gaussian(std: float) -> dict | None:
+    return {"func": "isaaclab.utils.noise.noise_model:gaussian_noise", "operation": "add", "mean": 0.0, "std": std}
+
+
+def env_cfg_of_task(task) -> dict:
+    """env.yaml as Isaac Lab would dump trot's generated task (`trot.isaaclab.task.IsaacLabTask`): the fixture's layout
+    with the task's timing, joint ordering, actuator, default pose, policy group, action term and commands."""
+    env = env_cfg(joint_ordering=list(task.articulation.joint_ordering), export_io_descriptors=False)
+    env["sim"]["dt"], env["decimation"] = task.physics_dt, task.decimation
+    a = task.articulation.actuator
+    env["scene"]["robot"]["init_state"]["joint_pos"] = dict(task.articulation.init_joint_pos)
+    env["scene"]["robot"]["actuators"] = {
+        "legs": {
+            "class_type": "isaaclab.actuators.actuator_pd:DelayedPDActuator",
+            "joint_names_expr": list(a.joint_names_expr),
+            "actuator_effort_limit": a.actuator_effort_limit,
+            "joint_effort_limit": a.joint_effort_limit,
+            "stiffness": a.stiffness,
+            "damping": a.damping,
+            "armature": a.armature,
+            "min_delay": a.min_delay,
+            "max_delay": a.max_delay,
+        }
+    }
+    group = _policy_group(task.policy.history_length, task.policy.history_order)
+    group = {k: v for k, v in group.items() if not isinstance(v, dict) and v is not None}  # settings only
+    for t in task.policy.terms:
+        group[t.name] = dict(
+            _obs_term(t.func.split(":")[1], params=dict(t.params), noise=_gaussian(t.noise_std), scale=t.scale),
+            func=t.func,
+            clip=tuple(t.clip),
+            delay_min_lag=t.delay_lag[0],
+            delay_max_lag=t.delay_lag[1],
+        )
+    env["observations"]["policy"] = group
+    action = env["actions"]["joint_pos"]
+    action.update(joint_names=list(task.action.joint_names), preserve_order=True, scale=task.action.scale)
+    action["clip"] = dict(task.action.target_clip)
+    ranges = env["commands"]["base_velocity"]["ranges"]
+    ranges.update({k: tuple(v) for k, v in task.commands["ranges"].items()})
+    return env
