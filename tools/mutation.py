@@ -33,9 +33,9 @@ else:
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-# trot's subpackages and the folders setuptools maps them from (pyproject.toml, [tool.setuptools] package-dir).
-PACKAGES = {"trot": "trot", "trot/deploy": "deploy", "trot/train": "train", "trot/sim": "sim", "trot/robots": "robots",
-            "trot/randomization": "randomization", "trot/hil": "hil"}  # fmt: skip
+# trot's subpackages and the folders setuptools maps them from: "trot/deploy" -> "deploy".
+PACKAGE_DIR = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+PACKAGES = {pkg.replace(".", "/"): folder for pkg, folder in PACKAGE_DIR.items()}
 DOC = REPO / "docs" / "testing.md"
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
