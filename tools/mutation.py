@@ -79,7 +79,7 @@ def build_tree(root: Path, module: Module) -> None:
     """A scratch tree: the sources as src/trot/..., the tests, and a pyproject.toml with this module's settings."""
     if root.exists():
         shutil.rmtree(root)
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "policies")
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package, folder in PACKAGES.items():
         shutil.copytree(REPO / folder, root / "src" / package, ignore=skip, dirs_exist_ok=True)
     shutil.copytree(REPO / "tests", root / "tests", ignore=skip)
