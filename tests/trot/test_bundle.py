@@ -209,6 +209,7 @@ def test_training_fields_are_typed(training, message):
 @pytest.mark.parametrize("integrity", [
     {"graph_sha256": GRAPH}, {"graph_sha256": "AB" * 32, "fields_sha256": {}},
     {"graph_sha256": GRAPH, "fields_sha256": {"kp": "x"}}, {"graph_sha256": GRAPH, "fields_sha256": []},
+    {"graph_sha256": "X" * 64, "fields_sha256": {}},
 ])  # fmt: skip
 def test_integrity_field_shape(integrity):
     refused(edit(integrity=integrity), f"metadata field 'integrity' = {integrity!r}; expected {{'graph_sha256': hex, "
@@ -352,6 +353,12 @@ def test_fixed_width_fields_are_skipped_by_their_width():
     fixed = field(5, 1, field(14, 2, b"")[:2] + b"\x00" * 6) + field(6, 5, b"\x0a\x00\x00\x00")
     data = fixed + entry("trot", "{}") + field(7, 2, b"g")
     assert B.model_sections(data, WHERE) == (hashlib.sha256(fixed + field(7, 2, b"g")).hexdigest(), "{}")
+    # A fixed64 whose last four bytes, read as the start of a field, would swallow the entry behind it.
+    tail = entry("trot", "{}")
+    trap = field(5, 1, b"\x00" * 4 + b"\x0a" + bytes([2 + len(tail)]) + b"\x00\x00")
+    assert B.model_sections(trap + tail, WHERE) == (hashlib.sha256(trap).hexdigest(), "{}")
+    with pytest.raises(BundleError, match=r"^bundle: not a readable ONNX model"):  # the default `where`
+        B.model_sections(b"\x80")
     key_only = field(14, 2, field(1, 2, b"trot"))  # an entry without a value field: the value is ""
     assert B.model_sections(key_only, WHERE) == (hashlib.sha256(b"").hexdigest(), "")
 
