@@ -57,7 +57,7 @@ MODULES = {
         "tests/deploy/test_stale_bound.py::test_a_state_is_stamped_when_its_bytes_arrive_not_when_the_loop_polls")),
     "loop": Module("deploy/loop.py", ("tests/deploy/test_loop.py",)),
     "runtime": Module("deploy/runtime.py", ("tests/deploy/test_runtime.py",)),
-    "flash": Module("deploy/flash.py", ("tests/deploy/test_flash.py", "-k", "not ssh and not killed")),
+    "flash": Module("deploy/flash.py", ("tests/deploy/test_flash.py", "-k", "not localhost and not every_step")),
     "deploy_bundle": Module("deploy/bundle.py", ("tests/deploy/test_bundle_loading.py",)),
     "bundle": Module("trot/bundle.py", ("tests/trot/test_bundle.py",)),
     "mapping": Module("trot/mapping.py", ("tests/trot/test_mapping.py", "tests/deploy/test_runtime.py")),

@@ -520,3 +520,43 @@ def test_flash_cli_in_process(tiny_bundle, tmp_path, capsys):
     assert run_flash(parse(["flash", "--rollback", "--target", str(folder)])) == 0
     assert capsys.readouterr().out.splitlines()[-1].startswith("trot flash: restored ")
     assert state(folder)[0] == sha256_file(tiny_bundle)
+
+
+def test_flash_and_rollback_say_each_step(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    target = DirTarget(folder)
+    a, b = tiny_bundle, second_bundle(tiny_bundle, tmp_path)
+    da, db = sha256_file(a), sha256_file(b)
+    root = folder.resolve()
+    lines = flash(a, target, ROBOT)
+    assert lines == [
+        f"checked {a} (integrity, contract {ROBOT.contract_sha256()[:12]} of robot 'pupper_v3')",
+        f"copied {a.name} to {root / 'policies' / (da + '.onnx')} (sha256 {da[:16]}… verified, hash file written)",
+        f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyACM0)",
+        f"switched {root / POINTER} to policies/{da}.onnx",
+    ]
+    assert flash(a, target, ROBOT, ["--transport", "serial", "--port", "/dev/ttyUSB0"])[2:] == [
+        f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyUSB0)",
+        f"policies/{da}.onnx was already the current policy",
+    ]
+    switched = f"switched {root / POINTER} to policies/{db}.onnx (previous policies/{da}.onnx)"
+    assert flash(b, target, ROBOT)[-1] == switched
+    assert (folder / "policies" / f"{db}.onnx.sha256").read_text() == f"{db}  {db}.onnx\n"
+    restored = (f"restored {root / 'policies' / (da + '.onnx')} (sha256 {da[:16]}… matches its hash file); the "
+                f"rolled-back one, policies/{db}.onnx, is now the previous policy")  # fmt: skip
+    assert rollback(target) == [restored]
+    assert sorted(p.name for p in folder.iterdir()) == ["current.json", "policies", "trot-deploy.service"]
+
+
+def test_flash_help_names_every_flag(capsys):
+    from trot.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["flash", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("policy bundle (.onnx); not needed with --rollback",
+                 "user@host (OpenSSH) or a folder, e.g. a mounted SD card",
+                 "folder on the robot for user@host targets (default ~/trot)",
+                 "robot to check against (default: the bundle's)", "put the previous policy back",
+                 "extra ssh/scp options, e.g. '-o Port=2222 -i key'"):  # fmt: skip
+        assert re.search(rf"(^|[ (\[]){re.escape(text)}($|[ )\],])", out), text
