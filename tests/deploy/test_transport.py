@@ -187,3 +187,64 @@ def test_a_vanished_device_is_a_lost_link(mcu):
         assert link.send(ControlMode.DAMPING, np.zeros(N), np.zeros(N), np.zeros(N)) == last.lost
     finally:
         link.close()
+
+
+def test_a_loop_that_stops_polling_keeps_the_newest_megabyte(mcu, monkeypatch):
+    from trot.deploy import transport as transport_module
+
+    monkeypatch.setattr(transport_module, "MAX_RX_BACKLOG", 4096)
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    try:
+        link.open(2.0)
+        assert link.describe == f"serial {m.port} at 1000000 baud"
+        link.poll()
+        frames = b"".join(encode(state(seq)) for seq in range(1, 61))  # 60 States, about 12 KB
+        for k in range(0, len(frames), 1000):
+            m.write(frames[k : k + 1000])
+            time.sleep(0.002)
+        end = time.monotonic() + 5
+        while time.monotonic() < end and link._rx_bytes + link.rx_dropped < len(frames):
+            time.sleep(0.01)
+        assert link.rx_dropped + link._rx_bytes == len(frames) and 0 < link._rx_bytes <= 4096
+        poll = link.poll()
+        assert poll.samples[-1].seq == 60 and 0 < len(poll.samples) <= 4096 // len(encode(state(1)))
+        assert link._rx_bytes == 0 and link.poll().raw == b""
+    finally:
+        link.close()
+
+
+def test_a_peer_that_stops_reading_is_a_lost_link_after_the_backlog(mcu):
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    try:
+        link.open(2.0)
+        m.stop.set()  # the microcontroller stops reading; the pty fills, then the transport's own queue
+        m.thread.join()
+        lost = None
+        for _ in range(5000):
+            lost = link.send(ControlMode.DAMPING, np.zeros(N), np.zeros(N), np.zeros(N))
+            if lost:
+                break
+        assert lost is not None and lost.startswith("write failed: ") and lost.endswith(
+            " bytes waiting (the other side is not reading)")  # fmt: skip
+        assert int(lost.split()[2]) > 2048
+    finally:
+        link.close()
+
+
+def test_sequence_numbers_wrap_at_32_bits_and_close_flushes_then_releases(mcu):
+    from trot.deploy.protocol import MessageType
+
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    link.open(2.0)
+    link._seq[MessageType.COMMAND] = 2**32 - 1
+    for _ in range(2):
+        link.send(ControlMode.OFF, np.zeros(N), np.zeros(N), np.zeros(N))
+    link.close()
+    assert link._reader is None and link._serial is None
+    end = time.monotonic() + 5
+    while time.monotonic() < end and sum(isinstance(x, Command) for x in m.received) < 2:
+        time.sleep(0.01)
+    assert [c.seq for c in m.received if isinstance(c, Command)] == [2**32 - 1, 0]
