@@ -136,7 +136,10 @@ def test_poll_stamps_states_on_arrival_and_reports_steps_estops_and_errors(mcu):
         s = samples[-1]
         np.testing.assert_array_equal(s.joint_pos, state(9).joint_pos)
         np.testing.assert_array_equal(s.joint_vel, state(9).joint_vel)
+        np.testing.assert_array_equal(s.joint_current, state(9).joint_current)
         np.testing.assert_array_equal(s.imu_quat, [1, 0, 0, 0])
+        np.testing.assert_array_equal(s.gyro, np.float32([0.1, 0.2, 0.3]))
+        np.testing.assert_array_equal(s.accel, np.float32([0.0, 0.0, 9.81]))
         assert (s.timestamp_us, s.status) == (9000, 0)
         m.write(encode(state(10)) + encode(state(14)) + encode(state(3, status=2)) + encode(EStop(0, 4)))
         samples, last = wait_for(link.poll, lambda s, p: p.peer_estop is not None)
@@ -144,9 +147,15 @@ def test_poll_stamps_states_on_arrival_and_reports_steps_estops_and_errors(mcu):
         m.write(encode(state(4)) + encode(state(8)) + encode(state(9)))
         _, last = wait_for(link.poll, lambda s, p: p.received > 0)
         assert last.seq_gap == 4 and last.frames == {"STATE": 3}  # the largest step of the three
-        m.write(b"\x00\x05junk\x00")
-        _, last = wait_for(link.poll, lambda s, p: p.link_errors > 0)
-        assert (last.link_errors, last.payload_errors) == (1, 0) and b"junk" in last.raw
+        bad_crc = bytearray(encode(state(20)))
+        bad_crc[-2] ^= 0x01  # the CRC's last byte (never a COBS code byte or zero here)
+        assert bad_crc[-2] != 0
+        m.write(b"\x00\x05junk\x00" + bytes(bad_crc) + encode(state(21, status=8)))
+        raws = []
+        samples, last = wait_for(link.poll, lambda s, p: raws.append(p.raw) or (p.link_errors >= 2 and s))
+        assert (last.link_errors, last.payload_errors) == (2, 0)  # one framing, one CRC error
+        assert b"".join(raws) == b"\x00\x05junk\x00" + bytes(bad_crc) + encode(state(21, status=8))
+        assert samples[-1].status == 8 and type(samples[-1].status) is int
     finally:
         link.close()
 
