@@ -389,8 +389,8 @@ def test_close_sends_what_was_queued_and_nothing_else(mcu, monkeypatch):
     sent = fill_until_queued(link)
     m.paused.clear()  # the microcontroller reads again while close waits (each 2 ms wait made 0.1 s of real time)
     clock = FakeClock()
-    monkeypatch.setattr(transport_module, "time", SimpleNamespace(monotonic=clock.monotonic,
-                                                                  sleep=lambda s: (clock.sleep(s), time.sleep(0.1))))
+    slow = SimpleNamespace(monotonic=clock.monotonic, sleep=lambda s: (clock.sleep(s), time.sleep(0.1)))
+    monkeypatch.setattr(transport_module, "time", slow)
     link.close()
     end = time.monotonic() + 10
     while time.monotonic() < end and sum(isinstance(x, Command) for x in m.received) < sent:
