@@ -96,10 +96,11 @@ def build_tree(root: Path, module: Module) -> None:
 
 
 def make_tiny(folder: Path) -> None:
-    """One tiny checkpoint and bundle for every module's tests (the suite's session fixture, made once)."""
-    if (folder / "tiny.onnx").is_file():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
+    """One tiny checkpoint and bundle for every module's tests (the suite's session fixture, made once a run: one
+    left by an earlier run may be of an older bundle format or training code)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     logs = folder / "logs"
     subprocess.run([sys.executable, "-m", "trot.cli", "train", "--max_iterations", "1", "--num_envs", "8",
                     "--log_root", str(logs), "--set", "runner.num_steps_per_env=8"], check=True,
