@@ -205,7 +205,8 @@ def test_the_registrys_unitree_entry_builds_from_its_flags_or_says_why_not(puppe
 def test_no_lowstate_is_a_refusal_naming_the_topic_and_domain():
     link = transport(GO2)
     try:
-        with pytest.raises(TransportError, match=rf"no sound LowState on rt/lowstate within 0\.3 s in DDS domain {DOMAIN_ID} "):
+        expected = rf"no sound LowState on rt/lowstate within 0\.3 s in DDS domain {DOMAIN_ID} "
+        with pytest.raises(TransportError, match=expected):
             link.open(0.3)
     finally:
         link.close()
