@@ -62,7 +62,7 @@ def test_serial_needs_a_port_and_its_unit_flags_carry_port_and_baud(tmp_path):
     args = build_parser().parse_args(["flash", "x.onnx", "--target", "t", "--port", "/dev/ttyUSB3", "--baud", "115200"])
     assert TRANSPORTS["serial"].unit_args(args) == ["--port", "/dev/ttyUSB3", "--baud", "115200"]
     args.transport = "can"
-    with pytest.raises(ValueError, match=r"^unknown transport 'can'; expected one of: serial, ros2$"):
+    with pytest.raises(ValueError, match=r"^unknown transport 'can'; expected one of: serial, ros2, unitree$"):
         build_transport(args, robot)
     pty = tmp_path / "tty"
     pty.write_text("")  # exists: a SerialTransport is built (not opened)
