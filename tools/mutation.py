@@ -157,6 +157,10 @@ def run_module(name: str, module: Module, work: Path, workers: int, tiny: Path, 
     figures = {"module": name, "mutants": len(result), "caught": caught, "equivalent": len(equivalent),
                "open": [k for k in survived if k not in known], "wall_s": wall,
                "rate": 100.0 * caught / judged if judged else 100.0}  # fmt: skip
+    # A listed mutant that no longer survives (or no longer exists: the code moved) is a stale row of the table.
+    prefix = mirror_path(module.source).removeprefix("src/").removesuffix(".py").replace("/", ".") + "."
+    for k in sorted(k for k in known if k.startswith(prefix) and result.get(k) in CAUGHT | {None}):
+        print(f"  {name}: listed as equivalent but {result.get(k) or 'not a mutant any more'}: {k}")
     diffs = mutant_diffs(root / "mutants" / mirror_path(module.source)) if show else {}
     for k in figures["open"]:
         print(f"  {name}: {result[k]}: {k}")
