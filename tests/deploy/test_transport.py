@@ -315,7 +315,9 @@ def test_every_chunk_read_between_two_looks_is_decoded(mcu, monkeypatch):
             time.sleep(0.05)
             m.write(encode(state(seq)))
         time.sleep(0.3)
-        assert [s.seq for s in link.poll().samples] == [1, 2, 3]
+        poll = link.poll()
+        assert [s.seq for s in poll.samples] == [1, 2, 3]
+        assert poll.raw == encode(HelloAck(N, b"fw")) + b"".join(encode(state(seq)) for seq in (1, 2, 3))
     finally:
         link.close()
 
@@ -448,23 +450,28 @@ def test_the_reader_survives_empty_and_would_block_reads_and_ends_on_a_hang_up_o
     shows only some of them."""
     from trot.deploy import transport as transport_module
 
-    def run(script):
+    def run(script, backlog=1 << 20):
         link = SerialTransport("/dev/null", 1_000_000, N, ROBOT_ID)
+        monkeypatch.setattr(transport_module, "MAX_RX_BACKLOG", backlog)
         port = ScriptedPort(link, script)
         monkeypatch.setattr(transport_module, "select", SimpleNamespace(
             poll=lambda: port, POLLIN=select.POLLIN, POLLHUP=select.POLLHUP, POLLERR=select.POLLERR,
             POLLNVAL=select.POLLNVAL))  # fmt: skip
         monkeypatch.setattr(transport_module, "os", SimpleNamespace(read=port.read))
         link._read_loop()
-        return link._lost, b"".join(chunk for _, chunk in link._take_chunks())
+        return link._lost, b"".join(chunk for _, chunk in link._take_chunks()), link.rx_dropped
 
     eio = OSError(5, "Input/output error")
     assert run([(0, None), (select.POLLIN, BlockingIOError()), (select.POLLIN, b""), (select.POLLIN, b"ab"),
-                (select.POLLIN, b"c")]) == (None, b"abc")  # fmt: skip
+                (select.POLLIN, b"c")]) == (None, b"abc", 0)  # fmt: skip
     for flag in (select.POLLHUP, select.POLLERR, select.POLLNVAL):
         assert run([(select.POLLIN, b"ab"), (flag, b""), (select.POLLIN, b"c")]) == (
-            "read failed: the device hung up (disconnected)", b"ab")  # fmt: skip
-    assert run([(select.POLLIN, eio), (select.POLLIN, b"c")]) == ("read failed: [Errno 5] Input/output error", b"")
+            "read failed: the device hung up (disconnected)", b"ab", 0)  # fmt: skip
+    assert run([(select.POLLIN, eio), (select.POLLIN, b"c")]) == ("read failed: [Errno 5] Input/output error", b"", 0)
+    # A loop that stopped polling: up to the backlog is kept, then the oldest chunks make room.
+    assert run([(select.POLLIN, b"ab"), (select.POLLIN, b"cd")], backlog=4) == (None, b"abcd", 0)
+    assert run([(select.POLLIN, b"ab"), (select.POLLIN, b"cd"), (select.POLLIN, b"e")], backlog=4) == (
+        None, b"cde", 2)  # fmt: skip
 
 
 def test_a_write_error_or_a_full_queue_is_a_lost_link(monkeypatch):
