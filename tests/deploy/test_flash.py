@@ -125,6 +125,19 @@ def test_a_damaged_pointer_is_refused_naming_it(tiny_bundle, tmp_path):
     for step in (lambda: flash(tiny_bundle, DirTarget(folder), ROBOT), lambda: rollback(DirTarget(folder))):
         with pytest.raises(FlashError, match=rf"^{re.escape(str(folder.resolve() / POINTER))}: not valid JSON \("):
             step()
+    with pytest.raises(FlashError, match=rf"^{re.escape(str(folder / POINTER))}: not valid JSON \("):
+        resolve_flashed(folder)  # what `trot deploy` runs
+
+
+def test_a_flashed_policy_without_its_hash_file_is_refused(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    current = resolve_flashed(folder)
+    current.with_name(current.name + ".sha256").unlink()
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(folder)
+    name = f"policies/{current.name}"
+    assert str(err.value) == f"{current}: no hash file {name}.sha256: the policy was not completely flashed"
 
 
 def test_bundle_for_another_robot_is_refused_before_anything_is_copied(tiny_bundle, tmp_path):
@@ -259,7 +272,8 @@ def test_a_copy_damaged_on_the_target_is_refused_and_the_good_policy_stays(tiny_
     flash(tiny_bundle, DirTarget(folder), ROBOT)
     before = state(folder)
     new = second_bundle(tiny_bundle, tmp_path)
-    with pytest.raises(FlashError, match=rf"sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}"):
+    copy = re.escape(str(folder.resolve() / "policies" / f"{sha256_file(new)}.onnx"))
+    with pytest.raises(FlashError, match=rf"^{copy}: sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}$"):
         flash(new, DamagingTarget(folder, damage), ROBOT)
     assert state(folder) == before  # the pointer never moved to the damaged copy
 
