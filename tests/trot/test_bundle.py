@@ -53,7 +53,7 @@ def test_a_valid_document_parses_to_what_was_written():
 def test_limits_are_per_joint_any_positive_value_and_printed_short_when_uniform():
     small = B.parse_metadata(json.dumps(edit(torque_limit=[0.5] * 12, velocity_limit=[1e-3] * 12)), WHERE)
     assert small.contract.torque_limit == (0.5,) * 12 and small.contract.velocity_limit == (1e-3,) * 12
-    assert B.per_joint_text((3.0,) * 12) == "3 (every joint)"
+    assert B.per_joint_text((3.0,) * 12) == B.per_joint_text((3.0,)) == "3 (every joint)"  # one joint too
     assert B.per_joint_text((23.7, 23.7, 45.43)) == "[23.7, 23.7, 45.43]"
 
 
