@@ -108,6 +108,13 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logger", default=None, choices=["tensorboard", "wandb", "neptune"])
     p.add_argument("--log_root", default="logs", help="runs go to LOG_ROOT/<robot>/<task>/<time>_<run_name>")
     p.add_argument(
+        "--until_gate", action="store_true",
+        help="stop when the policy passes the gate: a quick gate in a side process every --gate_every iterations, "
+        "the full gate at the first quick pass; exit 0 only when a policy passed the full gate",
+    )  # fmt: skip
+    p.add_argument("--gate_every", type=int, default=None, help="iterations between quick gates (default 25)")
+    p.add_argument("--max_minutes", type=float, default=None, help="wall-time cap of --until_gate (default 30)")
+    p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="override any config field, e.g. --set env.rewards.orientation.weight=-2 (repeatable)",
     )  # fmt: skip
