@@ -18,13 +18,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trot.train.bench import SUMMARY
 from trot.train.checkpoint import atomic_write_text
 from trot.train.export import export_bundle
 
 QUICK_JOBS = 1  # the side process gets one worker: the other core keeps training
 GATE_DIR = "gate"  # in the run folder: each gated bundle and its reports
 PASSED_BUNDLE = "gate_passed.onnx"
-SUMMARY = "until_gate.json"
 
 
 @dataclass(frozen=True)

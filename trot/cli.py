@@ -46,6 +46,9 @@ def _bench(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     s.add_argument("--robot", default="pupper_v3")
     s.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
+    from trot.train.bench import add_bench_train_args  # argparse only until it runs
+
+    add_bench_train_args(sub.add_parser("train", help="time to a gate-passing policy over seeds (train --until_gate)"))
     from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
@@ -59,6 +62,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from trot.deploy.fuzz import run_bench_fuzz
 
         return run_bench_fuzz(args)
+    if args.what == "train":
+        from trot.train.bench import run_bench_train
+
+        return run_bench_train(args)
     if args.what == "deploy":
         from trot.hil.bench_deploy import run_bench as run_bench_deploy
 

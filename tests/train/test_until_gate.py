@@ -83,3 +83,17 @@ def test_a_failing_quick_gate_is_read_from_the_side_process_and_training_goes_on
     assert watch.progress.note == f"quick gate @1: {result.cells_passed}/4"
     report = json.loads((tmp_path / "gate" / "model_0_quick" / "gate.json").read_text())
     assert [c["passed"] for c in report["cells"]].count(True) == result.cells_passed
+
+
+def test_bench_train_figures_from_until_gate_summaries():
+    from trot.train.bench import seed_row, spread
+
+    passed = {"reason": "passed", "wall_s": 250.0, "first_quick_pass": {"known_at_s": 180.0, "env_steps": 2_949_120},
+              "passed": {"env_steps": 2_949_120}}  # fmt: skip
+    capped = {"reason": "cap", "wall_s": 600.0, "first_quick_pass": None, "passed": None}
+    rows = [seed_row(1, passed), seed_row(2, capped), seed_row(3, dict(passed, wall_s=310.0))]
+    assert rows[0] == {"seed": 1, "quick_s": 180.0, "quick_steps": 2_949_120, "passed_s": 250.0,
+                       "passed_steps": 2_949_120, "reason": "passed"}  # fmt: skip
+    assert rows[1]["passed_s"] is None and rows[1]["reason"] == "cap"
+    assert spread([r["passed_s"] for r in rows]) == "280 (250-310), 2 of 3"  # a capped run is not a time
+    assert spread([None, None]) == "none of 2"
