@@ -12,7 +12,7 @@ import pytest
 from trot.robots import load_robot
 from trot.train.progress import Progress
 from trot.train.runner import until_gate_cfg
-from trot.train.until_gate import SUMMARY, UntilGate, UntilGateCfg
+from trot.train.until_gate import SUMMARY, GateResult, Stop, UntilGate, UntilGateCfg
 
 
 def _args(**kw):
@@ -97,3 +97,20 @@ def test_bench_train_figures_from_until_gate_summaries():
     assert rows[1]["passed_s"] is None and rows[1]["reason"] == "cap"
     assert spread([r["passed_s"] for r in rows]) == "280 (250-310), 2 of 3"  # a capped run is not a time
     assert spread([None, None]) == "none of 2"
+
+
+def test_a_passing_quick_gate_stops_training_and_the_cap_stops_it_too(tmp_path):
+    """The decision after each iteration; the side process's real result is read in the test above (a real
+    passing policy needs a trained one, which the shipped policy's own gate tests cover)."""
+    watch = _watch(tmp_path)
+    passed = GateResult(9, "b.onnx", True, True, 4, 4, 1000, 0.0, "r")
+    watch.side.poll = lambda now_s: passed
+    with pytest.raises(Stop, match="quick_pass"):
+        watch.after_iteration(None, 12)
+    assert watch.quick_passed is passed and watch.outcome.first_quick_pass is passed
+    assert watch.progress.note == "quick gate @10: 4/4"
+    watch.side.poll = lambda now_s: None
+    watch.after_iteration(None, 13)  # under the cap, no gate due: goes on
+    watch.started -= 3601  # an hour and a second in: past the 60 min cap
+    with pytest.raises(Stop, match="cap"):
+        watch.after_iteration(None, 14)
