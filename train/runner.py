@@ -219,7 +219,10 @@ def _train(
                     progress.update(runner, kw)
 
             runner.on_iteration = hook
-            reason = learn_until_gate(runner, watch, start + cfg.runner.max_iterations, resume_from is None)
+            try:
+                reason = learn_until_gate(runner, watch, start + cfg.runner.max_iterations, resume_from is None)
+            finally:
+                watch.side.stop()  # also on Ctrl-C: no gate process outlives the run
             progress.close()
             watch.finish(reason, int(runner.logger.tot_timesteps))
     progress.close()
