@@ -114,3 +114,28 @@ def test_a_passing_quick_gate_stops_training_and_the_cap_stops_it_too(tmp_path):
     watch.started -= 3601  # an hour and a second in: past the 60 min cap
     with pytest.raises(Stop, match="cap"):
         watch.after_iteration(None, 14)
+
+
+@pytest.mark.slow
+def test_the_full_gate_after_a_quick_pass_writes_its_report_and_the_passing_bundle(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """The full gate's plumbing on a one-cell matrix (the full matrix is 72 PyBullet cells, minutes of CPU):
+    the shipped policy stands still, so the gate passes and the run's checkpoint becomes gate_passed.onnx."""
+    import trot.hil.gate.run as gate_run
+
+    real = gate_run.run_gate
+    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: real(
+        bundle, robot, commands=["stand"], perturbations=["nominal"], seconds=4.0, jobs=1))  # fmt: skip
+    watch = _watch(tmp_path)
+    shutil.copyfile(tiny_checkpoint, tmp_path / "model_9.pt")
+    bundle = tmp_path / "gate" / "model_9.onnx"
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "robots/pupper_v3/policies/walk.onnx", bundle)
+    watch.quick_passed = GateResult(9, str(bundle), True, True, 4, 4, 1000, 1.0, "r")
+    result = watch.full_gate()
+    assert (result.quick, result.passed, result.cells_passed, result.cells) == (False, True, 1, 1)
+    assert json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())["passed"]
+    assert (tmp_path / "gate_passed.onnx").is_file() and watch.progress.note == "full gate @10: 1/1"
+    outcome = watch.finish("passed", 1000)
+    assert outcome.passed is result
+    assert json.loads((tmp_path / SUMMARY).read_text())["passed"]["cells_passed"] == 1
