@@ -23,13 +23,14 @@ class CheckpointError(ValueError):
     """A checkpoint that can't be used, with the file and the reason."""
 
 
-def atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
+def _atomic_write(path: Path, mode: str, write) -> None:
+    """`write(file)` into a temporary file beside `path`, flush and fsync it, rename it over `path`, fsync the
+    folder: a crash at any point leaves the old file or the new one. A failed write removes the temporary."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -43,15 +44,14 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """`torch.save` to `path`, atomically."""
+    _atomic_write(Path(path), "wb", lambda f: torch.save(obj, f))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write `text` to `path`, atomically."""
+    _atomic_write(Path(path), "w", lambda f: f.write(text))
 
 
 def load_checkpoint(path: str | Path, robot=None) -> dict:

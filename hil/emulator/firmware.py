@@ -170,6 +170,7 @@ class Firmware:
         if watchdog != self.watchdog_on:
             self.watchdog_on = watchdog
             if watchdog:
+                self.stats.watchdog_trips += 1
                 log.warning("watchdog: no Command for %.0f ms: damping", 1e3 * since)
             else:
                 log.info("watchdog: Commands resumed")

@@ -71,6 +71,7 @@ class EmulatorStats:
     commands_rejected: int = 0  # non-finite values
     commands_lost: int = 0  # gaps in the Command seq
     rx_errors: int = 0  # incoming frames the decoder refused (framing, CRC, payload)
+    watchdog_trips: int = 0  # times the command watchdog started damping
 
     def summary(self, physics_dt: float) -> str:
         wall = max(self.wall_s, 1e-9)

@@ -3,6 +3,7 @@ copied; rollback; a flash or rollback killed at every step leaves one complete, 
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -202,6 +203,45 @@ def test_deploy_refuses_a_flashed_policy_whose_bytes_changed(tiny_bundle, tmp_pa
     assert not (tmp_path / "t.jsonl").exists()
 
 
+class DamagingTarget(DirTarget):
+    """A folder target whose copies of policy versions arrive damaged (a flaky card, a full disk)."""
+
+    def __init__(self, root, damage: str):
+        super().__init__(root)
+        self.damage = damage
+
+    def put(self, local: Path, rel: str) -> None:
+        super().put(local, rel)
+        if rel.endswith(".onnx"):
+            data = bytearray((self.root / rel).read_bytes())
+            if self.damage == "truncated":
+                data = data[: len(data) // 2]
+            else:
+                data[len(data) // 3] ^= 0x01  # one flipped bit
+            (self.root / rel).write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_copy_damaged_on_the_target_is_refused_and_the_good_policy_stays(tiny_bundle, tmp_path, damage):
+    """The hash is taken from the copy on the target, not from the source before the copy."""
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    before = state(folder)
+    new = second_bundle(tiny_bundle, tmp_path)
+    with pytest.raises(FlashError, match=rf"sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}"):
+        flash(new, DamagingTarget(folder, damage), ROBOT)
+    assert state(folder) == before  # the pointer never moved to the damaged copy
+
+
+def test_a_version_already_on_the_target_but_damaged_is_copied_again(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    current = resolve_flashed(folder)
+    current.write_bytes(current.read_bytes()[:-10])  # damaged in place, same name
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    assert sha256_file(resolve_flashed(folder)) == sha256_file(tiny_bundle)
+
+
 # ---- over ssh to 127.0.0.1 -----------------------------------------------------------------------------
 
 
@@ -289,3 +329,234 @@ def test_ssh_flash_and_rollback_killed_at_every_step(local_sshd, tiny_bundle, tm
     flashes = check_every_kill_point([c, *ssh], prepare, check_flash)
     rollbacks = check_every_kill_point(["--rollback", *ssh], prepare, check_rollback)
     print(f"ssh target: flash {flashes} kill points, rollback {rollbacks}, each left one complete policy")
+
+
+# ---- the pieces, without a bundle ------------------------------------------------------------------------
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_pointer_round_trips_and_refuses_anything_else():
+    from trot.deploy.flash import Pointer, version_name
+
+    p = Pointer(version_name(SHA), None)
+    assert p.to_text() == f'{{"current": "policies/{SHA}.onnx", "previous": null}}\n'
+    assert Pointer.parse(p.to_text(), "c.json") == p
+    both = Pointer(version_name(SHA), version_name("f" * 64))
+    assert Pointer.parse(both.to_text(), "c.json") == both
+    expected = '{"current": "policies/<sha256>.onnx", "previous": "policies/<sha256>.onnx" or null}'
+    for text in ('{"current": "policies/x.onnx", "previous": null}', '{"current": null, "previous": null}',
+                 f'{{"current": "policies/{SHA}.onnx"}}', "[]",
+                 f'{{"current": "policies/{SHA}.onnx", "previous": "../{SHA}.onnx"}}'):  # fmt: skip
+        with pytest.raises(FlashError) as err:
+            Pointer.parse(text, "c.json")
+        assert str(err.value) == f"c.json: {text.strip()!r}; expected {expected}"
+    with pytest.raises(FlashError, match=r"^c\.json: not valid JSON \("):
+        Pointer.parse("{", "c.json")
+
+
+def test_hash_file_checks_name_content_and_presence():
+    from trot.deploy.flash import check_hash_file, hash_text
+
+    name = f"policies/{SHA}.onnx"
+    assert hash_text(SHA) == f"{SHA}  {SHA}.onnx\n"
+    check_hash_file(name, hash_text(SHA), SHA, "f")
+    with pytest.raises(FlashError) as err:
+        check_hash_file(name, None, SHA, "f")
+    assert str(err.value) == f"f: no hash file {name}.sha256: the policy was not completely flashed"
+    for text, recorded in ((hash_text("f" * 64), "f" * 64), ("", "empty")):
+        with pytest.raises(FlashError) as err:
+            check_hash_file(name, text, SHA, "f")
+        assert str(err.value) == (f"f: sha256 {SHA} does not match its hash file ({recorded}): the file changed "
+                                  "after it was flashed; flash it again")  # fmt: skip
+    with pytest.raises(FlashError, match="does not match its hash file"):  # content and hash agree, name does not
+        check_hash_file(f"policies/{'f' * 64}.onnx", hash_text(SHA), SHA, "f")
+
+
+def test_resolve_a_plain_file_checks_a_hash_file_beside_it(tmp_path):
+    import hashlib
+
+    f = tmp_path / "p.onnx"
+    f.write_bytes(b"policy")
+    assert resolve_flashed(f) == f  # no hash file: nothing to check
+    digest = hashlib.sha256(b"policy").hexdigest()
+    (tmp_path / "p.onnx.sha256").write_text(f"{digest}  p.onnx\n")
+    assert resolve_flashed(f) == f and sha256_file(f) == digest
+    (tmp_path / "p.onnx.sha256").write_text("")
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(f)
+    assert str(err.value) == f"{f}: sha256 {digest} does not match {tmp_path / 'p.onnx.sha256'} (empty)"
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(tmp_path)
+    assert str(err.value) == f"{tmp_path}: no {POINTER}: no policy has been flashed to this folder (`trot flash`)"
+    (tmp_path / POINTER).write_text(f'{{"current": "policies/{SHA}.onnx", "previous": null}}\n')
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(tmp_path)
+    missing = tmp_path / "policies" / f"{SHA}.onnx"
+    assert str(err.value) == f"{tmp_path / POINTER}: current policy {missing} does not exist"
+
+
+def test_systemd_unit_runs_deploy_on_the_folder_with_realtime_priority():
+    from trot.deploy.flash import systemd_unit
+
+    unit = systemd_unit("/home/pi/trot", "pupper_v3", ["--transport", "serial", "--port", "/dev/ttyACM0"])
+    assert "Description=trot deploy loop (pupper_v3, serial)\n" in unit
+    assert ("ExecStart=/usr/bin/env trot deploy --bundle /home/pi/trot --robot pupper_v3 --transport serial --port "
+            "/dev/ttyACM0\n") in unit  # fmt: skip
+    for line in ("Restart=on-failure", "CPUSchedulingPolicy=fifo", "CPUSchedulingPriority=50", "Nice=-10",
+                 "WantedBy=multi-user.target"):  # fmt: skip
+        assert f"\n{line}\n" in unit
+    assert "(pupper_v3, )" in systemd_unit("/x y", "pupper_v3", []) and "--bundle '/x y'" in systemd_unit(
+        "/x y", "pupper_v3", [])  # fmt: skip
+
+
+def test_targets_from_the_command_line():
+    from trot.deploy.flash import make_target
+
+    ssh = make_target("pi@pupper.local", "trot/", ["-o", "Port=2222"])
+    assert isinstance(ssh, SshTarget) and ssh.name == "pi@pupper.local:trot" and ssh.opts == ["-o", "Port=2222"]
+    assert ssh.path() == "trot" and ssh.path("policies") == "trot/policies" and ssh._q("a b") == "'trot/a b'"
+    local = make_target("/mnt/sd card", "ignored")
+    assert isinstance(local, DirTarget) and local.name == "/mnt/sd card"
+    with pytest.raises(FlashError) as err:
+        SshTarget("pi@host;rm", "trot")
+    assert str(err.value) == "--target 'pi@host;rm': expected user@host or a folder"
+
+
+# ---- the ssh target's remote commands, run by a local shell; the CLI in this process -----------------------
+
+
+@pytest.fixture
+def shell_ssh(monkeypatch, tmp_path):
+    """`ssh HOST CMD` runs CMD in bash with HOME as its folder, `scp SRC HOST:DST` copies there; every call logged."""
+    from trot.deploy import flash as flash_module
+
+    home, calls, real_run = tmp_path / "home", [], subprocess.run
+    home.mkdir()
+
+    def run(cmd, **kwargs):
+        calls.append((cmd, kwargs))
+        if cmd[0] == "ssh":
+            return real_run(["bash", "-c", cmd[-1]], cwd=home, capture_output=True, text=True, timeout=60)
+        src, dst = cmd[-2], cmd[-1].split(":", 1)[1]
+        shutil.copyfile(src, dst if dst.startswith("/") else home / dst)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(flash_module.subprocess, "run", run)
+    return home, calls
+
+
+def test_ssh_target_flashes_and_rolls_back_through_its_remote_commands(shell_ssh, tiny_bundle, tmp_path):
+    home, calls = shell_ssh
+    target = SshTarget("pi@pupper", "trot", ["-o", "Port=2222"])
+    b = second_bundle(tiny_bundle, tmp_path)
+    flash(tiny_bundle, target, ROBOT)
+    flash(b, target, ROBOT)
+    assert state(home / "trot") == (sha256_file(b), sha256_file(tiny_bundle))
+    assert target.listdir("policies") == sorted(p.name for p in (home / "trot" / "policies").iterdir())
+    assert target.exists("current.json") and not target.exists("nope")
+    assert target.read_text("nope") is None and target.read_text(POINTER).startswith('{"current"')
+    rollback(target)
+    assert state(home / "trot") == (sha256_file(tiny_bundle), sha256_file(b))
+    ssh = [c for c, _ in calls if c[0] == "ssh"]
+    scp = [c for c, _ in calls if c[0] == "scp"]
+    assert all(c[:4] == ["ssh", "-o", "Port=2222", "pi@pupper"] for c in ssh)
+    assert all(c[:4] == ["scp", "-q", "-o", "Port=2222"] and c[-1].startswith("pi@pupper:trot/") for c in scp)
+    assert ssh[0][-1] == "mkdir -p trot/policies && sync trot"
+    put = next(c[-1] for c in ssh if c[-1].startswith("sync trot/policies/."))
+    assert re.fullmatch(r"sync trot/policies/\.[0-9a-f]{64}\.onnx\.tmp && mv -f trot/policies/\.[0-9a-f]{64}\.onnx"
+                        r"\.tmp trot/policies/[0-9a-f]{64}\.onnx && sync trot/policies", put)  # fmt: skip
+    assert all(kw["capture_output"] and kw["text"] and kw["timeout"] in (60, 300) for _, kw in calls)
+    target.remove(f"policies/{SHA}.onnx")  # removing what is not there is fine (rm -f)
+
+
+def test_ssh_target_failures_name_the_command_and_the_error(shell_ssh, tmp_path, monkeypatch):
+    from trot.deploy import flash as flash_module
+
+    target = SshTarget("pi@pupper", "trot")
+    with pytest.raises(FlashError) as err:
+        target.sha256("policies/none.onnx")
+    assert str(err.value).startswith("ssh pi@pupper 'sha256sum trot/policies/none.onnx' failed (1): sha256sum: ")
+
+    def scp_fails(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, "", "lost connection")
+
+    monkeypatch.setattr(flash_module.subprocess, "run", scp_fails)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(FlashError) as err:
+        target.put(tmp_path / "f", "policies/a.onnx")
+    assert str(err.value) == "scp to pi@pupper:trot/policies/.a.onnx.tmp failed (1): lost connection"
+
+
+def test_flash_cli_in_process(tiny_bundle, tmp_path, capsys):
+    from trot.cli import build_parser
+    from trot.deploy.flash import run_flash
+
+    parse = build_parser().parse_args
+    folder = tmp_path / "robot"
+    args = parse(["flash", str(tiny_bundle), "--target", str(folder)])
+    assert (args.remote_dir, args.robot, args.rollback, args.ssh_options) == ("trot", None, False, "")
+    assert run_flash(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"trot flash: checked {tiny_bundle} (integrity, contract ")
+    assert out[-1] == (f"trot flash: on the robot, once: sudo cp {folder.resolve() / 'trot-deploy.service'} "
+                       "/etc/systemd/system/ && sudo systemctl enable --now trot-deploy; after each flash or "
+                       "rollback: sudo systemctl restart trot-deploy")  # fmt: skip
+    unit = (folder / "trot-deploy.service").read_text()
+    assert "--robot pupper_v3 --transport serial --port /dev/ttyACM0 --baud 1000000" in unit
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", "--target", str(folder)]))
+    assert str(err.value) == "trot flash: a BUNDLE is needed (or --rollback)"
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", "--rollback", "--target", str(folder)]))
+    assert str(err.value) == f"trot flash: {folder.resolve() / POINTER}: no previous policy to roll back to"
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", str(tiny_bundle), "--target", str(folder), "--robot", str(tmp_path / "nobot")]))
+    assert str(err.value).startswith("trot flash: ")
+    capsys.readouterr()
+    b = second_bundle(tiny_bundle, tmp_path)
+    assert run_flash(parse(["flash", str(b), "--target", str(folder), "--transport", "ros2", "--domain_id", "3"])) == 0
+    assert "--transport ros2" in (folder / "trot-deploy.service").read_text()
+    assert run_flash(parse(["flash", "--rollback", "--target", str(folder)])) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("trot flash: restored ")
+    assert state(folder)[0] == sha256_file(tiny_bundle)
+
+
+def test_flash_and_rollback_say_each_step(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    target = DirTarget(folder)
+    a, b = tiny_bundle, second_bundle(tiny_bundle, tmp_path)
+    da, db = sha256_file(a), sha256_file(b)
+    root = folder.resolve()
+    lines = flash(a, target, ROBOT)
+    assert lines == [
+        f"checked {a} (integrity, contract {ROBOT.contract_sha256()[:12]} of robot 'pupper_v3')",
+        f"copied {a.name} to {root / 'policies' / (da + '.onnx')} (sha256 {da[:16]}… verified, hash file written)",
+        f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyACM0)",
+        f"switched {root / POINTER} to policies/{da}.onnx",
+    ]
+    assert flash(a, target, ROBOT, ["--transport", "serial", "--port", "/dev/ttyUSB0"])[2:] == [
+        f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyUSB0)",
+        f"policies/{da}.onnx was already the current policy",
+    ]
+    switched = f"switched {root / POINTER} to policies/{db}.onnx (previous policies/{da}.onnx)"
+    assert flash(b, target, ROBOT)[-1] == switched
+    assert (folder / "policies" / f"{db}.onnx.sha256").read_text() == f"{db}  {db}.onnx\n"
+    restored = (f"restored {root / 'policies' / (da + '.onnx')} (sha256 {da[:16]}… matches its hash file); the "
+                f"rolled-back one, policies/{db}.onnx, is now the previous policy")  # fmt: skip
+    assert rollback(target) == [restored]
+    assert sorted(p.name for p in folder.iterdir()) == ["current.json", "policies", "trot-deploy.service"]
+
+
+def test_flash_help_names_every_flag(capsys):
+    from trot.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["flash", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("policy bundle (.onnx); not needed with --rollback",
+                 "user@host (OpenSSH) or a folder, e.g. a mounted SD card",
+                 "folder on the robot for user@host targets (default ~/trot)",
+                 "robot to check against (default: the bundle's)", "put the previous policy back",
+                 "extra ssh/scp options, e.g. '-o Port=2222 -i key'"):  # fmt: skip
+        assert re.search(rf"(^|[ (\[]){re.escape(text)}($|[ )\],])", out), text

@@ -187,6 +187,29 @@ def test_overruns_and_missed_ticks_are_counted(bundle, tmp_path):
     assert result.summary["overruns"] >= 1 and result.summary["missed_ticks"] >= 1
 
 
+def test_a_tick_the_loop_itself_made_late_counts_as_its_own_overrun(bundle, tmp_path):
+    """60 ms of the loop thread's own CPU work in one tick: the next tick is late by its own doing (a run-queue wait
+    cannot explain it), and every tick records its CPU time and, on Linux, its run-queue wait."""
+    polls = []
+
+    def busy(transport):
+        polls.append(1)
+        if len(polls) == 10:
+            end = time.thread_time() + 0.06
+            while time.thread_time() < end:
+                pass
+
+    result, _, tel = run_fake(bundle, tmp_path, duration=0.6, transport=FakeTransport(poll_hook=busy),
+                              limits=SafetyLimits(soft_start_s=5.0))  # fmt: skip
+    s = result.summary
+    assert s["overruns"] - s["descheduled_overruns"] >= 1
+    assert s["own_overrun_pct"] == pytest.approx(100 * (s["overruns"] - s["descheduled_overruns"]) / s["ticks"])
+    assert tel.ticks[10]["cpu_ms"] >= 60.0  # the busy tick's work, seen at the next tick start
+    assert all(t["cpu_ms"] >= 0 for t in tel.ticks)
+    if sys.platform == "linux":
+        assert all(t["wait_ms"] >= 0 for t in tel.ticks) and s["run_queue_wait_s"] >= 0
+
+
 def test_host_estop_sends_estop_frames_then_damping_then_off(bundle, tmp_path):
     loops = []
     transport = FakeTransport(poll_hook=lambda t: loops[0].request_estop("test") if len(t.sent) == 5 else None)

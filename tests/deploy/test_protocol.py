@@ -305,3 +305,100 @@ def test_fuzz_never_raises_and_accepts_exactly_the_frames_sent_intact():
     # Every intact frame is self-delimited, so none may be lost; nothing else may get through.
     assert figures["accepted"] == figures["intact_sent"] > 20_000
     assert figures["crc_errors"] > 1000 and figures["framing_errors"] > 1000 and figures["payload_errors"] > 20_000
+
+
+# ---- golden frames: every message type, byte for byte from PROTOCOL.md's tables ----------------------
+# Each payload below is written out by hand from the offsets and types in PROTOCOL.md (little-endian
+# uint/float32), with n = 2 joints; values are chosen so that every field has distinct bytes and a swapped
+# field, a flipped byte order or a shifted offset changes the frame. Floats: 1.0 = 0000803f, -1.0 = 000080bf,
+# 0.5 = 0000003f, -0.5 = 000000bf, 2.0 = 00000040, -2.0 = 000000c0, 0.25 = 0000803e, 0.125 = 0000003e,
+# 3.0 = 00004040, 4.0 = 00008040, 9.75 = 00001c41, 0.0 = 00000000.
+GOLDEN_JOINTS = 2
+GOLDEN = [  # (message factory, type, payload): built in the test, not at import
+    (
+        lambda: Hello(num_joints=12, robot_id=bytes(range(1, 33)), version=1),
+        "01",  # type
+        "0100 0c00" + bytes(range(1, 33)).hex(),  # version, num_joints, robot_id[32]
+    ),
+    (
+        lambda: HelloAck(num_joints=12, firmware=b"pupper-fw 1.0", version=1),
+        "02",
+        "0100 0c00" + b"pupper-fw 1.0".hex() + "000000",  # version, num_joints, firmware[16] NUL-padded
+    ),
+    (
+        lambda: State(seq=0x04030201, timestamp_us=0x0C0B0A0908070605, joint_pos=[1.0, -1.0], joint_vel=[0.5, 2.0],
+              joint_current=[-2.0, 0.25], imu_quat=[0.5, -0.5, 0.5, -0.5], gyro=[0.125, 3.0, 4.0],
+              accel=[0.0, -0.5, 9.75], status=0x0209),  # fmt: skip
+        "10",
+        "01020304"  # seq          offset 0
+        "05060708090a0b0c"  # timestamp_us  offset 4
+        "0902"  # status       offset 12
+        "0000803f 000080bf"  # joint_pos     offset 14
+        "0000003f 00000040"  # joint_vel     offset 14 + 4n
+        "000000c0 0000803e"  # joint_current offset 14 + 8n
+        "0000003f 000000bf 0000003f 000000bf"  # imu_quat w x y z  offset 14 + 12n
+        "0000003e 00004040 00008040"  # gyro   offset 30 + 12n
+        "00000000 000000bf 00001c41",  # accel  offset 42 + 12n
+    ),
+    (
+        lambda: Command(seq=0x0A0B0C0D, mode=ControlMode.DAMPING, joint_target=[1.0, -1.0], kp=[4.0, 3.0],
+                kd=[0.25, 0.125], tau_ff=[-0.5, 0.0]),  # fmt: skip
+        "11",
+        "0d0c0b0a"  # seq           offset 0
+        "01"  # mode (DAMPING)  offset 4
+        "0000803f 000080bf"  # joint_target offset 5
+        "00008040 00004040"  # kp           offset 5 + 4n
+        "0000803e 0000003e"  # kd           offset 5 + 8n
+        "000000bf 00000000",  # tau_ff      offset 5 + 12n
+    ),
+    (lambda: Heartbeat(seq=7, timestamp_us=0x0102030405060708), "20", "07000000 0807060504030201"),
+    (lambda: EStop(seq=0x01020304, reason=EStopReason.HOST), "21", "04030201 02"),
+]
+
+
+def golden_wire(type_hex: str, payload_hex: str) -> bytes:
+    """0x00 | COBS(type | payload | CRC-32 little-endian) | 0x00, COBS from the `cobs` package itself."""
+    from cobs import cobs
+
+    body = bytes.fromhex(type_hex + payload_hex.replace(" ", ""))
+    body += zlib.crc32(body).to_bytes(4, "little")
+    return b"\x00" + cobs.encode(body) + b"\x00"
+
+
+@pytest.mark.parametrize("make, type_hex, payload_hex", GOLDEN, ids=[type(m()).__name__ for m, _, _ in GOLDEN])
+def test_golden_frame_of_every_message_type_from_the_specification(make, type_hex, payload_hex):
+    msg = make()
+    payload = bytes.fromhex(payload_hex.replace(" ", ""))
+    assert len(payload) == payload_size(msg.msg_type, GOLDEN_JOINTS)  # PROTOCOL.md's "payload bytes" column
+    wire = golden_wire(type_hex, payload_hex)
+    assert encode(msg) == wire, f"{type(msg).__name__}: encoder\n{encode(msg).hex(' ')}\nspec\n{wire.hex(' ')}"
+    decoder = Decoder(GOLDEN_JOINTS)
+    assert decoder.feed(wire) == [msg]
+    assert (decoder.frames_decoded, decoder.framing_errors, decoder.crc_errors, decoder.payload_errors) == (1, 0, 0, 0)
+
+
+def test_the_golden_frames_cover_every_message_type():
+    assert {m().msg_type for m, _, _ in GOLDEN} == set(MessageType)
+
+
+ZERO_CODE_INPUTS = [b"\x00", b"\x00\x01", b"\x01\x00", b"\x02\x11\x00", b"\x03\x11\x00\x22", b"\x02\x00\x00\x01"]
+
+
+def test_cobs_decoder_refuses_a_zero_code_byte_promptly():
+    """A zero byte is never valid inside a COBS run (only the delimiter is 0); a decoder that takes it as a code
+    of length 0 loops forever. Checked in a child process so that a regression fails on the timeout instead of
+    hanging the suite; both the C extension and the pure-Python fallback."""
+    import subprocess
+    import sys
+
+    code = (
+        "from cobs.cobs import _cobs_py\n"
+        "from trot.deploy import protocol\n"
+        "for impl in ('C extension', 'pure Python'):\n"
+        f"    for data in {ZERO_CODE_INPUTS!r}:\n"
+        "        assert protocol.cobs_decode(data) is None, (impl, data)\n"
+        "    protocol.cobs.decode, protocol.cobs.DecodeError = _cobs_py.decode, _cobs_py.DecodeError\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)  # runs in ~0.3 s
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

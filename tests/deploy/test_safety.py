@@ -33,11 +33,12 @@ def roll_quat(deg: float) -> np.ndarray:
 
 
 def sample(t: float, seq: int = 0, status: int = 0, quat=UPRIGHT, joint_pos=None, gyro=(0.0, 0.0, 0.0),
-           accel=None) -> Sample:  # fmt: skip
+           accel=None, joint_vel=None) -> Sample:  # fmt: skip
     q = np.array(ROBOT.default_joint_pos) if joint_pos is None else np.asarray(joint_pos)
+    qd = np.zeros(12) if joint_vel is None else np.asarray(joint_vel)
     # A live IMU: the accelerometer's low bits move every reading unless the test says otherwise.
     acc = np.array([0.0, 0.0, 9.81 + 1e-4 * (seq % 7)]) if accel is None else np.asarray(accel)
-    return Sample(t, seq, 1000 * seq, q, np.zeros(12), np.zeros(12), np.asarray(quat), np.asarray(gyro), acc, status)
+    return Sample(t, seq, 1000 * seq, q, qd, np.zeros(12), np.asarray(quat), np.asarray(gyro), acc, status)
 
 
 class Clock:
@@ -191,6 +192,45 @@ def test_bad_state_damps_in_the_tick_it_arrives(fields, cause):
     c.tick(**fields)
     assert c.m.state == Mode.DAMPING and c.last_transition.cause == cause
     assert c.last_transition.t == c.t
+
+
+def _one_bad(size: int, index: int, value: float) -> list[float]:
+    values = [0.1] * size
+    values[index] = value
+    return values
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "field, kwargs",
+    [
+        ("joint_pos", lambda v: {"joint_pos": _one_bad(12, 7, v)}),
+        ("joint_vel", lambda v: {"joint_vel": _one_bad(12, 7, v)}),
+        ("gyro", lambda v: {"gyro": _one_bad(3, 2, v)}),
+        ("imu_quat", lambda v: {"quat": [1.0, 0.0, v, 0.0]}),
+    ],
+)
+def test_a_non_finite_value_in_any_state_field_damps_naming_the_field(field, kwargs, value):
+    """Every field the policy or the clamps read is checked: SAFETY.md's `nonfinite` row names all four."""
+    c = running()
+    c.tick(**kwargs(value))
+    assert c.m.state == Mode.DAMPING and c.last_transition.cause == "nonfinite", c.m.transitions
+    index = {"gyro": 2, "imu_quat": 2}.get(field, 7)
+    assert f"non-finite State: {field}[{index}] = {value}" in c.last_transition.reason
+
+
+def test_the_default_fall_threshold_is_safety_md_s_50_degrees():
+    """SAFETY.md promises 50°; the default must be that number, not just 'some threshold'."""
+    from importlib import resources
+
+    spec = (resources.files("trot.deploy") / "SAFETY.md").read_text()
+    assert "above `max_tilt_deg` (50°)" in spec
+    assert SafetyLimits().max_tilt_deg == 50.0
+    for deg, state in ((49.0, Mode.RUNNING), (51.0, Mode.DAMPING)):  # on either side of 50, default limits
+        c = running(SafetyLimits())
+        c.tick(quat=roll_quat(deg))
+        assert c.m.state == state, (deg, c.m.transitions)
+    assert c.last_transition.reason == "fall: tilt 51 deg > 50 deg: damping"
 
 
 def test_tilt_just_under_the_threshold_keeps_running():

@@ -93,7 +93,8 @@ def check_walk(walk: Walk, telemetry: Path, over: str) -> None:
     tel = read_telemetry(telemetry)
     assert walk.returncode == 0, walk.err[-2000:]
     assert tel.complete and tel.summary["end_state"] == "DONE"
-    assert tel.summary["overrun_pct"] <= 1.0, tel.summary
+    # Overruns the loop caused (those that waiting for a CPU does not explain: hil_timing, docs/testing.md).
+    assert tel.summary["own_overrun_pct"] <= 1.0, tel.summary
     # The last 10 s of walking: before the 0.5 s of shutdown damping and the process exit.
     stop = walk.end - 0.8
     window = [s for s in walk.samples if stop - 10.0 <= s[0] <= stop]
@@ -102,7 +103,9 @@ def check_walk(walk: Walk, telemetry: Path, over: str) -> None:
     errors = np.linalg.norm(body - np.array(COMMAND[:2]), axis=1)
     print(
         f"walk over {over}: mean forward {body[:, 0].mean():.3f} m/s, mean |v - cmd| {errors.mean():.3f} m/s "
-        f"(threshold {threshold}), overruns {tel.summary['overrun_pct']:.2f} %"
+        f"(threshold {threshold}), overruns {tel.summary['overrun_pct']:.2f} % "
+        f"({tel.summary['descheduled_overruns']} of {tel.summary['overruns']} while waiting for a CPU; own "
+        f"{tel.summary['own_overrun_pct']:.2f} %), run-queue wait {tel.summary['run_queue_wait_s']} s"
     )
     # Up while walking: from the first quarter to the window's end (the shutdown damping then lowers it on purpose:
     # kp 0, kd 0.1 lets the Pupper sink below 0.08 m within the 0.5 s, in MuJoCo as in PyBullet).

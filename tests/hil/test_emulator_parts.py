@@ -82,6 +82,8 @@ def test_the_watchdog_damps_after_watchdog_ms_without_a_valid_command():
     assert fw.actuation(2.099, Q).status == StatusFlags(0)
     act = fw.actuation(2.101, Q)
     assert act.status == StatusFlags.WATCHDOG_DAMPING and (act.kd == 0.1).all() and not act.kp.any()
+    fw.actuation(2.11, Q)
+    assert fw.stats.watchdog_trips == 1  # counted once per trip, not per damped tick (the HIL tests read it)
     target = np.array(ROBOT.default_joint_pos)
     target[3] = np.nan
     fw.on_command(command(1, target=target), t=2.12)  # refused: it does not feed the watchdog

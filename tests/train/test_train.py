@@ -92,6 +92,114 @@ def test_resume_continues_at_the_next_iteration_with_identical_parameters(tiny_r
     assert resumed["trot"]["env_steps"] == 3 * 8 * 8
 
 
+def _rng_states(env) -> dict:
+    """Every random stream training draws from: torch's global one, numpy's, Python's, the env's generator."""
+    import random
+
+    import numpy as np
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),  # noqa: NPY002
+            "env": env.gen.get_state()}  # fmt: skip
+
+
+class QuietProgress:
+    def __init__(self, *args, **kwargs):
+        self.update = None
+
+    def close(self) -> None:
+        pass
+
+
+def _set_rng(env, states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])  # noqa: NPY002
+    random.setstate(states["python"])
+    env.gen.set_state(states["env"])
+
+
+def _same_rng(a: dict, b: dict) -> None:
+    import numpy as np
+
+    assert torch.equal(a["torch"], b["torch"]), "torch global RNG"
+    assert a["numpy"][0] == b["numpy"][0] and np.array_equal(a["numpy"][1], b["numpy"][1]), "numpy global RNG"
+    assert a["numpy"][2:] == b["numpy"][2:], "numpy global RNG"
+    assert a["python"] == b["python"], "python random"
+    assert torch.equal(a["env"], b["env"]), "env generator"
+
+
+def test_an_interrupted_and_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    """Two iterations, a checkpoint, then two more: once in one process, once resumed from the checkpoint through
+    `train`. A resumed process builds a fresh env (its episodes restart; the checkpoint holds no env state), so
+    the uninterrupted reference rebuilds its env at the same point, touching no random stream. Everything else
+    must continue exactly: all four random streams at the resume, then every reward and every parameter."""
+    import random
+
+    import numpy as np
+
+    from trot.sim.locomotion import LocomotionEnv
+    from trot.train import runner as runner_module
+    from trot.train.config import override, preset
+    from trot.train.runner import TrotRunner, seed_everything, train
+
+    cfg = preset("cpu", "pupper_v3")
+    for key, value in {"env.num_envs": "8", "runner.num_steps_per_env": "8", "runner.save_interval": "1",
+                       "env.episode_length_s": "0.1", "runner.max_iterations": "2"}.items():  # fmt: skip
+        cfg = override(cfg, key, value)
+    rewards = []
+    step = LocomotionEnv.step
+
+    def recording_step(self, actions):
+        out = step(self, actions)
+        # Stands for any library that draws from numpy's or Python's global stream during training.
+        draws = torch.tensor([np.random.random(), random.random()], dtype=out[1].dtype)  # noqa: NPY002
+        rewards.append(torch.cat([out[1], draws]))
+        return out
+
+    monkeypatch.setattr(LocomotionEnv, "step", recording_step)
+
+    # Uninterrupted: iterations 0-1, then (with the env rebuilt as a resume must) iterations 2-3.
+    seed_everything(cfg.env.seed)
+    env = LocomotionEnv(cfg.env)
+    ref = TrotRunner(env, cfg, run_dir=tmp_path / "ref")
+    ref.learn(2, init_at_random_ep_len=True)
+    at_save = _rng_states(env)
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    (resumed_dir / "model_1.pt").write_bytes((tmp_path / "ref" / "model_1.pt").read_bytes())
+    fresh = LocomotionEnv(cfg.env)
+    _set_rng(fresh, at_save)  # the random streams continue as if the env had not been rebuilt
+    ref.env = fresh
+    ref.current_learning_iteration = 2  # rsl-rl's learn starts at this index; a resume sets it after the saved one
+    rewards.clear()
+    ref.learn(2, init_at_random_ep_len=False)
+    ref_rewards, ref_params = list(rewards), {k: v.clone() for k, v in ref.alg.actor.state_dict().items()}
+
+    # Interrupted after iteration 1 (model_1.pt), resumed by `trot train --resume`'s code path.
+    after_load = {}
+    load = TrotRunner.load
+
+    def recording_load(self, path, *args, **kwargs):
+        out = load(self, path, *args, **kwargs)
+        after_load.update(_rng_states(self.env))
+        return out
+
+    monkeypatch.setattr(TrotRunner, "load", recording_load)
+    monkeypatch.setattr(runner_module, "Progress", QuietProgress)
+    rewards.clear()
+    train(cfg, tmp_path, resume_from=resumed_dir / "model_1.pt", quiet=True)
+    _same_rng(at_save, after_load)
+    assert len(rewards) == len(ref_rewards) == 2 * 8
+    for i, (got, want) in enumerate(zip(rewards, ref_rewards)):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=f"rewards of step {i} after the resume")
+    resumed = load_checkpoint(resumed_dir / "model_3.pt")
+    for name, value in ref_params.items():
+        assert torch.equal(resumed["actor_state_dict"][name], value), name
+
+
 def test_corrupt_checkpoint_is_refused_with_file_and_reason(tmp_path):
     bad = tmp_path / "model_5.pt"
     bad.write_bytes(b"this is not a checkpoint")

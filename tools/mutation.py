@@ -1,0 +1,213 @@
+"""Mutation testing of the robot side, the mapping, the bundle and the checkpoint code: a benchmark-style command.
+
+    python tools/mutation.py                      # every module but the loop, one after the other, 1 worker
+    python tools/mutation.py safety protocol -j 2 # some modules, 2 workers
+    python tools/mutation.py mapping --show       # and the diff of every surviving mutant
+
+mutmut (3.x, the `mutation` extra) mutates one module at a time and runs only that module's fast tests (MODULES
+below) against each mutant. mutmut names modules after their path, and trot's packages live in folders that
+setuptools maps (`deploy/` is `trot.deploy`), so each run works in a scratch tree that lays the sources out as
+`src/trot/...` (the repository is never touched); `[tool.mutmut]` in pyproject.toml holds the settings common to
+every module. Prints, per module: mutants, killed (a test failed or timed out), survived, with no test, the
+equivalent ones listed in docs/testing.md, the kill rate without them, and the wall time. Not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import difflib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+# trot's subpackages and the folders setuptools maps them from: "trot/deploy" -> "deploy".
+PACKAGE_DIR = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+PACKAGES = {pkg.replace(".", "/"): folder for pkg, folder in PACKAGE_DIR.items()}
+DOC = REPO / "docs" / "testing.md"
+MUTMUT = str(Path(sys.executable).with_name("mutmut"))
+
+
+@dataclass(frozen=True)
+class Module:
+    source: str  # repository path
+    tests: tuple[str, ...]  # the fast tests that exercise it (pytest node ids or -k expressions after "-k")
+
+
+MODULES = {
+    "safety": Module("deploy/safety.py", ("tests/deploy/test_safety.py", "tests/deploy/test_safety_lines.py")),
+    # The 120 000-frame fuzz runs ~2 s a mutant; the decoder's rules have direct tests besides.
+    "protocol": Module("deploy/protocol.py", ("tests/deploy/test_protocol.py", "tests/deploy/test_protocol_fields.py",
+                                              "-k", "not fuzz")),
+    "link": Module("deploy/link.py", ("tests/deploy/test_link.py", "tests/deploy/test_safety.py")),
+    "transport": Module("deploy/transport.py", (
+        "tests/deploy/test_transport.py",
+        "tests/deploy/test_stale_bound.py::test_a_state_is_stamped_when_its_bytes_arrive_not_when_the_loop_polls")),
+    "loop": Module("deploy/loop.py", ("tests/deploy/test_loop.py",)),
+    "runtime": Module("deploy/runtime.py", ("tests/deploy/test_runtime.py",)),
+    "flash": Module("deploy/flash.py", ("tests/deploy/test_flash.py", "-k", "not localhost and not every_step")),
+    "deploy_bundle": Module("deploy/bundle.py", ("tests/deploy/test_bundle_loading.py",)),
+    "bundle": Module("trot/bundle.py", ("tests/trot/test_bundle.py",)),
+    "mapping": Module("trot/mapping.py", ("tests/trot/test_mapping.py", "tests/deploy/test_runtime.py")),
+    "checkpoint": Module("train/checkpoint.py", ("tests/train/test_checkpoint.py",)),
+}
+# Run only when named: its tests run the loop in real time (about 25 s a mutant, hours for the module on 2 cores).
+ON_REQUEST = {"loop"}
+CAUGHT = {"killed", "timeout", "segfault"}  # a test failed, hung or crashed with the mutant in
+
+
+def mirror_path(source: str) -> str:
+    """`deploy/safety.py` -> `src/trot/deploy/safety.py`: where the scratch tree holds a repository file."""
+    top, _, rest = source.partition("/")
+    package = next(pkg for pkg, folder in PACKAGES.items() if folder == top)
+    return f"src/{package}/{rest}"
+
+
+def build_tree(root: Path, module: Module) -> None:
+    """A scratch tree: the sources as src/trot/..., the tests, and a pyproject.toml with this module's settings."""
+    if root.exists():
+        shutil.rmtree(root)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package, folder in PACKAGES.items():
+        shutil.copytree(REPO / folder, root / "src" / package, ignore=skip, dirs_exist_ok=True)
+    shutil.copytree(REPO / "tests", root / "tests", ignore=skip)
+    tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]
+    # Test files this checkout lacks are left out (an older revision measured with the same command).
+    tests = [t for t in module.tests if not t.startswith("tests/") or (REPO / t.split("::")[0]).exists()]
+    if not any(t.startswith("tests/") for t in tests):
+        raise FileNotFoundError(f"none of {module.tests} in this checkout")
+    settings = dict(tool["mutmut"], only_mutate=[mirror_path(module.source)], pytest_add_cli_args_test_selection=tests)
+    markers = json.dumps(tool["pytest"]["ini_options"]["markers"])
+    lines = ["[tool.mutmut]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()), "",
+             "[tool.pytest.ini_options]", f"markers = {markers}"]  # fmt: skip
+    (root / "pyproject.toml").write_text("\n".join(lines) + "\n")
+
+
+def make_tiny(folder: Path) -> None:
+    """One tiny checkpoint and bundle for every module's tests (the suite's session fixture, made once)."""
+    if (folder / "tiny.onnx").is_file():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    logs = folder / "logs"
+    subprocess.run([sys.executable, "-m", "trot.cli", "train", "--max_iterations", "1", "--num_envs", "8",
+                    "--log_root", str(logs), "--set", "runner.num_steps_per_env=8"], check=True,
+                   capture_output=True, timeout=600)  # fmt: skip
+    (ckpt,) = logs.glob("pupper_v3/walk/*/model_0.pt")
+    shutil.copy(ckpt, folder / "model_0.pt")
+    from trot.train.export import export_bundle
+
+    export_bundle(folder / "model_0.pt", folder / "tiny.onnx")
+
+
+def equivalents() -> dict[str, str]:
+    """Mutant name -> why it cannot change behaviour, from docs/testing.md's table of equivalent mutants."""
+    rows = re.findall(r"^\| `(trot\.[\w.ǁ]+__mutmut_\d+)` \| (.+?) \|$", DOC.read_text(), re.MULTILINE)
+    return dict(rows)
+
+
+def statuses(root: Path) -> dict[str, str]:
+    """Mutant name -> mutmut's status, from the run's .meta files."""
+    from mutmut.stats import status_by_exit_code
+
+    out = {}
+    for meta in (root / "mutants").rglob("*.py.meta"):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            out[name] = status_by_exit_code[code]
+    return out
+
+
+def run_module(name: str, module: Module, work: Path, workers: int, tiny: Path, show: bool) -> dict:
+    """Mutate one module and run its tests against every mutant; the figures of the run."""
+    root = work / name
+    try:
+        build_tree(root, module)
+    except FileNotFoundError as e:
+        print(f"  {name}: not run: {e}")
+        return {"module": name, "mutants": 0, "caught": 0, "equivalent": 0, "open": [], "wall_s": 0.0, "rate": 0.0}
+    # Exists before Python starts: a PYTHONPATH folder missing at start-up is cached as absent for the whole run.
+    (root / "mutants" / "src").mkdir(parents=True)
+    # PYTHONPATH: the subprocesses a test starts import the mutants too.
+    env = dict(os.environ, TROT_TEST_TINY_DIR=str(tiny), MUJOCO_GL="osmesa", PYTHONPATH=str(root / "mutants" / "src"))
+    start = time.monotonic()
+    out = subprocess.run([MUTMUT, "run", "--max-children", str(workers)], cwd=root, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    wall = time.monotonic() - start
+    (root / "mutmut.log").write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        raise SystemExit(f"mutation: mutmut failed on {name} (see {root / 'mutmut.log'}):\n{out.stderr[-3000:]}")
+    result = statuses(root)
+    known = equivalents()
+    survived = sorted(k for k, s in result.items() if s not in CAUGHT)
+    equivalent = [k for k in survived if k in known]
+    caught = sum(s in CAUGHT for s in result.values())
+    judged = len(result) - len(equivalent)
+    figures = {"module": name, "mutants": len(result), "caught": caught, "equivalent": len(equivalent),
+               "open": [k for k in survived if k not in known], "wall_s": wall,
+               "rate": 100.0 * caught / judged if judged else 100.0}  # fmt: skip
+    diffs = mutant_diffs(root / "mutants" / mirror_path(module.source)) if show else {}
+    for k in figures["open"]:
+        print(f"  {name}: {result[k]}: {k}")
+        if show:
+            print("    " + diffs.get(k.rpartition(".")[2], "(no diff)").replace("\n", "\n    "))
+    return figures
+
+
+def mutant_diffs(mutated: Path) -> dict[str, str]:
+    """Mangled mutant name -> the lines it changes, read from mutmut's mutated module (faster than `mutmut show`)."""
+    tree = ast.parse(source := mutated.read_text())
+    functions = {n.name: ast.get_source_segment(source, n).splitlines() for n in ast.walk(tree)
+                 if isinstance(n, ast.FunctionDef) and "__mutmut_" in n.name}  # fmt: skip
+    out = {}
+    for fn, lines in functions.items():
+        base, _, number = fn.rpartition("__mutmut_")
+        if number.isdigit() and f"{base}__mutmut_orig" in functions:
+            orig = functions[f"{base}__mutmut_orig"]
+            changed = [ln for ln in difflib.unified_diff(orig[1:], lines[1:], lineterm="", n=0)
+                       if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]  # fmt: skip
+            out[fn] = "\n".join(changed)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("modules", nargs="*", metavar="MODULE",
+                   help=f"some of {', '.join(MODULES)} (default: all but {', '.join(sorted(ON_REQUEST))})")  # fmt: skip
+    p.add_argument("-j", "--workers", type=int, default=1, help="mutants tested at once (default 1; 2 cores here)")
+    p.add_argument("--workdir", default="/tmp/trot-mutation", help="scratch folder (default /tmp/trot-mutation)")
+    p.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
+    args = p.parse_args(argv)
+    unknown = sorted(set(args.modules) - set(MODULES))
+    if unknown:
+        p.error(f"unknown modules {unknown}; expected some of {', '.join(MODULES)}")
+    work = Path(args.workdir)
+    tiny = work / "tiny"
+    make_tiny(tiny)
+    rows = []
+    for name in args.modules or [m for m in MODULES if m not in ON_REQUEST]:
+        figures = run_module(name, MODULES[name], work, args.workers, tiny, args.show)
+        rows.append(figures)
+        print(f"{name:<14} {figures['mutants']:>5} mutants  {figures['caught']:>5} caught  "
+              f"{figures['equivalent']:>3} equivalent  {len(figures['open']):>4} open  "
+              f"kill rate {figures['rate']:5.1f} %  {figures['wall_s']:6.0f} s", flush=True)  # fmt: skip
+    total = {k: sum(r[k] for r in rows) for k in ("mutants", "caught", "equivalent", "wall_s")}
+    judged = total["mutants"] - total["equivalent"]
+    rate = 100.0 * total["caught"] / max(judged, 1)
+    print(f"{'all':<14} {total['mutants']:>5} mutants  {total['caught']:>5} caught  {total['equivalent']:>3} "
+          f"equivalent  kill rate {rate:5.1f} %  {total['wall_s']:6.0f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
