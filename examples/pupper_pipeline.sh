@@ -2,7 +2,7 @@
 # The main job: train a Pupper on the CPU default until its policy passes the gate, then run the onboard
 # deploy loop on that policy against the emulated robot.
 # `trot train --until_gate` gates the policy in PyBullet while it trains (a quick subset in a side process
-# every 25 iterations), stops at the first quick pass and runs the full gate; TROT_MAX_MINUTES (default 12)
+# every 25 iterations), stops at the first quick pass and runs the full gate; TROT_MAX_MINUTES (default 6, so that the whole job stays within 10 minutes on 2 cores)
 # caps it. Only when the cap is hit without a passing policy does the demo fall back to the shipped policy
 # (robots/pupper_v3/policies/walk.onnx), and it says so.
 set -euo pipefail
@@ -15,7 +15,7 @@ trot robots
 trot view pupper_v3 -o "$OUT/pupper_v3.png"
 
 if trot train --robot pupper_v3 --task walk --run_name pipeline --until_gate \
-    --max_minutes "${TROT_MAX_MINUTES:-12}" --log_root "$OUT/logs"; then
+    --max_minutes "${TROT_MAX_MINUTES:-6}" --log_root "$OUT/logs"; then
   TRAINED=1
 else
   TRAINED=0
