@@ -44,8 +44,10 @@ class Randomizer:
             if spec.kind != "event":
                 spec.apply(self.params, env_ids, self.values[name][env_ids])
 
-    def events(self, backend, control_dt: float) -> None:
-        """Each interval term hits each env with probability control_dt / interval_s this control step."""
+    def events(self, backend, control_dt: float) -> torch.Tensor:
+        """Each interval term hits each env with probability control_dt / interval_s this control step;
+        return the ids of the envs hit (their state changed in the backend)."""
+        hit_any = torch.zeros(self.num_envs, dtype=torch.bool)
         for name in sorted(self.cfg.terms):
             term = self.cfg.terms[name]
             if term.schedule != "interval" or not self.cfg.varies(name):
@@ -56,3 +58,5 @@ class Randomizer:
                 value = sample_term(name, term, len(ids), self.robot, self.gen)
                 self.values[name][ids] = value
                 TERMS[name].apply(backend, ids, value, self.gen)
+                hit_any[ids] = True
+        return hit_any.nonzero().flatten()

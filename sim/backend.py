@@ -71,7 +71,9 @@ class Backend(Protocol):
 
     def write_params(self, env_ids: torch.Tensor, params: EnvParams) -> None: ...
 
-    def read(self) -> SimState: ...
+    def read(self, env_ids: torch.Tensor | None = None) -> SimState:
+        """The state of every env, or of `env_ids` only (rows in that order)."""
+        ...
 
     def home_qpos(self) -> torch.Tensor: ...
 
@@ -158,8 +160,10 @@ class MujocoBackend:
         self._jq = torch.as_tensor(self.idx.joint_qpos)
         self._jv = torch.as_tensor(self.idx.joint_qvel)
 
-    def read(self) -> SimState:
-        q, v, sens = self._qpos, self._qvel, self._sens
+    def read(self, env_ids: torch.Tensor | None = None) -> SimState:
+        """The state of every env (views where the layout allows), or copies of `env_ids`' rows."""
+        rows = slice(None) if env_ids is None else env_ids.cpu()
+        q, v, sens = self._qpos[rows], self._qvel[rows], self._sens[rows]
         r, d = self.idx.root_qpos, self.idx.root_qvel
         last = sens[:, -1]
         foot_pos = torch.stack([last[:, a : a + 3] for a in self._foot_pos], 1)

@@ -1,6 +1,8 @@
 """`trot bench sim`: env-steps/s of the full task against raw stepping of the same model in the same run.
 
-`--sim mujoco`: the task against raw `mujoco.rollout` of the same per-env models, substeps and threads.
+`--sim mujoco`: the task against raw `mujoco.rollout` of the same per-env models, substeps and threads,
+replaying the physics calls the task made (its start states and its controls, recorded over the first
+second), so the ratio is what the task adds to the physics it asks for.
 `--sim mjwarp`: the task against raw MuJoCo Warp stepping of the same per-world model (each control step's
 substeps captured as one graph, as the backend does), and raw `mujoco.rollout` of the same `MjModel` on
 the CPU threads as a third column. Every figure comes from the same run, so the ratios hold on a noisy
@@ -22,6 +24,8 @@ from trot.sim.backends import make_backend
 from trot.sim.locomotion import LocomotionEnv
 from trot.sim.task import task_cfg
 
+RECORDED_STEPS = 50  # control steps of the task whose physics calls the raw reference replays (1 s at 50 Hz)
+
 
 def _rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) -> float:
     """Calls per second of `fn` over about `seconds`, after one warm-up call; `sync` waits for queued device work."""
@@ -35,16 +39,37 @@ def _rate(fn: Callable[[], object], seconds: float, sync: Callable[[], None]) ->
     return calls / (time.perf_counter() - start)
 
 
-def _raw_rollout(b: MujocoBackend) -> Callable[[], None]:
-    """One control step of raw `mujoco.rollout` from (a copy of) the backend's state, same models and threads."""
-    state, ctrl = b.state.copy(), b._ctrl.copy()
+def _record_task(b: MujocoBackend, env: LocomotionEnv, actions: torch.Tensor, steps: int) -> list:
+    """Run the task `steps` control steps and keep each physics call's input: (start state, controls)."""
+    inner, calls = b._rollout, []
+
+    class Recorder:
+        def rollout(self, models, datas, initial_state, control, **kw):
+            calls.append((initial_state.copy(), control.copy()))
+            return inner.rollout(models, datas, initial_state, control, **kw)
+
+    b._rollout = Recorder()
+    try:
+        for _ in range(steps):
+            env.step(actions)
+    finally:
+        b._rollout = inner
+    return calls
+
+
+def _raw_rollout(b: MujocoBackend, calls: list) -> Callable[[], None]:
+    """One control step of raw `mujoco.rollout` replaying the task's recorded physics calls in turn (same start
+    states, controls, per-env models and threads), so the raw figure is the physics the task asked for."""
+    at = [0]
+    state_out, sens_out = b._state_out.copy(), b._sens_out.copy()
 
     def step():
+        state, ctrl = calls[at[0] % len(calls)]
+        at[0] += 1
         b._rollout.rollout(
-            b.models, b._datas, state, ctrl, nstep=b.decimation,
-            state=b._state_out, sensordata=b._sens_out, skip_checks=True,
+            b.models, b._datas, state.copy(), ctrl, nstep=b.decimation,
+            state=state_out, sensordata=sens_out, skip_checks=True,
         )  # fmt: skip
-        state[:] = b._state_out[:, -1]
 
     return step
 
@@ -91,13 +116,16 @@ def bench_task(
     gen = torch.Generator().manual_seed(0)
     actions = (0.3 * torch.randn(num_envs, env.num_actions, generator=gen)).to(env.device)
     sync = _sync(env.device)
+    calls = _record_task(backend, env, actions, RECORDED_STEPS) if sim == "mujoco" else []
     task = num_envs * _rate(lambda: env.step(actions), seconds, sync)
     if sim == "mujoco":
-        raw = num_envs * _rate(_raw_rollout(backend), seconds, sync)
+        raw = num_envs * _rate(_raw_rollout(backend, calls), seconds, sync)
         return {"num_envs": num_envs, "task": task, "raw": raw, "ratio": task / raw, "threads": len(backend._datas)}
     raw = num_envs * _rate(_raw_mjwarp(backend), seconds, sync)
     c = MujocoBackend(r, num_envs, nthread=threads)
-    c_raw = num_envs * _rate(_raw_rollout(c), seconds, lambda: None)
+    c_env = LocomotionEnv(replace(task_cfg(robot), num_envs=num_envs), backend=c)
+    c_raw = num_envs * _rate(_raw_rollout(c, _record_task(c, c_env, actions.cpu(), RECORDED_STEPS)), seconds,
+                             lambda: None)  # fmt: skip
     return {
         "num_envs": num_envs, "task": task, "raw": raw, "ratio": task / raw, "c_rollout": c_raw,
         "threads": len(c._datas),
@@ -107,12 +135,14 @@ def bench_task(
 def run_bench_sim(args: argparse.Namespace) -> int:
     sim, device = args.sim, args.device
     if sim == "mujoco":
-        print("trot bench sim --sim mujoco: env-steps/s, full task vs raw mujoco.rollout (same models and run)")
+        print("trot bench sim --sim mujoco: env-steps/s, full task vs raw mujoco.rollout replaying the task's physics "
+              "calls (same models, states, controls and run)")
         print(f"{'num_envs':>9}{'task':>12}{'raw rollout':>14}{'ratio':>8}{'threads':>9}")
     else:
         print(
             f"trot bench sim --sim mjwarp --device {device}: env-steps/s, full task vs raw MuJoCo Warp stepping of "
-            "the same model (graph per control step), and raw C mujoco.rollout of the same MjModel (same run); "
+            "the same model (graph per control step), and raw C mujoco.rollout of the same MjModel replaying the "
+            "task's physics calls (same run); "
             "ms: one control step of all envs, raw"
         )
         print(f"{'num_envs':>9}{'task':>12}{'raw mjwarp':>13}{'ratio':>8}{'C rollout':>12}{'threads':>9}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import fields
 
 import torch
 from rsl_rl.env import VecEnv
@@ -18,7 +19,7 @@ from tensordict import TensorDict
 from trot import mapping
 from trot.randomization import Randomizer
 from trot.robots import load_robot
-from trot.sim.backend import CONTACT_FORCE_N, Backend, MujocoBackend
+from trot.sim.backend import CONTACT_FORCE_N, Backend, MujocoBackend, SimState
 from trot.sim.config import EnvCfg
 from trot.sim.rewards import REWARDS
 from trot.sim.task import validate_env_cfg
@@ -133,9 +134,8 @@ class LocomotionEnv(VecEnv):
             extras["log"].update(self._episode_log(done_ids))
             self._reset_envs(done_ids)
         self._resample_commands_on_schedule()
-        self.randomizer.events(self.sim_backend, self.dt)
-        self.sim = self.sim_backend.read()
-        self._derive_kinematics()
+        pushed = self.randomizer.events(self.sim_backend, self.dt).to(self.device)
+        self._refresh(torch.cat([done_ids, pushed]).unique())
         self._compute_observations(done_ids)
         extras["randomization"] = self.randomizer.values
         return self.get_observations(), rewards.float(), dones, extras
@@ -150,6 +150,20 @@ class LocomotionEnv(VecEnv):
         self.moving_command = speed > self.cfg.commands.min_speed
         f = self.policy_spec.gait_frequency_hz
         self.gait_clock = (self.episode_length_buf * (self.dt * f)) % 1.0  # cycle fraction, 0 at reset
+
+    def _refresh(self, ids: torch.Tensor) -> None:
+        """Re-read the state and body-frame kinematics of the envs that resets and pushes changed after the
+        physics step (the observations see them), leaving every other row as the step read it."""
+        if not len(ids):
+            return
+        part = self.sim_backend.read(ids)
+        self.sim = SimState(**{f.name: getattr(self.sim, f.name).index_copy(0, ids, getattr(part, f.name))
+                               for f in fields(SimState)})  # fmt: skip
+        quat = part.base_quat
+        self.base_lin_vel = self.base_lin_vel.index_copy(
+            0, ids, mapping.quat_rotate_inverse(torch, quat, part.base_lin_vel_world)
+        )
+        self.projected_gravity = self.projected_gravity.index_copy(0, ids, mapping.projected_gravity(torch, quat))
 
     def _update_contacts(self) -> None:
         """Foot contact and air time, once per physics step (the first touchdown pays the air time)."""

@@ -193,10 +193,13 @@ class MjwarpBackend:
         self._jq = torch.as_tensor(self.idx.joint_qpos, device=dev)
         self._jv = torch.as_tensor(self.idx.joint_qvel, device=dev)
 
-    def read(self) -> SimState:
-        q, v, sens = self._qpos.double(), self._qvel.double(), self._sens.double()
-        r, d, n, feet = self.idx.root_qpos, self.idx.root_qvel, self.num_envs, len(self.robot.foot_links)
-        peak = self._peak.double()
+    def read(self, env_ids: torch.Tensor | None = None) -> SimState:
+        """The state of every env, or of `env_ids` only (rows in that order), as float64 copies."""
+        rows = slice(None) if env_ids is None else env_ids.to(self.device)
+        q, v, sens = self._qpos[rows].double(), self._qvel[rows].double(), self._sens[rows].double()
+        r, d, feet = self.idx.root_qpos, self.idx.root_qvel, len(self.robot.foot_links)
+        n = q.shape[0]
+        peak = self._peak[rows].double()
         return SimState(
             base_pos=q[:, r : r + 3],
             base_quat=q[:, r + 3 : r + 7],

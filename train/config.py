@@ -59,6 +59,11 @@ class TrainCfg:
     preset: str = "cpu"
     sim: str = "mujoco"
     device: str = "cpu"
+    # torch's intra-op threads for the PPO update on the CPU (0: torch's default, one per core). One, on the CPU
+    # preset: the update's small matrices gain little from a second thread, and when any other process shares
+    # the cores (the side gate of --until_gate, other work) the threads' spin-waiting made a 3072-sample
+    # minibatch step 10-20x slower (README.md, "Training").
+    torch_threads: int = 0
     env: EnvCfg = field(default_factory=EnvCfg)
     ppo: PPOCfg = PPOCfg()
     policy: PolicyCfg = PolicyCfg()
@@ -69,7 +74,7 @@ def preset(name: str, robot: str | Path = "pupper_v3") -> TrainCfg:
     """`robot`'s task with `cpu`: tuned for a 2-core machine; or `gpu`: thousands of envs for the GPU backend."""
     base = TrainCfg(env=task_cfg(robot))
     if name == "cpu":
-        return replace(base, env=replace(base.env, num_envs=512))
+        return replace(base, torch_threads=1, env=replace(base.env, num_envs=512))
     if name == "gpu":  # legged_gym / Isaac Lab on one GPU: 4096 envs x 24 steps, MLP 512-256-128 (docs/gpu.md)
         mlp = (512, 256, 128)
         return replace(

@@ -19,6 +19,7 @@ class Progress:
         self.started = time.monotonic()
         self.last_line = 0.0
         self.bar = None
+        self.note = ""  # shown at the end of the line (the last gate result of an --until_gate run)
         if self.tty and not quiet:
             self.bar = tqdm(total=total_it - start_it, file=stream, unit="it", dynamic_ncols=True)
 
@@ -45,6 +46,8 @@ class Progress:
             f"steps/s {s['steps_per_s']:.0f} | reward {s['reward']:.2f} | ep len {s['ep_len']:.0f} | "
             f"sim {100 * s['sim_share']:.0f}%"
         )
+        if self.note:
+            text += f" | {self.note}"
         if self.bar is not None:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(1)

@@ -38,6 +38,7 @@ from trot.train.checkpoint import (
 )
 from trot.train.config import TrainCfg, override, preset, to_dict, to_rsl_rl
 from trot.train.progress import Progress
+from trot.train.until_gate import SUMMARY, Stop, UntilGate, UntilGateCfg
 
 
 class TrotRunner(OnPolicyRunner):
@@ -158,21 +159,24 @@ def seed_everything(seed: int) -> None:
 
 
 def train(
-    cfg: TrainCfg, log_root: Path, run_name: str = "", resume_from: Path | None = None, quiet=False
+    cfg: TrainCfg, log_root: Path, run_name: str = "", resume_from: Path | None = None, quiet=False,
+    until_gate: UntilGateCfg | None = None,
 ) -> Path | None:
     """Train; return the run folder. With `resume_from`, continue that checkpoint's run in its folder.
+    With `until_gate`, stop when the policy passes the gate or at its wall-time cap (train/until_gate.py).
     Under torchrun every rank trains its own envs; rank 0 alone writes the run folder (others return None)."""
     rank = distributed.from_env()
     cfg = replace(cfg, device=distributed.rank_device(cfg.device, rank))
     distributed.start(cfg.device, rank)
     try:
-        return _train(cfg, rank, log_root, run_name, resume_from, quiet)
+        return _train(cfg, rank, log_root, run_name, resume_from, quiet, until_gate)
     finally:
         distributed.stop()
 
 
 def _train(
-    cfg: TrainCfg, rank: distributed.Rank, log_root: Path, run_name: str, resume_from: Path | None, quiet: bool
+    cfg: TrainCfg, rank: distributed.Rank, log_root: Path, run_name: str, resume_from: Path | None, quiet: bool,
+    until_gate: UntilGateCfg | None,
 ) -> Path | None:
     env_cfg = replace(cfg.env, seed=cfg.env.seed + rank.rank)  # each rank its own envs
     try:
@@ -188,6 +192,9 @@ def _train(
         run_dir = log_root / f"{stamp}_{run_name}" if run_name else log_root / stamp
         run_dir.mkdir(parents=True, exist_ok=False)
     seed_everything(env_cfg.seed)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    terminal = sys.stdout
     # rsl-rl prints a block per iteration: it goes to train.log, the terminal gets a progress line.
     with open(run_dir / "train.log" if writes else os.devnull, "a") as log, contextlib.redirect_stdout(log):
         env = LocomotionEnv(env_cfg, backend=backend)
@@ -200,9 +207,46 @@ def _train(
         start = runner.current_learning_iteration
         progress = Progress(start, start + cfg.runner.max_iterations, stream=sys.stderr, quiet=quiet or not writes)
         runner.on_iteration = progress.update
-        runner.learn(cfg.runner.max_iterations, init_at_random_ep_len=resume_from is None)
+        if until_gate is None:
+            runner.learn(cfg.runner.max_iterations, init_at_random_ep_len=resume_from is None)
+        else:
+            watch = UntilGate(until_gate, run_dir, load_robot(env_cfg.robot).folder, start, progress, terminal)
+
+            def hook(runner, kw):
+                try:
+                    watch.after_iteration(runner, kw["it"])
+                finally:
+                    progress.update(runner, kw)
+
+            runner.on_iteration = hook
+            try:
+                reason = learn_until_gate(runner, watch, start + cfg.runner.max_iterations, resume_from is None)
+            finally:
+                watch.side.stop()  # also on Ctrl-C: no gate process outlives the run
+            progress.close()
+            watch.finish(reason, int(runner.logger.tot_timesteps))
     progress.close()
     return run_dir
+
+
+def learn_until_gate(runner: TrotRunner, watch: UntilGate, end_it: int, init_at_random_ep_len: bool) -> str:
+    """rsl-rl's `learn` until a quick pass, then the full gate; resume after a full-gate failure. Return why it
+    ended: 'passed', 'cap' or 'iterations'."""
+    while runner.current_learning_iteration < end_it:
+        try:
+            runner.learn(end_it - runner.current_learning_iteration, init_at_random_ep_len=init_at_random_ep_len)
+            return "iterations"  # learn saved the last checkpoint
+        except Stop as stop:
+            if stop.reason == "cap":
+                runner.save(str(runner.run_dir / f"model_{runner.current_learning_iteration}.pt"))
+                return "cap"
+        runner.current_learning_iteration += 1  # learn stopped after this iteration's update
+        init_at_random_ep_len = False
+        if watch.full_gate().passed:
+            return "passed"
+        if watch.elapsed() >= 60 * watch.cfg.max_minutes:
+            return "cap"
+    return "iterations"
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -213,8 +257,29 @@ def run_train(args: argparse.Namespace) -> int:
         run = find_run(log_root, args.load_run)
         resume_from = find_checkpoint(run, args.checkpoint)
         print(f"trot train: resuming {resume_from}")
-    run_dir = train(cfg, log_root, args.run_name or "", resume_from)
-    if run_dir is not None:  # rank 0 (or the only process)
-        print(f"trot train: run folder {run_dir}")
-        print(f"trot train: latest checkpoint {find_checkpoint(run_dir)}")
-    return 0
+    until_gate = until_gate_cfg(args)
+    run_dir = train(cfg, log_root, args.run_name or "", resume_from, until_gate=until_gate)
+    if run_dir is None:  # another rank
+        return 0
+    print(f"trot train: run folder {run_dir}")
+    print(f"trot train: latest checkpoint {find_checkpoint(run_dir)}")
+    if until_gate is None:
+        return 0
+    return 0 if json.loads((run_dir / SUMMARY).read_text())["reason"] == "passed" else 1
+
+
+def until_gate_cfg(args: argparse.Namespace) -> UntilGateCfg | None:
+    """`--until_gate` with `--gate_every` and `--max_minutes`, or None; refuse the two without it, or bad values."""
+    every, minutes = getattr(args, "gate_every", None), getattr(args, "max_minutes", None)
+    if not getattr(args, "until_gate", False):
+        if every is not None or minutes is not None:
+            raise SystemExit("trot train: --gate_every and --max_minutes only apply with --until_gate")
+        return None
+    if distributed.from_env().is_distributed:
+        raise SystemExit("trot train: --until_gate trains in one process; run it without torchrun")
+    default = UntilGateCfg()
+    if every is not None and every < 1:
+        raise SystemExit(f"trot train: --gate_every {every}: expected a whole number of iterations >= 1")
+    if minutes is not None and not minutes > 0:
+        raise SystemExit(f"trot train: --max_minutes {minutes}: expected minutes > 0")
+    return UntilGateCfg(every=every or default.every, max_minutes=minutes or default.max_minutes)

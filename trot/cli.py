@@ -46,6 +46,9 @@ def _bench(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seconds", type=float, default=5.0, help="measuring time per figure")
     s.add_argument("--robot", default="pupper_v3")
     s.add_argument("--threads", type=int, default=None, help="physics threads (default: all cores)")
+    from trot.train.bench import add_bench_train_args  # argparse only until it runs
+
+    add_bench_train_args(sub.add_parser("train", help="time to a gate-passing policy over seeds (train --until_gate)"))
     from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
@@ -59,6 +62,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from trot.deploy.fuzz import run_bench_fuzz
 
         return run_bench_fuzz(args)
+    if args.what == "train":
+        from trot.train.bench import run_bench_train
+
+        return run_bench_train(args)
     if args.what == "deploy":
         from trot.hil.bench_deploy import run_bench as run_bench_deploy
 
@@ -107,6 +114,13 @@ def _train(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--logger", default=None, choices=["tensorboard", "wandb", "neptune"])
     p.add_argument("--log_root", default="logs", help="runs go to LOG_ROOT/<robot>/<task>/<time>_<run_name>")
+    p.add_argument(
+        "--until_gate", action="store_true",
+        help="stop when the policy passes the gate: a quick gate in a side process every --gate_every iterations, "
+        "the full gate at the first quick pass; exit 0 only when a policy passed the full gate",
+    )  # fmt: skip
+    p.add_argument("--gate_every", type=int, default=None, help="iterations between quick gates (default 25)")
+    p.add_argument("--max_minutes", type=float, default=None, help="wall-time cap of --until_gate (default 30)")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help="override any config field, e.g. --set env.rewards.orientation.weight=-2 (repeatable)",
