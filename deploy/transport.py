@@ -65,17 +65,18 @@ class SerialTransport:
 
     # ---- opening --------------------------------------------------------------------------------
 
-    def open(self, timeout_s: float = 3.0) -> str:
+    def open(self, timeout_s: float) -> str:
         """Open the port and handshake (Hello every 100 ms until a HelloAck); raise TransportError."""
         if not Path(self.port).exists():
             raise TransportError(f"serial port {self.port} does not exist")
         import serial  # pyserial
 
         try:
-            # pyserial sets the port up (raw mode, baud rate) and opens it non-blocking; reads and writes then go
-            # straight to the file descriptor, so that neither ever waits (pyserial's write timeout can fire
-            # after the bytes are written when the process was descheduled).
-            self._serial = serial.Serial(self.port, self.baud, timeout=0)
+            # pyserial sets the port up (raw mode, baud rate); reads and writes then go straight to the file
+            # descriptor, made non-blocking below, so that neither ever waits (pyserial's read and write timeouts
+            # are never used: its write timeout can fire after the bytes are written when the process was
+            # descheduled).
+            self._serial = serial.Serial(self.port, self.baud)
         except (serial.SerialException, OSError, ValueError) as e:
             raise TransportError(f"serial port {self.port}: cannot open ({e})") from e
         self._fd = self._serial.fileno()

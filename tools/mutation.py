@@ -96,10 +96,11 @@ def build_tree(root: Path, module: Module) -> None:
 
 
 def make_tiny(folder: Path) -> None:
-    """One tiny checkpoint and bundle for every module's tests (the suite's session fixture, made once)."""
-    if (folder / "tiny.onnx").is_file():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
+    """One tiny checkpoint and bundle for every module's tests (the suite's session fixture, made once a run: one
+    left by an earlier run may be of an older bundle format or training code)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     logs = folder / "logs"
     subprocess.run([sys.executable, "-m", "trot.cli", "train", "--max_iterations", "1", "--num_envs", "8",
                     "--log_root", str(logs), "--set", "runner.num_steps_per_env=8"], check=True,
@@ -156,6 +157,10 @@ def run_module(name: str, module: Module, work: Path, workers: int, tiny: Path, 
     figures = {"module": name, "mutants": len(result), "caught": caught, "equivalent": len(equivalent),
                "open": [k for k in survived if k not in known], "wall_s": wall,
                "rate": 100.0 * caught / judged if judged else 100.0}  # fmt: skip
+    # A listed mutant that no longer survives (or no longer exists: the code moved) is a stale row of the table.
+    prefix = mirror_path(module.source).removeprefix("src/").removesuffix(".py").replace("/", ".") + "."
+    for k in sorted(k for k in known if k.startswith(prefix) and result.get(k) in CAUGHT | {None}):
+        print(f"  {name}: listed as equivalent but {result.get(k) or 'not a mutant any more'}: {k}")
     diffs = mutant_diffs(root / "mutants" / mirror_path(module.source)) if show else {}
     for k in figures["open"]:
         print(f"  {name}: {result[k]}: {k}")

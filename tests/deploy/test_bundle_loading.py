@@ -88,8 +88,8 @@ def test_inspect_prints_every_field_or_the_json(tmp_path, capsys):
         f"robot               pupper_v3  contract sha256 {c.contract_sha256()}",
         f"integrity           graph sha256 {written.integrity.graph_sha256} (verified, and every metadata field)",
         f"rates               control {c.control_dt * 1e3:.1f} ms, physics {c.physics_dt * 1e3:.1f} ms",
-        f"gains               kp {c.kp}  kd {c.kd}  torque limit {c.torque_limit} N·m  velocity limit "
-        f"{c.velocity_limit} rad/s",
+        f"gains               kp {c.kp}  kd {c.kd}",
+        "limits              torque 3 (every joint) N·m, velocity 30 (every joint) rad/s",
         f"actions             target = default + {c.action_scale} * clip(action, ±{c.action_clip})",
         "observation         history 2 (newest_first), clip ±100.0, size 30",
         "  base_ang_vel      size   3  scale 0.25",

@@ -62,7 +62,7 @@ def test_flash_to_folder_copies_verifies_switches_and_writes_the_unit(tiny_bundl
     assert state(tmp_path / "robot") == (digest, None)
     assert (tmp_path / "robot" / "policies" / f"{digest}.onnx.sha256").read_text() == f"{digest}  {digest}.onnx\n"
     unit = (tmp_path / "robot" / "trot-deploy.service").read_text()
-    assert f"trot deploy --bundle {target.path()} --robot pupper_v3" in unit
+    assert f"trot deploy --bundle {(tmp_path / 'robot').resolve()} --robot pupper_v3" in unit
     assert "--transport serial --port /dev/ttyAMA0 --baud 115200" in unit
     assert "Restart=on-failure" in unit and "CPUSchedulingPolicy=fifo" in unit
     assert any("verified" in line for line in lines)
@@ -89,11 +89,55 @@ def test_reflash_keeps_the_previous_policy_rollback_swaps_and_old_versions_are_p
 
 def test_rollback_without_a_previous_policy_is_refused(tiny_bundle, tmp_path):
     target = DirTarget(tmp_path / "robot")
-    with pytest.raises(FlashError, match="no policy has been flashed here"):
+    pointer = (tmp_path / "robot").resolve() / POINTER
+    with pytest.raises(FlashError) as err:
         rollback(target)
+    assert str(err.value) == f"{pointer}: no policy has been flashed here"
     flash(tiny_bundle, target, ROBOT)
-    with pytest.raises(FlashError, match="no previous policy"):
+    with pytest.raises(FlashError) as err:
         rollback(target)
+    assert str(err.value) == f"{pointer}: no previous policy to roll back to"
+
+
+def test_rollback_refuses_a_missing_or_changed_previous_policy_naming_it(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    target = DirTarget(folder)
+    flash(tiny_bundle, target, ROBOT)
+    flash(second_bundle(tiny_bundle, tmp_path), target, ROBOT)
+    before = (folder / POINTER).read_text()
+    previous = folder.resolve() / "policies" / f"{sha256_file(tiny_bundle)}.onnx"
+    hash_file = previous.with_name(previous.name + ".sha256")
+    hash_file.write_text(hash_file.read_text().replace(sha256_file(tiny_bundle)[:8], "00000000"))
+    with pytest.raises(FlashError) as err:
+        rollback(target)
+    assert str(err.value).startswith(f"{previous}: sha256 {sha256_file(tiny_bundle)} does not match its hash file")
+    previous.unlink()
+    with pytest.raises(FlashError) as err:
+        rollback(target)
+    assert str(err.value) == f"{previous}: the previous policy is missing"
+    assert (folder / POINTER).read_text() == before  # the pointer never moved
+
+
+def test_a_damaged_pointer_is_refused_naming_it(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    (folder / POINTER).write_text("{")
+    for step in (lambda: flash(tiny_bundle, DirTarget(folder), ROBOT), lambda: rollback(DirTarget(folder))):
+        with pytest.raises(FlashError, match=rf"^{re.escape(str(folder.resolve() / POINTER))}: not valid JSON \("):
+            step()
+    with pytest.raises(FlashError, match=rf"^{re.escape(str(folder / POINTER))}: not valid JSON \("):
+        resolve_flashed(folder)  # what `trot deploy` runs
+
+
+def test_a_flashed_policy_without_its_hash_file_is_refused(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    flash(tiny_bundle, DirTarget(folder), ROBOT)
+    current = resolve_flashed(folder)
+    current.with_name(current.name + ".sha256").unlink()
+    with pytest.raises(FlashError) as err:
+        resolve_flashed(folder)
+    name = f"policies/{current.name}"
+    assert str(err.value) == f"{current}: no hash file {name}.sha256: the policy was not completely flashed"
 
 
 def test_bundle_for_another_robot_is_refused_before_anything_is_copied(tiny_bundle, tmp_path):
@@ -228,7 +272,8 @@ def test_a_copy_damaged_on_the_target_is_refused_and_the_good_policy_stays(tiny_
     flash(tiny_bundle, DirTarget(folder), ROBOT)
     before = state(folder)
     new = second_bundle(tiny_bundle, tmp_path)
-    with pytest.raises(FlashError, match=rf"sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}"):
+    copy = re.escape(str(folder.resolve() / "policies" / f"{sha256_file(new)}.onnx"))
+    with pytest.raises(FlashError, match=rf"^{copy}: sha256 [0-9a-f]{{64}} after copy, expected {sha256_file(new)}$"):
         flash(new, DamagingTarget(folder, damage), ROBOT)
     assert state(folder) == before  # the pointer never moved to the damaged copy
 
@@ -413,6 +458,7 @@ def test_systemd_unit_runs_deploy_on_the_folder_with_realtime_priority():
 def test_targets_from_the_command_line():
     from trot.deploy.flash import make_target
 
+    assert make_target("pi@pupper.local", "robot_X//").path() == "robot_X"  # trailing slashes only
     ssh = make_target("pi@pupper.local", "trot/", ["-o", "Port=2222"])
     assert isinstance(ssh, SshTarget) and ssh.name == "pi@pupper.local:trot" and ssh.opts == ["-o", "Port=2222"]
     assert ssh.path() == "trot" and ssh.path("policies") == "trot/policies" and ssh._q("a b") == "'trot/a b'"
@@ -438,6 +484,7 @@ def shell_ssh(monkeypatch, tmp_path):
         calls.append((cmd, kwargs))
         if cmd[0] == "ssh":
             return real_run(["bash", "-c", cmd[-1]], cwd=home, capture_output=True, text=True, timeout=60)
+        assert cmd[0] == "scp", cmd
         src, dst = cmd[-2], cmd[-1].split(":", 1)[1]
         shutil.copyfile(src, dst if dst.startswith("/") else home / dst)
         return subprocess.CompletedProcess(cmd, 0, "", "")
@@ -560,3 +607,26 @@ def test_flash_help_names_every_flag(capsys):
                  "robot to check against (default: the bundle's)", "put the previous policy back",
                  "extra ssh/scp options, e.g. '-o Port=2222 -i key'"):  # fmt: skip
         assert re.search(rf"(^|[ (\[]){re.escape(text)}($|[ )\],])", out), text
+
+
+def test_flash_cli_to_an_ssh_target_passes_the_folder_and_options(shell_ssh, tiny_bundle, capsys):
+    from trot.cli import build_parser
+    from trot.deploy.flash import run_flash
+
+    home, calls = shell_ssh
+    parse = build_parser().parse_args
+    args = ["--target", "pi@pupper", "--remote_dir", "robot_dir", "--ssh_options", "-o Port=2222 -i 'my key'"]
+    assert run_flash(parse(["flash", str(tiny_bundle), *args])) == 0
+    assert state(home / "robot_dir") == (sha256_file(tiny_bundle), None)
+    assert calls and all(c[1:5] in (["-o", "Port=2222", "-i", "my key"], ["-q", "-o", "Port=2222", "-i"])
+                         for c, _ in calls)  # fmt: skip
+    assert capsys.readouterr().out.splitlines()[-1].startswith(
+        "trot flash: on the robot, once: sudo cp robot_dir/trot-deploy.service /etc/systemd/system/")  # fmt: skip
+
+
+def test_flash_needs_a_target(capsys):
+    from trot.cli import build_parser
+
+    with pytest.raises(SystemExit) as err:
+        build_parser().parse_args(["flash", "policy.onnx"])
+    assert err.value.code == 2 and "the following arguments are required: --target" in capsys.readouterr().err

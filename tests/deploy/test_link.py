@@ -62,7 +62,7 @@ def test_serial_needs_a_port_and_its_unit_flags_carry_port_and_baud(tmp_path):
     args = build_parser().parse_args(["flash", "x.onnx", "--target", "t", "--port", "/dev/ttyUSB3", "--baud", "115200"])
     assert TRANSPORTS["serial"].unit_args(args) == ["--port", "/dev/ttyUSB3", "--baud", "115200"]
     args.transport = "can"
-    with pytest.raises(ValueError, match=r"^unknown transport 'can'; expected one of: serial, ros2$"):
+    with pytest.raises(ValueError, match=r"^unknown transport 'can'; expected one of: serial, ros2, unitree$"):
         build_transport(args, robot)
     pty = tmp_path / "tty"
     pty.write_text("")  # exists: a SerialTransport is built (not opened)
@@ -87,6 +87,19 @@ def test_ros2_builds_from_its_flags_and_repeats_them_for_the_unit():
         transport.close()
     unit = TRANSPORTS["ros2"].unit_args(build_parser().parse_args(["flash", "x.onnx", "--target", "t", *argv]))
     assert unit[:4] == ["--ros_namespace", "dog", "--domain_id", "7"]
+
+
+def test_unitree_builds_from_its_flags_for_the_robot_and_repeats_them_for_the_unit():
+    pytest.importorskip("cyclonedds")
+    robot = load_robot("pupper_v3")  # its motor ids are per leg (1, 2, 3), not LowCmd slots: the robot is checked
+    args = build_parser().parse_args(["deploy", "--bundle", "x.onnx", "--transport", "unitree", "--domain_id", "3"])
+    with pytest.raises(ValueError) as err:
+        build_transport(args, robot)
+    assert str(err.value) == (f"{robot.folder / 'robot.toml'}: field 'hardware.motor_id' = {[1, 2, 3] * 4}; "
+                              "expected 12 distinct LowCmd motor slots in [0, 20)")  # fmt: skip
+    argv = ["flash", "x.onnx", "--target", "t", "--transport", "unitree", "--network_interface", "eth0"]
+    unit = TRANSPORTS["unitree"].unit_args(build_parser().parse_args([*argv, "--domain_id", "3"]))
+    assert unit == ["--domain_id", "3", "--network_interface", "eth0"]
 
 
 def test_the_help_lists_every_transport_and_its_flags(capsys):

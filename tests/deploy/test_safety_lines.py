@@ -296,7 +296,8 @@ def test_clamp_limits_come_from_the_contract_less_the_margin():
     margin = HW["soft_limit_margin"]
     np.testing.assert_array_equal(clamp.lower, np.array(CONTRACT.joint_lower) + margin)
     np.testing.assert_array_equal(clamp.upper, np.array(CONTRACT.joint_upper) - margin)
-    assert clamp.max_step == CONTRACT.velocity_limit * CONTRACT.control_dt and clamp.torque_limit == 3.0
+    np.testing.assert_array_equal(clamp.max_step, np.array(CONTRACT.velocity_limit) * CONTRACT.control_dt)
+    np.testing.assert_array_equal(clamp.torque_limit, np.full(12, 3.0))  # pupper_v3: 3 N·m every joint
     np.testing.assert_array_equal(clamp.default, np.clip(CONTRACT.default_joint_pos, clamp.lower, clamp.upper))
     assert clamp.lower.dtype == clamp.upper.dtype == clamp.default.dtype == np.float64
     low = replace(CONTRACT, default_joint_pos=tuple(np.array(CONTRACT.joint_lower) - 1.0))
@@ -306,7 +307,7 @@ def test_clamp_limits_come_from_the_contract_less_the_margin():
 def test_rate_clamp_holds_both_directions():
     clamp = TargetClamp(replace(CONTRACT, kp=1e-6, kd=0.0), HW)
     q = np.array(CONTRACT.default_joint_pos)
-    step = CONTRACT.velocity_limit * CONTRACT.control_dt
+    step = np.array(CONTRACT.velocity_limit) * CONTRACT.control_dt
     target, counts = clamp(q - 1.0, q, np.zeros(12), previous=q + 0.1)
     np.testing.assert_allclose(target, np.clip(q + 0.1 - step, clamp.lower, clamp.upper))
     assert counts.rate == 12

@@ -3,8 +3,10 @@ stamped on arrival, sequence steps, e-stops, errors, raw bytes), the frames it s
 
 import os
 import select
+import termios
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,29 +21,37 @@ ROBOT_ID = bytes(range(32))
 
 
 class FakeMcu:
-    """The other end of a pty: answers the first Hello with `ack` (and `after_ack` in the same write)."""
+    """The other end of a pty: answers the first Hello with `ack` and `after_ack` (in the same write, or
+    `after_ack_delay` seconds later in a write of its own)."""
 
-    def __init__(self, ack=None, after_ack=b""):
+    def __init__(self, ack=None, after_ack=b"", after_ack_delay=None):
         self.master, self.slave = os.openpty()
         self.port = os.ttyname(self.slave)
-        self.ack, self.after_ack = ack, after_ack
-        self.decoder, self.received = Decoder(N), []
-        self.stop = threading.Event()
+        self.ack, self.after_ack, self.after_ack_delay = ack, after_ack, after_ack_delay
+        self.decoder, self.received, self.raw = Decoder(N), [], b""
+        self.stop, self.paused = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self):
         while not self.stop.is_set():
-            if not select.select([self.master], [], [], 0.01)[0]:
+            if self.paused.is_set() or not select.select([self.master], [], [], 0.01)[0]:
+                time.sleep(0.01)
                 continue
             try:
                 chunk = os.read(self.master, 4096)
             except OSError:
                 return
+            self.raw += chunk
             for msg in self.decoder.feed(chunk):
                 self.received.append(msg)
                 if isinstance(msg, Hello) and self.ack is not None:
-                    os.write(self.master, encode(self.ack) + self.after_ack)
+                    if self.after_ack_delay is None:
+                        os.write(self.master, encode(self.ack) + self.after_ack)
+                    else:
+                        os.write(self.master, encode(self.ack))
+                        time.sleep(self.after_ack_delay)
+                        os.write(self.master, self.after_ack)
                     self.ack = None
 
     def write(self, data: bytes) -> None:
@@ -88,25 +98,41 @@ def mcu():
 
 
 def test_handshake_sends_hellos_until_the_ack_and_keeps_what_came_after_it(mcu):
-    m = mcu(ack=HelloAck(N, b"fake-fw 2.0"), after_ack=encode(state(7)))
+    after = encode(state(7)) + encode(state(8))
+    m = mcu(ack=HelloAck(N, b"fake-fw 2.0"), after_ack=after)
     link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
     try:
         assert link.open(2.0) == "firmware 'fake-fw 2.0', protocol version 1, 12 joints"
         assert link.firmware == "fake-fw 2.0"
         hello = m.received[0]
         assert isinstance(hello, Hello) and hello.robot_id == ROBOT_ID and hello.num_joints == N
-        poll = link.poll()
-        assert poll.received == 1 and poll.samples[0].seq == 7 and poll.frames == {"STATE": 1}
-        assert encode(HelloAck(N, b"fake-fw 2.0")) in poll.raw  # the handshake's bytes go to telemetry once
+        # The port is set up as asked: the baud rate, raw mode (no line editing, no echo).
+        attrs = termios.tcgetattr(m.slave)
+        assert attrs[4] == attrs[5] == termios.B1000000 and not attrs[3] & (termios.ICANON | termios.ECHO)
+        samples, poll = wait_for(link.poll, lambda s, p: len(s) >= 2)
+        assert [s.seq for s in samples] == [7, 8] and poll.frames == {"STATE": 2}  # not the ack itself
+        # The handshake's bytes go to telemetry once, exactly as they came.
+        assert poll.raw == encode(HelloAck(N, b"fake-fw 2.0")) + after
         assert link.poll().raw == b""
+        # The reader thread, by its name: a daemon, so that a loop that dies without closing cannot hang the exit.
+        (reader,) = [t for t in threading.enumerate() if t.name == "trot-serial-rx"]
+        assert reader.daemon
     finally:
         link.close()
         link.close()  # twice is fine
+    assert not reader.is_alive()
 
 
 def test_a_silent_or_mismatched_microcontroller_is_refused(mcu, tmp_path):
+    missing = SerialTransport(str(tmp_path / "none"), 1_000_000, N, ROBOT_ID)
     with pytest.raises(TransportError, match=rf"^serial port {tmp_path / 'none'} does not exist$"):
-        SerialTransport(str(tmp_path / "none"), 1_000_000, N, ROBOT_ID).open(0.1)
+        missing.open(0.1)
+    missing.close()  # closing after a failed open is fine
+    (tmp_path / "file").write_text("not a tty")
+    not_a_port = SerialTransport(str(tmp_path / "file"), 1_000_000, N, ROBOT_ID)
+    with pytest.raises(TransportError, match=rf"^serial port {tmp_path / 'file'}: cannot open \(.*Inappropriate ioctl"):
+        not_a_port.open(0.1)
+    not_a_port.close()
     silent = mcu()
     link = SerialTransport(silent.port, 1_000_000, N, ROBOT_ID)
     start = time.monotonic()
@@ -257,3 +283,215 @@ def test_sequence_numbers_wrap_at_32_bits_and_close_flushes_then_releases(mcu):
     while time.monotonic() < end and sum(isinstance(x, Command) for x in m.received) < 2:
         time.sleep(0.01)
     assert [c.seq for c in m.received if isinstance(c, Command)] == [2**32 - 1, 0]
+
+
+def test_a_device_that_vanishes_during_the_handshake_is_named(mcu):
+    m = mcu()  # never answers
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    threading.Timer(0.2, m.close).start()
+    try:
+        with pytest.raises(TransportError, match=rf"^serial port {m.port}: read failed: .* during the handshake$"):
+            link.open(30.0)
+    finally:
+        link.close()
+
+
+def slow_handshake_and_poll(monkeypatch):
+    """The transport's clock with every sleep 0.2 s long: chunks that arrive apart pile up between two looks."""
+    from trot.deploy import transport as transport_module
+
+    monkeypatch.setattr(transport_module, "time", SimpleNamespace(monotonic=time.monotonic,
+                                                                  sleep=lambda s: time.sleep(0.2)))  # fmt: skip
+
+
+def test_every_chunk_read_between_two_looks_is_decoded(mcu, monkeypatch):
+    """A descheduled handshake or loop finds several reads waiting: the messages of all of them count."""
+    slow_handshake_and_poll(monkeypatch)
+    m = mcu(ack=HelloAck(N, b"fw"), after_ack=encode(state(1)), after_ack_delay=0.05)
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    try:
+        link.open(5.0)  # the ack and, 50 ms later, a State in a read of its own, both before the loop looks again
+        for seq in (2, 3):
+            time.sleep(0.05)
+            m.write(encode(state(seq)))
+        time.sleep(0.3)
+        poll = link.poll()
+        assert [s.seq for s in poll.samples] == [1, 2, 3]
+        assert poll.raw == encode(HelloAck(N, b"fw")) + b"".join(encode(state(seq)) for seq in (1, 2, 3))
+    finally:
+        link.close()
+
+
+def test_a_repeated_sequence_number_beats_any_gap_and_stays(mcu):
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    try:
+        link.open(2.0)
+        m.write(encode(state(4)))
+        wait_for(link.poll, lambda s, p: s)
+        m.write(b"".join(encode(state(seq)) for seq in (8, 8, 9)))  # a gap of 4, a repeat, then one step on
+        _, last = wait_for(link.poll, lambda s, p: len(s) >= 3)
+        assert last.received == 3 and last.seq_gap == 0
+    finally:
+        link.close()
+
+
+class FakeClock:
+    """The transport's clock: `sleep` only moves it on, and counts."""
+
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, 0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+        self.sleeps += 1
+
+
+def fill_until_queued(link) -> int:
+    """Send Commands to a peer that does not read until the port takes no more and the transport queues; how many."""
+    for sent in range(1, 5000):
+        assert link.send(ControlMode.DAMPING, np.zeros(N), np.zeros(N), np.zeros(N)) is None
+        if link._tx:
+            return sent
+    raise AssertionError("the port took 5000 Commands")
+
+
+def test_close_waits_50_ms_for_unsent_bytes_and_not_at_all_without(mcu, monkeypatch):
+    from trot.deploy import transport as transport_module
+
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    link.open(2.0)
+    clock = FakeClock()
+    monkeypatch.setattr(transport_module, "time", clock)
+    link.close()  # everything went out: nothing to wait for
+    assert clock.sleeps == 0
+    monkeypatch.undo()
+    m2 = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m2.port, 1_000_000, N, ROBOT_ID)
+    link.open(2.0)
+    m2.paused.set()  # the microcontroller stops reading: the pty fills, then the transport queues
+    fill_until_queued(link)
+    clock = FakeClock()
+    monkeypatch.setattr(transport_module, "time", clock)
+    link.close()  # bytes left that the port does not take: a bounded wait, then the port is released
+    assert 0.05 <= clock.now - 1000.0 < 0.05 + 0.002 + 1e-9 and link._serial is None
+
+
+def test_close_sends_what_was_queued_and_nothing_else(mcu, monkeypatch):
+    from trot.deploy import transport as transport_module
+
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    link.open(2.0)
+    m.paused.set()
+    sent = fill_until_queued(link)
+    m.paused.clear()  # the microcontroller reads again while close waits (each 2 ms wait made 0.1 s of real time)
+    clock = FakeClock()
+    slow = SimpleNamespace(monotonic=clock.monotonic, sleep=lambda s: (clock.sleep(s), time.sleep(0.1)))
+    monkeypatch.setattr(transport_module, "time", slow)
+    link.close()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and sum(isinstance(x, Command) for x in m.received) < sent:
+        time.sleep(0.01)
+    assert [c.seq for c in m.received if isinstance(c, Command)] == list(range(sent))
+    assert m.raw == b"".join(encode(x) for x in m.received)  # every byte belongs to a frame
+
+
+def test_an_idle_link_costs_the_reader_no_cpu(mcu):
+    """The reader thread sleeps in poll() until bytes come (or 50 ms pass): a busy wait would spin a core."""
+    m = mcu(ack=HelloAck(N, b"fw"))
+    link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
+    try:
+        link.open(2.0)
+        (reader,) = [t for t in threading.enumerate() if t.name == "trot-serial-rx"]
+        stat = f"/proc/self/task/{reader.native_id}/stat"
+        if not os.path.exists(stat):
+            pytest.skip("no per-thread CPU figures here (/proc/self/task)")
+
+        def cpu_s():  # utime + stime of the reader thread, in seconds
+            fields = open(stat).read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        before = cpu_s()
+        time.sleep(1.0)
+        assert cpu_s() - before < 0.05  # CPU time, not wall time: a busy machine does not inflate it
+    finally:
+        link.close()
+
+
+class ScriptedPort:
+    """Stands in for select.poll and the file descriptor: each poll() returns the next (events, read outcome)."""
+
+    def __init__(self, link, script):
+        self.link, self.script, self.outcome = link, list(script), None
+
+    def register(self, fd, mask):
+        pass
+
+    def poll(self, timeout_ms):
+        if not self.script:
+            self.link._closing.set()
+            return []
+        events, self.outcome = self.script.pop(0)
+        return [(7, events)] if events else []
+
+    def read(self, fd, size):
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+def test_the_reader_survives_empty_and_would_block_reads_and_ends_on_a_hang_up_or_a_read_error(monkeypatch):
+    """What the OS can answer (a spurious wake-up, an empty read, a hang-up flag, EIO), scripted: pyserial on a pty
+    shows only some of them."""
+    from trot.deploy import transport as transport_module
+
+    def run(script, backlog=1 << 20):
+        link = SerialTransport("/dev/null", 1_000_000, N, ROBOT_ID)
+        monkeypatch.setattr(transport_module, "MAX_RX_BACKLOG", backlog)
+        port = ScriptedPort(link, script)
+        monkeypatch.setattr(transport_module, "select", SimpleNamespace(
+            poll=lambda: port, POLLIN=select.POLLIN, POLLHUP=select.POLLHUP, POLLERR=select.POLLERR,
+            POLLNVAL=select.POLLNVAL))  # fmt: skip
+        monkeypatch.setattr(transport_module, "os", SimpleNamespace(read=port.read))
+        link._read_loop()
+        return link._lost, b"".join(chunk for _, chunk in link._take_chunks()), link.rx_dropped
+
+    eio = OSError(5, "Input/output error")
+    assert run([(0, None), (select.POLLIN, BlockingIOError()), (select.POLLIN, b""), (select.POLLIN, b"ab"),
+                (select.POLLIN, b"c")]) == (None, b"abc", 0)  # fmt: skip
+    for flag in (select.POLLHUP, select.POLLERR, select.POLLNVAL):
+        assert run([(select.POLLIN, b"ab"), (flag, b""), (select.POLLIN, b"c")]) == (
+            "read failed: the device hung up (disconnected)", b"ab", 0)  # fmt: skip
+    assert run([(select.POLLIN, eio), (select.POLLIN, b"c")]) == ("read failed: [Errno 5] Input/output error", b"", 0)
+    # A loop that stopped polling: up to the backlog is kept, then the oldest chunks make room.
+    assert run([(select.POLLIN, b"ab"), (select.POLLIN, b"cd")], backlog=4) == (None, b"abcd", 0)
+    assert run([(select.POLLIN, b"ab"), (select.POLLIN, b"cd"), (select.POLLIN, b"e")], backlog=4) == (
+        None, b"cde", 2)  # fmt: skip
+
+
+def test_a_write_error_or_a_full_queue_is_a_lost_link(monkeypatch):
+    from trot.deploy import transport as transport_module
+
+    def writer(outcome):
+        link = SerialTransport("/dev/null", 1_000_000, N, ROBOT_ID)
+        link._serial = object()  # opened, as far as _write is concerned
+
+        def write(fd, data):
+            raise outcome
+
+        monkeypatch.setattr(transport_module, "os", SimpleNamespace(write=write))
+        return link
+
+    link = writer(BlockingIOError())  # the port takes nothing: 2048 bytes may wait, one more may not
+    link._write(b"x" * 2048)
+    assert link._lost is None
+    link._write(b"x")
+    assert link._lost == "write failed: 2049 bytes waiting (the other side is not reading)"
+    link = writer(OSError(5, "Input/output error"))
+    link._write(b"x")
+    assert link._lost == "write failed: [Errno 5] Input/output error"

@@ -50,12 +50,19 @@ def test_a_valid_document_parses_to_what_was_written():
     assert parsed.commands.vx == (-0.5, 1.0) and parsed.training.env_steps == 96
 
 
+def test_limits_are_per_joint_any_positive_value_and_printed_short_when_uniform():
+    small = B.parse_metadata(json.dumps(edit(torque_limit=[0.5] * 12, velocity_limit=[1e-3] * 12)), WHERE)
+    assert small.contract.torque_limit == (0.5,) * 12 and small.contract.velocity_limit == (1e-3,) * 12
+    assert B.per_joint_text((3.0,) * 12) == B.per_joint_text((3.0,)) == "3 (every joint)"  # one joint too
+    assert B.per_joint_text((23.7, 23.7, 45.43)) == "[23.7, 23.7, 45.43]"
+
+
 def test_the_document_layout_is_design_contract_3():
     d = doc()
     assert list(d) == ["format_version", "robot", "joint_names", "default_joint_pos", "joint_lower", "joint_upper",
                        "kp", "kd", "action_scale", "action_clip", "torque_limit", "velocity_limit", "control_dt",
                        "physics_dt", "observation", "commands", "training", "integrity"]  # fmt: skip
-    assert d["format_version"] == 2 and d["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}
+    assert d["format_version"] == 3 and d["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}
     terms = [{"name": "base_ang_vel", "size": 3, "scale": 0.25}, {"name": "joint_pos_rel", "size": 12, "scale": 1.0}]
     assert d["observation"] == {"terms": terms, "history": 2, "gait_frequency_hz": 0.0, "clip": 100.0,
                                 "order": "newest_first"}  # fmt: skip
@@ -78,7 +85,7 @@ def test_canonical_json_is_sorted_compact_ascii_and_refuses_nan():
 
 
 CONTRACT_FIELDS = [
-    ("format_version", 3, "metadata field 'format_version' = 3; expected the integer 2"),
+    ("format_version", 4, "metadata field 'format_version' = 4; expected the integer 3"),
     ("robot", {"name": "p"}, "metadata field 'robot' = {'name': 'p'}; expected {'name': str, 'contract_sha256': 64 "
                              "hex digits}"),
     ("robot", {"name": "", "contract_sha256": "ab" * 32}, None),
@@ -88,7 +95,9 @@ CONTRACT_FIELDS = [
     ("joint_names", "abc", "metadata field 'joint_names' = 'abc'; expected a non-empty list of joint names"),
     ("kp", 0, "metadata field 'kp' = 0; expected a positive number"),
     ("kp", True, "metadata field 'kp' = True; expected a positive number"),
-    ("torque_limit", -1.0, "metadata field 'torque_limit' = -1.0; expected a positive number"),
+    ("torque_limit", 3.0, "metadata field 'torque_limit' = 3.0; expected a list of 12 numbers, one per joint"),
+    ("velocity_limit", [30.0] * 11 + [0.0], "metadata field 'velocity_limit' = " + repr([30.0] * 11 + [0.0])
+     + "; expected a list of 12 positive numbers, one per joint"),
     ("kd", -0.1, "metadata field 'kd' = -0.1; expected a non-negative number"),
     ("control_dt", 0.0, "metadata field 'control_dt' = 0.0; expected a positive number of seconds"),
     ("physics_dt", "0.005", "metadata field 'physics_dt' = '0.005'; expected a positive number of seconds"),
@@ -109,10 +118,11 @@ def test_missing_unknown_and_format_1_fields():
     d = doc()
     del d["kd"]
     refused(d, "metadata field 'kd' is missing; expected a non-negative number")
-    refused(edit(extra=1), "metadata fields ['extra'] are not part of format 2; expected only "
+    refused(edit(extra=1), "metadata fields ['extra'] are not part of format 3; expected only "
                            f"{list(B._TOP_LEVEL)}")  # fmt: skip
-    refused(edit(format_version=1), "metadata format_version 1 is no longer read (format 2 adds the integrity "
-                                    f"hash); {B.UPGRADE_HINT}")  # fmt: skip
+    for old in (1, 2):
+        refused(edit(format_version=old), f"metadata format_version {old} is no longer read (format 3: "
+                                          f"{B.OLD_FORMATS[old]}); {B.UPGRADE_HINT}")  # fmt: skip
     refused("{not json", "metadata 'trot' is not valid JSON (Expecting property name enclosed in double quotes: "
                          "line 1 column 2 (char 1))")  # fmt: skip
     refused("[1, 2]", "metadata 'trot' is not a JSON object")
