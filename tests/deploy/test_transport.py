@@ -29,14 +29,17 @@ class FakeMcu:
         self.port = os.ttyname(self.slave)
         self.ack, self.after_ack, self.after_ack_delay = ack, after_ack, after_ack_delay
         self.decoder, self.received, self.raw = Decoder(N), [], b""
-        self.stop, self.paused = threading.Event(), threading.Event()
+        self.stop, self.paused, self.idle = threading.Event(), threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
     def _serve(self):
         while not self.stop.is_set():
-            if self.paused.is_set() or not select.select([self.master], [], [], 0.01)[0]:
+            if self.paused.is_set():
+                self.idle.set()
                 time.sleep(0.01)
+                continue
+            if not select.select([self.master], [], [], 0.01)[0]:
                 continue
             try:
                 chunk = os.read(self.master, 4096)
@@ -53,6 +56,13 @@ class FakeMcu:
                         time.sleep(self.after_ack_delay)
                         os.write(self.master, self.after_ack)
                     self.ack = None
+
+    def pause(self) -> None:
+        """Stop reading, and return once the serving thread has seen it: a read it had already begun (a
+        descheduled thread on a busy machine) can no longer free space in the pty after this."""
+        self.idle.clear()
+        self.paused.set()
+        assert self.idle.wait(10.0), "the microcontroller thread never paused"
 
     def write(self, data: bytes) -> None:
         os.write(self.master, data)
@@ -373,7 +383,7 @@ def test_close_waits_50_ms_for_unsent_bytes_and_not_at_all_without(mcu, monkeypa
     m2 = mcu(ack=HelloAck(N, b"fw"))
     link = SerialTransport(m2.port, 1_000_000, N, ROBOT_ID)
     link.open(2.0)
-    m2.paused.set()  # the microcontroller stops reading: the pty fills, then the transport queues
+    m2.pause()  # the microcontroller stops reading: the pty fills, then the transport queues
     fill_until_queued(link)
     clock = FakeClock()
     monkeypatch.setattr(transport_module, "time", clock)
@@ -387,7 +397,7 @@ def test_close_sends_what_was_queued_and_nothing_else(mcu, monkeypatch):
     m = mcu(ack=HelloAck(N, b"fw"))
     link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
     link.open(2.0)
-    m.paused.set()
+    m.pause()
     sent = fill_until_queued(link)
     m.paused.clear()  # the microcontroller reads again while close waits (each 2 ms wait made 0.1 s of real time)
     clock = FakeClock()
