@@ -12,6 +12,7 @@ the run either way. `until_gate.json` in the run folder records what happened an
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -191,8 +192,8 @@ class UntilGate:
                             len(run.cells), q.env_steps, self.elapsed(), str(report))  # fmt: skip
         self.outcome.gates.append(result)
         self.progress.note = result.text()
-        if run.passed:
-            export_bundle(self.run_dir / f"model_{q.iteration}.pt", self.run_dir / PASSED_BUNDLE)
+        if run.passed:  # the very bundle that passed, byte for byte
+            shutil.copyfile(bundle, self.run_dir / PASSED_BUNDLE)
         return result
 
     def finish(self, reason: str, env_steps: int) -> Outcome:
