@@ -65,8 +65,9 @@ def contention(tel, emulator_stats, period_s: float, stale_periods: float) -> st
         if stalls:
             t = stalls[-1]
             return f"a tick started {t['late_ms']:.0f} ms late after {t['wait_ms']:.0f} ms waiting for a CPU"
-    # Any fault (a WATCHDOG_DAMPING status included: it means a trip) after the emulator's watchdog damped the robot because its own clock jumped (its thread waited for
-    # a CPU longer than the watchdog's 100 ms less a period): the robot the loop saw had been let go by the machine.
+    # Any fault (a WATCHDOG_DAMPING status included: it means a trip) after the emulator's watchdog damped the
+    # robot because its own clock jumped (its thread waited for a CPU longer than the watchdog's 100 ms less a
+    # period): the robot the loop saw had been let go by the machine.
     if getattr(emulator_stats, "watchdog_trips", 0) and emulator_late >= 100.0 - period_ms:
         return (f"the emulator's clock jumped {emulator_late:.0f} ms and its command watchdog damped the robot; "
                 f"the {fault['cause']} fault followed")
