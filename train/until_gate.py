@@ -1,7 +1,7 @@
 """`trot train --until_gate`: train until the policy passes the sim2sim gate, or until a wall-time cap.
 
 Every `every` iterations the runner saves a checkpoint (atomically), exports it to a bundle and starts the
-quick gate (`trot gate --quick`: four PyBullet cells) on it in a side process, so training goes on while
+quick gate (`trot gate --quick`: seven PyBullet cells) on it in a side process, so training goes on while
 the gate runs; the progress line shows the last result. At the first quick pass training stops and the
 full gate (PyBullet, every cell) runs on that bundle with all cores. When it passes, the bundle is the
 run's `gate_passed.onnx`; when it fails, training resumes and the quick gate goes on. `max_minutes` ends

@@ -1,8 +1,8 @@
 """Running the matrix: engines × commands × perturbations, one cell per task in a pool of worker processes.
 
 `run_gate(..., quick=True)` runs `QUICK_CELLS` in PyBullet only: the subset to gate a policy with while it
-trains (nominal stand, forward at the top speed, turn at the top rate, and forward under payload on a
-slippery floor).
+trains, one cell per way the full matrix was seen to fail (nominal stand; forward, backward and sideways at
+the top speed; turn at the top rate; forward under payload on a slippery floor and under 2 steps of latency).
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from trot.robots import Robot, load_robot
 QUICK_CELLS = (
     ("stand", "nominal"),
     ("forward_max", "nominal"),
+    ("backward_max", "nominal"),
+    ("left_max", "nominal"),
     ("turn_left_max", "nominal"),
     ("forward_max", "payload_+20%_friction_0.5"),
+    ("forward_max", "latency_2_steps"),
 )
 
 

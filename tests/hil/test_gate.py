@@ -374,7 +374,7 @@ def test_the_gate_is_deterministic_given_its_seed(tiny_bundle):
         assert a.metrics() | {"wall_s": 0, "cpu_s": 0} == b.metrics() | {"wall_s": 0, "cpu_s": 0}
 
 
-def test_the_quick_subset_runs_four_cells_in_pybullet(tiny_bundle):
+def test_the_quick_subset_runs_its_cells_in_pybullet_only(tiny_bundle):
     run = run_gate(load_bundle(tiny_bundle), engines=("pybullet", "mujoco"), seconds=2.0, jobs=2, quick=True)
     assert run.quick and run.engines == ("pybullet",)
     assert [(c.engine, c.command, c.perturbation) for c in run.cells] == [("pybullet", *x) for x in QUICK_CELLS]
@@ -393,10 +393,9 @@ def test_a_standing_cell_is_judged_on_its_drift(tiny_bundle):
 
 @pytest.mark.slow
 def test_the_shipped_policy_stays_up_unsaturated_in_the_nominal_cells():
-    """What the shipped policy (trained before the stricter gate) still passes: in both engines, no fall, no torque
-    saturation and no foot slip standing, walking at 0.3 m/s and at the top speed, and turning at the top rate. It
-    fails the stricter tracking and drift thresholds, and at 0.6 m/s in PyBullet its knees reach the URDF stop
-    (docs/gate.md, "The shipped policy under this gate")."""
+    """What the shipped policy meets whatever its tracking: in both engines, no fall, no torque saturation and no
+    foot slip standing, walking at 0.3 m/s and at the top speed, and turning at the top rate. It still fails some
+    cells of the stricter gate on yaw wobble (docs/gate.md, "The shipped policy under this gate")."""
     if not TRAINED.is_file():
         pytest.skip(f"no shipped policy at {TRAINED}")
     run = run_gate(load_bundle(TRAINED), engines=ENGINES, commands=["stand", "forward_0.3", "forward_max",

@@ -215,6 +215,9 @@ PINNED_REWARDS = [
 # Pupper's randomization on eed94be where it differs from today's task.toml: three ranges, and the terms added since
 # left at their nominal values (which draw nothing from the generator).
 EED94BE_RANGES = {"friction": (0.6, 1.4), "actuation_latency": (0.0, 0.02), "observation_latency": (0.0, 0.02)}
+# ... and the reward settings of then: the narrow tracking terms added since, stand_still -0.5, a tenth of the
+# commands zero.
+EED94BE_REWARDS_SINCE = ("track_lin_vel_xy_fine", "track_ang_vel_z_fine")
 TERMS_SINCE = (
     "contact_timeconst", "contact_dampratio", "armature_scale", "joint_damping_scale", "joint_friction_scale",
 )  # fmt: skip
@@ -226,7 +229,11 @@ def test_same_seed_gives_the_rewards_pinned_before_terms_were_declared():
         terms = terms.with_term(name, lo, hi)
     for name in TERMS_SINCE:
         terms = terms.with_term(name, TERMS[name].nominal)
-    env = LocomotionEnv(replace(PUPPER, num_envs=8, seed=0, episode_length_s=0.2, randomization=terms))
+    rewards = {n: t for n, t in PUPPER.rewards.items() if n not in EED94BE_REWARDS_SINCE}
+    rewards["stand_still"] = replace(rewards["stand_still"], weight=-0.5)
+    commands = replace(PUPPER.commands, standing_fraction=0.1)
+    env = LocomotionEnv(replace(PUPPER, num_envs=8, seed=0, episode_length_s=0.2, randomization=terms,
+                                rewards=rewards, commands=commands))  # fmt: skip
     gen = torch.Generator().manual_seed(1)
     got = [env.step(0.5 * torch.randn(8, 12, generator=gen))[1].double().sum().item() for _ in range(15)]
     np.testing.assert_allclose(got, PINNED_REWARDS, rtol=1e-6)

@@ -1,5 +1,6 @@
 """A robot's task.toml over the shared task defaults: Pupper's numbers, and bad files refused by file and field."""
 
+import math
 import shutil
 from pathlib import Path
 
@@ -119,3 +120,18 @@ def test_robot_without_task_file_is_told_what_to_set(tmp_path):
     with pytest.raises(ContractError) as e:
         task_cfg(folder)
     assert e.value.field == "observations.gait_frequency_hz" and str(folder / "task.toml") in e.value.expected
+
+
+@pytest.mark.parametrize("robot", ["pupper_v3", "go2"])
+def test_tracking_rewards_still_pay_for_errors_inside_the_gate_bounds(robot):
+    """A policy that drifts 0.05 m/s standing, or wobbles 0.1 rad/s in yaw, fails the gate (hil/gate/judge.py);
+    its reward must notice: each error's narrowest tracking kernel pays at most 90 % of its top there, where
+    the wide legged_gym-style kernels pay 96-99 %."""
+    from trot.hil.gate.judge import GateThresholds
+
+    th = GateThresholds()
+    cfg = task_cfg(robot)
+    for func, bound in (("track_lin_vel_xy", th.lin_err_floor), ("track_ang_vel_z", th.yaw_err_floor)):
+        sigmas = [t.params["sigma"] for t in cfg.rewards.values() if t.func == func and t.weight > 0]
+        assert math.exp(-(bound**2) / max(sigmas)) > 0.96, f"{robot} {func}: a wide kernel keeps the coarse signal"
+        assert math.exp(-(bound**2) / min(sigmas)) <= 0.9, f"{robot} {func}: flat within the gate bound {bound}"

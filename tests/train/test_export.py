@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -21,6 +22,8 @@ from trot.train.export import upgrade_bundle
 
 ROBOT = load_robot("pupper_v3")
 SHIPPED = ROBOT.folder / "policies" / "walk.onnx"
+# The policy shipped until 2026-11-30, kept for the format-upgrade test: trained as format 1, upgraded twice.
+UPGRADED = Path(__file__).parents[1] / "data" / "walk_2026-11-23.onnx"
 
 
 def test_onnx_matches_torch_policy_on_random_observations(tiny_checkpoint, tiny_bundle):
@@ -225,20 +228,28 @@ def test_upgrade_refuses_a_format_2_bundle_edited_since_export(tiny_bundle, tmp_
         upgrade_bundle(old, tmp_path / "v3.onnx")
 
 
-def test_the_shipped_policy_is_format_3_and_acts_as_its_format_2_original(tmp_path):
-    """walk.onnx was upgraded with `trot export --upgrade` (format 1 -> 2, then 2 -> 3): its graph bytes are the
-    format-1 file's (the pinned hash was computed from that file), and upgrading its format-2 and format-1
-    forms again gives the same metadata and bit-identical actions."""
-    meta = read_bundle_meta(SHIPPED)
+def test_the_shipped_policy_is_current_and_fits_the_robot():
+    """walk.onnx loads through deploy's checks (integrity hashes) at the current format, on the robot's contract."""
+    bundle = load_bundle(SHIPPED)
+    props = {p.key: p.value for p in onnx.load(str(SHIPPED)).metadata_props}
+    assert json.loads(props["trot"])["format_version"] == FORMAT_VERSION
+    assert check_contract(bundle, ROBOT) == Contract.from_robot(ROBOT)
+
+
+def test_the_upgraded_policy_is_format_3_and_acts_as_its_format_2_original(tmp_path):
+    """The policy shipped until 2026-11-30 was upgraded with `trot export --upgrade` (format 1 -> 2, then
+    2 -> 3): its graph bytes are the format-1 file's (the pinned hash was computed from that file), and
+    upgrading its format-2 and format-1 forms again gives the same metadata and bit-identical actions."""
+    meta = read_bundle_meta(UPGRADED)
     assert meta.contract == Contract.from_robot(ROBOT)
     assert meta.training.run == "2026-11-23_13-45-36_cpu_default" and meta.training.iterations == 701
-    assert model_sections(SHIPPED.read_bytes())[0] == (
+    assert model_sections(UPGRADED.read_bytes())[0] == (
         "a38f52d4b6660aa4690e301281ba4064b282b34c680e731bf079273d880a69d6"
     )
-    olds = [format1_copy(SHIPPED, tmp_path), format2_copy(SHIPPED, tmp_path)]
+    olds = [format1_copy(UPGRADED, tmp_path), format2_copy(UPGRADED, tmp_path)]
     upgraded = [upgrade_bundle(old, tmp_path / f"walk_{i}.onnx") and tmp_path / f"walk_{i}.onnx"
                 for i, old in enumerate(olds)]  # fmt: skip
     assert all(read_bundle_meta(p) == meta for p in upgraded)
     obs = np.random.default_rng(0).normal(0.0, 3.0, (4096, meta.observation.size)).astype(np.float32)
-    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0].tobytes() for p in (*olds, SHIPPED, *upgraded)]
+    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0].tobytes() for p in (*olds, UPGRADED, *upgraded)]
     assert len(set(actions)) == 1

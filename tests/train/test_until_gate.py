@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trot.hil.gate.run import QUICK_CELLS
 from trot.robots import load_robot
 from trot.train.progress import Progress
 from trot.train.runner import until_gate_cfg
@@ -76,11 +77,11 @@ def test_a_failing_quick_gate_is_read_from_the_side_process_and_training_goes_on
     assert watch.side.busy
     watch.after_iteration(None, 1)  # the gate still runs: nothing to read, no stop, no new gate
     watch.side.proc.wait()
-    watch.after_iteration(None, 2)  # its result: 4 real PyBullet cells, a random policy fails some
+    watch.after_iteration(None, 2)  # its result: the real PyBullet cells, a random policy fails some
     result = watch.outcome.gates[0]
-    assert (result.cells, result.passed, result.env_steps) == (4, False, 64)
-    assert result.cells_passed < 4
-    assert watch.progress.note == f"quick gate @1: {result.cells_passed}/4"
+    assert (result.cells, result.passed, result.env_steps) == (len(QUICK_CELLS), False, 64)
+    assert result.cells_passed < len(QUICK_CELLS)
+    assert watch.progress.note == f"quick gate @1: {result.cells_passed}/{len(QUICK_CELLS)}"
     report = json.loads((tmp_path / "gate" / "model_0_quick" / "gate.json").read_text())
     assert [c["passed"] for c in report["cells"]].count(True) == result.cells_passed
 
