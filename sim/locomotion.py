@@ -22,6 +22,7 @@ from trot.robots import load_robot
 from trot.sim.backend import CONTACT_FORCE_N, Backend, MujocoBackend, SimState
 from trot.sim.config import EnvCfg
 from trot.sim.rewards import REWARDS
+from trot.sim.symmetry import robot_mirror
 from trot.sim.task import validate_env_cfg
 
 
@@ -43,6 +44,7 @@ class LocomotionEnv(VecEnv):
         self.randomizer = Randomizer(cfg.randomization, self.robot, self.num_envs, self.gen)
         self.params = self.randomizer.params  # per-env physical parameters, written to the backend
         self._alloc()
+        self._mirror: dict | None = None
         self._randomize("startup", torch.arange(self.num_envs))
         self.reset()
 
@@ -93,6 +95,22 @@ class LocomotionEnv(VecEnv):
         rows, p = ids.to(self.device), self.params
         self.joint_zero_offset[rows] = p.joint_zero_offset[ids].to(self.device)
         self.obs_latency_steps[rows] = (p.observation_latency_s[ids] / self.dt).round().long().to(self.device)
+
+    def mirror_maps(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Index and sign tensors that turn each observation group, and the actions, into their mirror image
+        (`x[:, index] * sign`; trot.sim.symmetry)."""
+        if self._mirror is None:
+            m = robot_mirror(self.robot, self.cfg.gait.pairs)
+            phase = -1.0 if m.phase_shift else 1.0
+            specs = {"policy": self.policy_spec, "critic": self.critic_spec,
+                     "actions": mapping.ObsSpec((mapping.ObsTerm("last_action"),))}  # fmt: skip
+            self._mirror = {
+                group: (torch.tensor(index, device=self.device), torch.tensor(sign, device=self.device))
+                for group, (index, sign) in (
+                    (g, mapping.mirror_map(spec, m.joint_perm, m.joint_sign, phase)) for g, spec in specs.items()
+                )
+            }
+        return self._mirror
 
     # -- VecEnv ----------------------------------------------------------------------------
 
@@ -291,3 +309,18 @@ class LocomotionEnv(VecEnv):
         if len(reset_ids) and spec.history > 1:
             hist[reset_ids] = frame[reset_ids].repeat(1, spec.history)
         return hist
+
+
+def mirror_batch(env: LocomotionEnv, obs: TensorDict | None = None, actions: torch.Tensor | None = None):
+    """rsl-rl's symmetry `data_augmentation_func`: each of `obs` and `actions` followed by its mirror image."""
+    maps = env.mirror_maps()
+
+    def both(x, group):
+        index, sign = maps[group]
+        return torch.cat([x, x[:, index] * sign.to(x.dtype)])
+
+    if obs is not None:
+        obs = TensorDict({k: both(obs[k], k) for k in obs.keys()}, batch_size=[2 * obs.batch_size[0]])
+    if actions is not None:
+        actions = both(actions, "actions")
+    return obs, actions

@@ -15,6 +15,7 @@ from pathlib import Path
 from trot.robots import ContractError
 from trot.sim import config_io
 from trot.sim.config import EnvCfg
+from trot.sim.locomotion import mirror_batch
 from trot.sim.task import task_cfg
 from trot.train.checkpoint import CheckpointError
 
@@ -34,6 +35,11 @@ class PPOCfg:
     max_grad_norm: float = 1.0
     schedule: str = "adaptive"
     desired_kl: float = 0.01
+    # Left-right symmetry (rsl-rl's Symmetry extension, as Isaac Lab's ANYmal task uses it; trot.sim.symmetry):
+    # train on every sample's mirror image as well, and/or add this loss on the policy disagreeing with its own
+    # mirror image. The robot's mirror comes from its URDF; an asymmetric robot is refused.
+    symmetry_augmentation: bool = False
+    mirror_loss_coeff: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,20 @@ def to_rsl_rl(cfg: TrainCfg, run_name: str = "") -> dict:
     """The runner dict of rsl-rl-lib 5.x."""
     p = cfg.policy
     model = {"class_name": "MLPModel", "activation": p.activation, "obs_normalization": p.obs_normalization}
+    algorithm = {"class_name": "PPO", **dataclasses.asdict(cfg.ppo)}
+    augment, mirror_loss = algorithm.pop("symmetry_augmentation"), algorithm.pop("mirror_loss_coeff")
+    if augment or mirror_loss:
+        algorithm["symmetry_cfg"] = {
+            "use_data_augmentation": augment, "use_mirror_loss": mirror_loss > 0, "mirror_loss_coeff": mirror_loss,
+            "data_augmentation_func": mirror_batch,
+        }  # fmt: skip
     return {
         "num_steps_per_env": cfg.runner.num_steps_per_env,
         "save_interval": cfg.runner.save_interval,
         "logger": cfg.runner.logger,
         "run_name": run_name,
         "obs_groups": {"actor": ["policy"], "critic": ["critic"]},
-        "algorithm": {"class_name": "PPO", **dataclasses.asdict(cfg.ppo)},
+        "algorithm": algorithm,
         "actor": {
             **model,
             "hidden_dims": list(p.actor_hidden_dims),

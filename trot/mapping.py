@@ -144,3 +144,37 @@ def push_history(xp, history, frame):
 def action_to_target(xp, action, default_joint_pos, action_scale: float, action_clip: float):
     """Joint-position target = default + scale * clip(action)."""
     return default_joint_pos + action_scale * xp.clip(action, -action_clip, action_clip)
+
+
+# The left-right mirror (y -> -y) of each vocabulary term's components. A vector (velocity, gravity) keeps x, z
+# and flips y; an angular velocity (an axial vector) flips x and z; the command flips vy and the yaw rate.
+_MIRROR_SIGNS = {
+    "base_lin_vel": (1.0, -1.0, 1.0),
+    "base_ang_vel": (-1.0, 1.0, -1.0),
+    "projected_gravity": (1.0, -1.0, 1.0),
+    "velocity_command": (1.0, -1.0, -1.0),
+}
+_JOINT_TERMS = ("joint_pos_rel", "joint_vel", "last_action")
+
+
+def mirror_map(spec: ObsSpec, joint_perm, joint_sign, phase_sign: float) -> tuple[list[int], list[float]]:
+    """Index and sign vectors over a whole observation (every frame of its history) that give its mirror image:
+    `mirrored = obs[:, index] * sign`. Joint terms move joint i to joint_perm[i] with joint_sign[i] (the robot's
+    mirror, trot.sim.symmetry); the gait clock's sin and cos are multiplied by `phase_sign` (-1: the mirror
+    image is half a cycle later, as when the mirrored diagonal pairs of a trot swap)."""
+    n = len(joint_perm)
+    index, sign, start = [], [], 0
+    for term, size in zip(spec.terms, spec.sizes(n)):
+        if term.name in _JOINT_TERMS:
+            # The mirror's joint k is the image of joint perm[k] (the map is its own inverse).
+            index += [start + joint_perm[k] for k in range(n)]
+            sign += [float(joint_sign[joint_perm[k]]) for k in range(n)]
+        elif term.name == "gait_phase":
+            index += [start, start + 1]
+            sign += [phase_sign, phase_sign]
+        else:
+            index += range(start, start + size)
+            sign += _MIRROR_SIGNS[term.name]
+        start += size
+    frame = start
+    return [i + h * frame for h in range(spec.history) for i in index], sign * spec.history

@@ -57,6 +57,9 @@ class CellResult:
     failures: list[str]
     wall_s: float
     cpu_s: float  # CPU seconds of the cell's worker process
+    # rad/s: |mean(yaw rate - command)|, the part of yaw_err that turns the robot off its heading; the rest is
+    # wobble within the stride. Reported, not judged (docs/gate.md, "What the yaw failures are").
+    yaw_bias: float | None = None
     trace: dict = field(default_factory=dict, repr=False)  # per control step arrays, for plots
 
     @property
@@ -102,12 +105,13 @@ def judge(spec, trace: dict, samples: list[dict], fall_time, margin: float, robo
     settle, switch_settle = settle_times(th.settle_s, th.switch_settle_s, starts, spec.seconds)
     # After the settle time, and away from the switches of a sequence.
     measured = settled(trace["t"], settle, trace["command_start"], switch_settle)
-    lin_err = yaw_err = slip = None
+    lin_err = yaw_err = yaw_bias = slip = None
     saturation = 0.0
     if measured.any():
         lin_err, yaw_err = tracking_errors(
             trace["lin_vel"][measured], trace["yaw_rate"][measured], trace["command"][measured]
         )
+        yaw_bias = abs(float(np.mean(trace["yaw_rate"][measured] - trace["command"][measured][:, 2])))
         late = [s for s, m in zip(samples, measured) if m]
         speeds = np.concatenate([s["slip"] for s in late])
         slip = float(speeds.mean()) if len(speeds) else 0.0
@@ -149,6 +153,7 @@ def judge(spec, trace: dict, samples: list[dict], fall_time, margin: float, robo
         failures=failures,
         wall_s=wall_s,
         cpu_s=cpu_s,
+        yaw_bias=yaw_bias,
         trace=trace,
     )
 

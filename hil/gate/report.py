@@ -206,14 +206,15 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
             "",
             f"## Metrics: {engine}",
             "",
-            "| command | perturbation | fell | lin err m/s | yaw err rad/s | drift m | peak τ / limit N·m | saturation "
-            "| joint margin rad | foot slip m/s | failures |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| command | perturbation | fell | lin err m/s | yaw err rad/s | yaw bias rad/s | drift m "
+            "| peak τ / limit N·m | saturation | joint margin rad | foot slip m/s | failures |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for x in (c for c in run.cells if c.engine == engine):
             lines.append(
                 f"| {x.command} | {x.perturbation} | {'yes' if x.fell else 'no'} | {_fmt(x.lin_err, 3)} "
-                f"| {_fmt(x.yaw_err, 3)} | {_fmt(x.drift, 3)} | {x.peak_torque:.2f} / {x.torque_limit:.2f} "
+                f"| {_fmt(x.yaw_err, 3)} | {_fmt(x.yaw_bias, 3)} | {_fmt(x.drift, 3)} "
+                f"| {x.peak_torque:.2f} / {x.torque_limit:.2f} "
                 f"| {x.torque_saturation:.3f} | {x.joint_margin:.3f} | {_fmt(x.foot_slip, 3)} "
                 f"| {'; '.join(x.failures)} |"
             )

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from trot.deploy.bundle import load_bundle
 from trot.hil import gate
 from trot.hil.gate.cell import ENGINES, CellSim, make_engine, unsupported
 from trot.hil.gate.commands import command_at, gate_commands
-from trot.hil.gate.judge import GateThresholds, error_bounds, ratio_failures, tracking_failures
+from trot.hil.gate.judge import GateThresholds, error_bounds, judge, ratio_failures, tracking_failures
 from trot.hil.gate.perturbations import PERTURBATIONS, Perturbation, policy_noise_stds, resolve
 from trot.hil.gate.run import QUICK_CELLS, run_gate
 from trot.randomization import TERMS, TermSpec
@@ -305,6 +306,27 @@ def test_a_sequence_is_judged_segment_by_segment_against_each_command():
     assert tracking_failures(th, tracking, measured) == []
     off = dict(tracking, lin_vel=trace["command"][:, :2] + [0.06, 0.0])  # 0.06 m/s off: > 0.05, > 20 % of 0.2
     assert len(tracking_failures(th, off, measured)) == 4  # every segment but the first (0.3: 0.06 allowed)
+
+
+def test_the_yaw_bias_tells_a_turn_from_the_strides_wobble():
+    """Both cells fail on yaw error: one wobbles ±0.16 rad/s at the 2.5 Hz gait and keeps its heading, the other
+    turns at a steady 0.12 rad/s. Only the turn has a yaw bias."""
+    th = GateThresholds()
+    spec = SimpleNamespace(thresholds=th, segments=((0.0, (0.3, 0.0, 0.0)),), seconds=10.0, engine="mujoco",
+                           command="forward_0.3", perturbation="nominal")  # fmt: skip
+    t = np.arange(1, 501) * ROBOT.control_dt
+    n = len(t)
+    trace = {"t": t, "command": np.tile([0.3, 0.0, 0.0], (n, 1)), "command_start": np.zeros(n),
+             "lin_vel": np.tile([0.3, 0.0], (n, 1)), "pos_xy": np.zeros((n, 2)), "start_xy": np.zeros(2)}  # fmt: skip
+    samples = [{"slip": np.zeros(4), "saturated_steps": np.zeros(12), "peak_torque": 1.0}] * n
+
+    def result(yaw_rate):
+        return judge(spec, dict(trace, yaw_rate=yaw_rate), samples, None, 0.5, ROBOT, 3.0, 0.0, 0.0)
+
+    wobble, turn = result(0.16 * np.sin(2 * np.pi * 2.5 * t)), result(np.full(n, 0.12))
+    assert not wobble.passed and not turn.passed
+    assert wobble.yaw_err == pytest.approx(0.32 / np.pi, abs=1e-3) and wobble.yaw_bias < 1e-3
+    assert turn.yaw_err == pytest.approx(0.12) and turn.yaw_bias == pytest.approx(0.12)
 
 
 def test_the_engines_agreement_fails_on_the_median_or_on_one_cell():
