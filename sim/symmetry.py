@@ -47,9 +47,10 @@ def robot_mirror(robot: Robot, gait_pairs=None) -> Mirror:
     perm, sign = [], []
     for i, name in enumerate(robot.joint_names):
         j = _partner(anchor[i], data.xanchor[joints])
-        s = -float(np.dot(data.xaxis[joints[j]], axis[i]))  # a reflection turns a rotation by t into one by -t
-        if j is None or abs(abs(s) - 1.0) > 1e-3:
-            raise ContractError(robot.urdf_path, f"joint '{name}'", "no mirror image",
+        # A reflection turns a rotation by t about an axis into one by -t about the axis's image.
+        s = 0.0 if j is None else -float(np.dot(data.xaxis[joints[j]], axis[i]))
+        if abs(abs(s) - 1.0) > 1e-3:
+            raise ContractError(robot.urdf_path, f"joint {name}", "no mirror image",
                                 "a joint with the mirrored anchor and axis (left-right symmetric legs)")  # fmt: skip
         perm.append(j)
         sign.append(float(np.sign(s)))

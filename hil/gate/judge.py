@@ -58,7 +58,7 @@ class CellResult:
     wall_s: float
     cpu_s: float  # CPU seconds of the cell's worker process
     # rad/s: |mean(yaw rate - command)|, the part of yaw_err that turns the robot off its heading; the rest is
-    # wobble within the stride. Reported, not judged (docs/gate.md, "What the yaw failures are").
+    # wobble within the stride. Reported, not judged (docs/gate.md, "Metrics and thresholds").
     yaw_bias: float | None = None
     trace: dict = field(default_factory=dict, repr=False)  # per control step arrays, for plots
 

@@ -1,6 +1,7 @@
 """The left-right mirror: found in the URDF, true of the physics, refused for an asymmetric robot, and trained on
 through rsl-rl's Symmetry extension."""
 
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -72,6 +73,16 @@ def test_an_asymmetric_pose_or_gait_is_refused_by_name():
     with pytest.raises(ContractError, match="task.toml: field 'gait.pairs'"):
         robot_mirror(pupper, [[0], [1, 2, 3]])
     assert not robot_mirror(pupper, [[0, 1], [2, 3]]).phase_shift  # a bound: the mirror keeps the pairs
+
+
+def test_a_leg_that_is_not_the_mirror_of_its_partner_is_refused_by_joint(tmp_path):
+    folder = shutil.copytree(load_robot("pupper_v3").folder, tmp_path / "lopsided")
+    urdf = folder / "pupper_v3.urdf"
+    text = urdf.read_text()
+    assert '<origin xyz="0.075 0.0835 0"' in text
+    urdf.write_text(text.replace('<origin xyz="0.075 0.0835 0"', '<origin xyz="0.080 0.0835 0"'))
+    with pytest.raises(ContractError, match="pupper_v3.urdf: field 'joint leg_front_r_1'.*mirrored anchor"):
+        robot_mirror(load_robot(folder))
 
 
 def test_ppo_trains_on_the_mirrored_batch(tmp_path):
