@@ -104,12 +104,10 @@ class LocomotionEnv(VecEnv):
             phase = -1.0 if m.phase_shift else 1.0
             specs = {"policy": self.policy_spec, "critic": self.critic_spec,
                      "actions": mapping.ObsSpec((mapping.ObsTerm("last_action"),))}  # fmt: skip
-            self._mirror = {
-                group: (torch.tensor(index, device=self.device), torch.tensor(sign, device=self.device))
-                for group, (index, sign) in (
-                    (g, mapping.mirror_map(spec, m.joint_perm, m.joint_sign, phase)) for g, spec in specs.items()
-                )
-            }
+            self._mirror = {}
+            for group, spec in specs.items():
+                index, sign = mapping.mirror_map(spec, m.joint_perm, m.joint_sign, phase)
+                self._mirror[group] = (torch.tensor(index, device=self.device), torch.tensor(sign, device=self.device))
         return self._mirror
 
     # -- VecEnv ----------------------------------------------------------------------------

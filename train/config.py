@@ -15,7 +15,6 @@ from pathlib import Path
 from trot.robots import ContractError
 from trot.sim import config_io
 from trot.sim.config import EnvCfg
-from trot.sim.locomotion import mirror_batch
 from trot.sim.task import task_cfg
 from trot.train.checkpoint import CheckpointError
 
@@ -99,7 +98,7 @@ def to_rsl_rl(cfg: TrainCfg, run_name: str = "") -> dict:
     if augment or mirror_loss:
         algorithm["symmetry_cfg"] = {
             "use_data_augmentation": augment, "use_mirror_loss": mirror_loss > 0, "mirror_loss_coeff": mirror_loss,
-            "data_augmentation_func": mirror_batch,
+            "data_augmentation_func": "trot.sim.locomotion:mirror_batch",  # a name: the dict stays plain data
         }  # fmt: skip
     return {
         "num_steps_per_env": cfg.runner.num_steps_per_env,

@@ -176,5 +176,4 @@ def mirror_map(spec: ObsSpec, joint_perm, joint_sign, phase_sign: float) -> tupl
             index += range(start, start + size)
             sign += _MIRROR_SIGNS[term.name]
         start += size
-    frame = start
-    return [i + h * frame for h in range(spec.history) for i in index], sign * spec.history
+    return [i + h * start for h in range(spec.history) for i in index], sign * spec.history
