@@ -271,7 +271,7 @@ def _commands(env: EnvCfg) -> dict:
         "resampling_time_range": (c.resample_s, c.resample_s),
         "rel_standing_envs": c.standing_fraction,
         "heading_command": False,  # trot commands a yaw rate, not a heading
-        "ranges": {"lin_vel_x": c.vx, "lin_vel_y": c.vy, "ang_vel_z": c.yaw_rate},
+        "ranges": dict(zip(("lin_vel_x", "lin_vel_y", "ang_vel_z"), c.sample_ranges())),
     }
 
 

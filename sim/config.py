@@ -38,6 +38,13 @@ class CommandCfg:
     resample_s: float = 10.0
     standing_fraction: float = 0.2  # share of commands that are exactly zero (see the stand_still reward)
     min_speed: float = 0.05  # m/s: a smaller linear command becomes 0 (ambiguous gait otherwise)
+    # Training draws each command from its range times this: the ranges are what the bundle promises and the
+    # gate tests, and with a scale above 1 their ends are not the edge of what the policy was trained on.
+    train_scale: float = 1.0
+
+    def sample_ranges(self) -> tuple[tuple[float, float], ...]:
+        """The (lo, hi) of vx, vy and yaw rate that training draws commands from."""
+        return tuple((self.train_scale * lo, self.train_scale * hi) for lo, hi in (self.vx, self.vy, self.yaw_rate))
 
 
 @dataclass(frozen=True)

@@ -248,8 +248,7 @@ class LocomotionEnv(VecEnv):
 
     def _sample_commands(self, ids: torch.Tensor) -> None:
         c, n = self.cfg.commands, len(ids)
-        lo = torch.tensor([c.vx[0], c.vy[0], c.yaw_rate[0]], dtype=torch.float64)
-        hi = torch.tensor([c.vx[1], c.vy[1], c.yaw_rate[1]], dtype=torch.float64)
+        lo, hi = torch.tensor(c.sample_ranges(), dtype=torch.float64).T
         cmd = lo + (hi - lo) * torch.rand(n, 3, generator=self.gen, dtype=torch.float64)
         small = cmd[:, :2].norm(dim=1) < c.min_speed
         cmd[small, :2] = 0.0

@@ -54,6 +54,11 @@ def _validate(cfg: EnvCfg, robot: Robot, where: str) -> None:
             f"the gait clock in Hz > 0: set in {robot.folder / 'task.toml'}, which task_cfg(robot) lays over the "
             "shared defaults",
         )  # fmt: skip
+    if not cfg.commands.train_scale >= 1.0:
+        raise ContractError(
+            where, "commands.train_scale", cfg.commands.train_scale,
+            "a number ≥ 1 (training must cover the command ranges that the bundle promises and the gate tests)",
+        )  # fmt: skip
     for name, term in cfg.rewards.items():
         _check_reward(name, term, where)
     gait_rewards = [n for n, t in cfg.rewards.items() if t.weight and t.func in ("gait_contact", "swing_height")]

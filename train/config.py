@@ -9,6 +9,7 @@ Both go through cattrs (trot.sim.config_io), strictly typed, with errors that na
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -119,6 +120,25 @@ def to_rsl_rl(cfg: TrainCfg, run_name: str = "") -> dict:
 def to_dict(cfg) -> dict:
     """The config as plain JSON values (what config.json and checkpoints hold)."""
     return config_io.to_data(cfg)
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'a.b: old -> new' for every field where two `to_dict` configs differ ('absent' where only one has it)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {_shown(a)} -> {_shown(b)}")
+    return out
+
+
+_ABSENT = object()
+
+
+def _shown(value) -> str:
+    return "absent" if value is _ABSENT else json.dumps(value)
 
 
 def override(cfg, dotted: str, text: str):

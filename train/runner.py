@@ -36,7 +36,7 @@ from trot.train.checkpoint import (
     find_run,
     load_checkpoint,
 )
-from trot.train.config import TrainCfg, override, preset, to_dict, to_rsl_rl
+from trot.train.config import TrainCfg, differences, override, preset, to_dict, to_rsl_rl
 from trot.train.progress import Progress
 from trot.train.until_gate import SUMMARY, Stop, UntilGate, UntilGateCfg
 
@@ -257,6 +257,12 @@ def run_train(args: argparse.Namespace) -> int:
         run = find_run(log_root, args.load_run)
         resume_from = find_checkpoint(run, args.checkpoint)
         print(f"trot train: resuming {resume_from}")
+        # As in rsl-rl and Isaac Lab, this command's settings win over the checkpoint's; say where they differ.
+        changed = differences(load_checkpoint(resume_from)["trot"]["config"], to_dict(cfg))
+        changed = [c for c in changed if not c.startswith("runner.max_iterations:")]  # on --resume: how many more
+        if changed:
+            print("trot train: settings that differ from the checkpoint's (this command's apply; the checkpoint "
+                  "keeps its own):\n  " + "\n  ".join(changed))  # fmt: skip
     until_gate = until_gate_cfg(args)
     run_dir = train(cfg, log_root, args.run_name or "", resume_from, until_gate=until_gate)
     if run_dir is None:  # another rank

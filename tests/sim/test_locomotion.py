@@ -192,6 +192,30 @@ def test_unknown_reward_function_or_param_is_refused(rewards, field, expected):
     assert e.value.field == field
 
 
+def test_train_scale_draws_commands_beyond_the_promised_ranges_and_the_bundle_keeps_the_promise():
+    from trot.train.config import TrainCfg
+    from trot.train.export import bundle_metadata
+
+    commands = replace(PUPPER.commands, train_scale=1.25, standing_fraction=0.0, min_speed=0.0)
+    env = LocomotionEnv(replace(PUPPER, num_envs=4096, commands=commands))
+    drawn = env.commands.numpy()
+    for axis, (lo, hi) in enumerate((commands.vx, commands.vy, commands.yaw_rate)):
+        x = drawn[:, axis]
+        assert 1.25 * lo <= x.min() and x.max() <= 1.25 * hi
+        assert 0.08 < np.mean(x < lo) < 0.12 and 0.08 < np.mean(x > hi) < 0.12  # a tenth beyond each end
+    cfg = TrainCfg(env=replace(PUPPER, commands=commands))
+    meta = bundle_metadata(cfg, {"iter": 0, "trot": {}})
+    assert (meta.commands.vx, meta.commands.vy, meta.commands.yaw_rate) == (commands.vx, commands.vy, commands.yaw_rate)
+
+
+def test_a_train_scale_below_one_is_refused():
+    from trot.robots import ContractError
+
+    with pytest.raises(ContractError, match="≥ 1") as e:
+        LocomotionEnv(replace(PUPPER, num_envs=1, commands=replace(PUPPER.commands, train_scale=0.9)))
+    assert e.value.field == "commands.train_scale"
+
+
 def test_step_never_mutates_an_observation_already_handed_out():
     """rsl-rl stores the observation an action came from after the next step; it must still be that one."""
     env = LocomotionEnv(replace(PUPPER, num_envs=4))

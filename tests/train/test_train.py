@@ -85,8 +85,12 @@ def test_resume_continues_at_the_next_iteration_with_identical_parameters(tiny_r
         assert torch.equal(value, before["actor_state_dict"][name]), name
     assert torch.equal(runner.env.gen.get_state(), before["trot"]["rng"]["env"])
 
-    out = trot("train", "--resume", "--load_run", str(tiny_run), "--max_iterations", "1", *TINY)
+    out = trot("train", "--resume", "--load_run", str(tiny_run), "--max_iterations", "1", *TINY,
+               "--set", "ppo.desired_kl=0.005")  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
+    # A setting that is not the checkpoint's is named, old and new; the iteration count (more, on resume) is not.
+    said = out.stdout.split("differ from the checkpoint's")[1]
+    assert "ppo.desired_kl: 0.01 -> 0.005" in said and "max_iterations" not in said
     resumed = load_checkpoint(find_checkpoint(tiny_run))
     assert resumed["iter"] == 2
     assert resumed["trot"]["env_steps"] == 3 * 8 * 8
