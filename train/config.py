@@ -122,6 +122,9 @@ def to_dict(cfg) -> dict:
     return config_io.to_data(cfg)
 
 
+_ABSENT = object()
+
+
 def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     """'a.b: old -> new' for every field where two `to_dict` configs differ ('absent' where only one has it)."""
     out = []
@@ -132,9 +135,6 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{key}: {_shown(a)} -> {_shown(b)}")
     return out
-
-
-_ABSENT = object()
 
 
 def _shown(value) -> str:
