@@ -160,8 +160,8 @@ class DeployLoop:
         """Handshake, then tick at control_dt until DONE; always ends with a summary record.
 
         Everything alive before the run is frozen out of the garbage collector's reach for its length: a full
-        collection would otherwise scan the whole heap (rclpy, onnxruntime, numpy: 0.1-0.3 s for a million
-        objects) inside whichever tick it fell in. The run's own short-lived objects are collected as usual.
+        collection would otherwise scan the whole heap (rclpy, onnxruntime, numpy...; 0.2 s for a million objects
+        on a desktop core) inside whichever tick it fell in. The run's own short-lived objects are collected as usual.
         """
         gc.collect()
         gc.freeze()
