@@ -21,6 +21,16 @@ else:  # pragma: no cover
 
 ROBOTS_DIR = Path(__file__).resolve().parent
 
+# What a user holding a bundle for a robot whose model was corrected must know (shown when such a bundle is refused).
+MODEL_NOTICES = {
+    "pupper_v3": (
+        "trot's Pupper v3 model was corrected on 2026-12-07 to its authors' published description (the joint roles "
+        "and directions had been invented); a bundle made before was trained on a body that is not the Pupper v3 and "
+        "must not run on one: use the shipped robots/pupper_v3/policies/walk.onnx, or retrain "
+        "(`trot train --robot pupper_v3`) and export the new run"
+    ),
+}
+
 
 class ContractError(ValueError):
     """A robot folder whose contract is missing a field or holds a value out of range."""
@@ -63,6 +73,8 @@ class Robot:
     frictionloss: float
     hardware: dict = field(hash=False, compare=False)
     link_masses: dict = field(hash=False, compare=False)  # from the URDF
+    # the kinematic and inertial numbers of the URDF and the motor model (`robot_model`): what an action does
+    model: dict = field(hash=False, compare=False, default_factory=dict)
     # MuJoCo mjOption fields the URDF cannot hold ([mujoco.option] of robot.toml), e.g. (("impratio", 100.0),)
     mujoco_option: tuple[tuple[str, float], ...] = ()
 
@@ -102,16 +114,37 @@ class Robot:
             "velocity_limit": list(self.velocity_limit),
             "control_dt": self.control_dt,
             "physics_dt": self.physics_dt,
+            "model_sha256": self.model_sha256(),
         }
 
     def contract_sha256(self) -> str:
         return contract_sha256(self.contract())
+
+    def model_sha256(self) -> str:
+        """Digest of `model`: the body a policy is trained on. A policy never runs on another one."""
+        return contract_sha256(self.model)
 
 
 def contract_sha256(contract: dict) -> str:
     """Hash of a contract dict in canonical JSON (sorted keys, no whitespace)."""
     text = json.dumps(contract, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def model_differences(trained: dict, here: dict, limit: int = 8) -> list[str]:
+    """'path: trained X, here Y' wherever two `robot_model` dicts differ (at most `limit`, then a count)."""
+
+    def flat(node, prefix=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from flat(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            yield prefix, node
+
+    a, b = dict(flat(trained)), dict(flat(here))
+    out = [f"{k}: trained {a.get(k, '(absent)')!r}, here {b.get(k, '(absent)')!r}"
+           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]  # fmt: skip
+    return out if len(out) <= limit else [*out[:limit], f"... and {len(out) - limit} more"]
 
 
 def available_robots() -> list[str]:
@@ -197,12 +230,57 @@ def _mujoco_option(raw: dict, file: Path) -> tuple[tuple[str, float], ...]:
     return tuple((name, float(value)) for name, value in sorted(option.items()))
 
 
-def _parse_urdf(urdf_path: Path) -> tuple[dict, dict]:
-    """Joint limits {name: (lower, upper, effort, velocity)} and link masses {name: kg}."""
+def _floats(element, attribute: str, default: str) -> list[float]:
+    return [float(v) for v in (element.get(attribute, default) if element is not None else default).split()]
+
+
+def _urdf_model(root: ET.Element) -> dict:
+    """The URDF's numbers that change what an action does: every joint's frame, axis and limits, every link's
+    inertial and collision geometry (visuals, names of meshes and comments left out)."""
+    joints, links = {}, {}
+    for j in root.iter("joint"):
+        lim = j.find("limit")
+        joints[j.get("name")] = {
+            "type": j.get("type"),
+            "parent": j.find("parent").get("link"),
+            "child": j.find("child").get("link"),
+            "xyz": _floats(j.find("origin"), "xyz", "0 0 0"),
+            "rpy": _floats(j.find("origin"), "rpy", "0 0 0"),
+            "axis": _floats(j.find("axis"), "xyz", "1 0 0"),
+            "limit": [float(lim.get(k, "nan")) for k in ("lower", "upper", "effort", "velocity")] if lim is not None
+            else [],
+        }  # fmt: skip
+    for link in root.iter("link"):
+        inertial, entry = link.find("inertial"), {}
+        if inertial is not None:
+            inertia = inertial.find("inertia")
+            entry = {
+                "mass": float(inertial.find("mass").get("value")),
+                "com_xyz": _floats(inertial.find("origin"), "xyz", "0 0 0"),
+                "com_rpy": _floats(inertial.find("origin"), "rpy", "0 0 0"),
+                "inertia": [float(inertia.get(k, "0")) for k in ("ixx", "ixy", "ixz", "iyy", "iyz", "izz")],
+            }
+        shapes = []
+        for c in link.findall("collision"):
+            geometry = next(iter(c.find("geometry")))
+            shapes.append({"shape": geometry.tag, **{k: _floats(geometry, k, "") for k in sorted(geometry.attrib)
+                                                      if k != "filename"},
+                           "xyz": _floats(c.find("origin"), "xyz", "0 0 0"),
+                           "rpy": _floats(c.find("origin"), "rpy", "0 0 0")})  # fmt: skip
+        links[link.get("name")] = {**entry, "collision": shapes}
+    return {"joints": joints, "links": links}
+
+
+def _parse_urdf(urdf_path: Path) -> tuple[dict, dict, dict]:
+    """Joint limits {name: (lower, upper, effort, velocity)}, link masses {name: kg} and the model numbers."""
     try:
         root = ET.parse(urdf_path).getroot()
+        model = _urdf_model(root)
     except (ET.ParseError, OSError) as e:
         raise ContractError(urdf_path, "<file>", str(e), "a readable URDF") from e
+    except (AttributeError, StopIteration, TypeError, ValueError) as e:
+        raise ContractError(urdf_path, "<file>", str(e), "a URDF whose joints name a parent and a child, whose "
+                            "numbers are numbers and whose collisions hold a geometry") from e  # fmt: skip
     joints = {}
     for j in root.iter("joint"):
         lim = j.find("limit")
@@ -212,7 +290,7 @@ def _parse_urdf(urdf_path: Path) -> tuple[dict, dict]:
     for link in root.iter("link"):
         m = link.find("inertial/mass")
         masses[link.get("name")] = float(m.get("value")) if m is not None else 0.0
-    return joints, masses
+    return joints, masses, model
 
 
 def _validate(raw: dict, folder: Path, f: Path) -> Robot:
@@ -222,7 +300,7 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
     urdf_path = folder / str(_get(raw, "robot.urdf", f))
     if not urdf_path.is_file():
         raise ContractError(f, "robot.urdf", str(urdf_path), "an existing URDF file in the robot folder")
-    urdf_joints, masses = _parse_urdf(urdf_path)
+    urdf_joints, masses, urdf_model = _parse_urdf(urdf_path)
 
     names = _get(raw, "joints.names", f)
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -289,6 +367,10 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         raise ContractError(f, "hardware.joint_sign", hardware["joint_sign"], "each entry +1 or -1")
     kp = _number(raw, "control.kp", f, 0.0, hardware["kp_max"], lo_open=True)
     kd = _number(raw, "control.kd", f, 0.0, hardware["kd_max"])
+    motor = {k: _number(raw, f"motor.{k}", f, 0.0, hi) for k, hi in (("armature", 1.0), ("damping", 100.0),
+                                                                     ("frictionloss", 100.0))}  # fmt: skip
+    foot_radius = _number(raw, "robot.foot_radius", f, 0.0, 1.0, lo_open=True)
+    model = {**urdf_model, "motor": motor, "foot_radius": foot_radius}
 
     return Robot(
         name=name,
@@ -296,7 +378,7 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         urdf_path=urdf_path,
         base_link=base_link,
         foot_links=tuple(foot_links),
-        foot_radius=_number(raw, "robot.foot_radius", f, 0.0, 1.0, lo_open=True),
+        foot_radius=foot_radius,
         imu_pos=tuple(_vector(raw, "robot.imu_pos", f, 3)),
         joint_names=tuple(names),
         default_joint_pos=tuple(default),
@@ -309,10 +391,9 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         action_clip=_number(raw, "control.action_clip", f, 0.0, 1e3, lo_open=True),
         torque_limit=torque_limit,
         velocity_limit=velocity_limit,
-        armature=_number(raw, "motor.armature", f, 0.0, 1.0),
-        damping=_number(raw, "motor.damping", f, 0.0, 100.0),
-        frictionloss=_number(raw, "motor.frictionloss", f, 0.0, 100.0),
         hardware=hardware,
         link_masses=masses,
+        model=model,
+        **motor,
         mujoco_option=_mujoco_option(raw, f),
     )

@@ -55,7 +55,8 @@ def bundle_meta(run: IsaacLabRun) -> BundleMeta:
         task=run.task,
     )
     commands = Commands(*(run.commands[axis] for axis in ("vx", "vy", "yaw_rate")))
-    return BundleMeta(Contract.from_robot(robot), observation, commands, training)
+    # Isaac Lab trains on this robot's URDF (trot.isaaclab imports it), so the run's body is the one here.
+    return BundleMeta(Contract.from_robot(robot), observation, commands, training, robot.model)
 
 
 def import_run(

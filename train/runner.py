@@ -82,6 +82,7 @@ class TrotRunner(OnPolicyRunner):
         env: LocomotionEnv = self.env
         saved["trot"] = {
             "robot": {"name": env.robot.name, "contract_sha256": env.robot.contract_sha256()},
+            "robot_model": env.robot.model,  # the body trained on: a refusal names what differs from it
             "task": self.trot_cfg.task,
             "config": to_dict(self.trot_cfg),
             "code_revision": self.revision,

@@ -19,22 +19,20 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from trot.mapping import OBS_VOCABULARY
-from trot.robots import contract_sha256
+from trot.robots import MODEL_NOTICES, contract_sha256, model_differences
 
-FORMAT_VERSION = 3  # 3: torque_limit and velocity_limit per joint (2: one number each)
+FORMAT_VERSION = 4  # 4: the robot model the policy was trained on (3: per-joint limits; 2: one number each)
 METADATA_KEY = "trot"
 OBS_ORDER = "newest_first"
 COMMAND_AXES = ("vx", "vy", "yaw_rate")
 # ModelProto field numbers (onnx.proto): metadata_props is `repeated StringStringEntryProto`, field 14.
 _METADATA_PROPS = 14
-# What each later format changed, for the refusal of an older bundle (`trot export --upgrade` rewrites it).
-OLD_FORMATS = {
-    1: "adds the integrity hash and stores the contract once; torque and velocity limits per joint",
-    2: "torque_limit and velocity_limit are lists, one value per joint",
-}
-UPGRADE_HINT = (
-    "re-export it with `trot export RUN -o NEW.onnx`, or upgrade it with `trot export --upgrade OLD.onnx -o NEW.onnx`"
+# Why an older bundle is refused: none of them says which body it was trained on, so none can be upgraded.
+OLD_FORMAT_REASON = (
+    "format 4 binds a policy to the robot model it was trained on (the contract's model_sha256 and the "
+    "robot_model field), and an older bundle cannot say which body that was"
 )
+RETRAIN_HINT = "retrain (`trot train --robot NAME`) and export the new run (`trot export RUN -o NEW.onnx`)"
 
 
 class BundleError(ValueError):
@@ -65,6 +63,7 @@ class Contract:
     velocity_limit: tuple[float, ...]  # rad/s, per joint
     control_dt: float
     physics_dt: float
+    model_sha256: str  # digest of the robot model (kinematics, inertia, collision, motor) the policy was trained on
 
     @classmethod
     def from_robot(cls, robot) -> Contract:
@@ -165,6 +164,7 @@ class BundleMeta:
     observation: Observation
     commands: Commands
     training: Training
+    robot_model: dict  # `Robot.model` of the body trained on; hashes to contract.model_sha256
     integrity: Integrity | None = None  # None only while a writer builds it
     # robot.contract_sha256 as the file states it (None: as the contract hashes); checked by verify_integrity
     stated_contract_sha256: str | None = field(default=None, compare=False)
@@ -185,12 +185,13 @@ class BundleMeta:
             "observation": obs,
             "commands": {k: list(getattr(self.commands, k)) for k in COMMAND_AXES},
             "training": asdict(self.training),
+            "robot_model": self.robot_model,
         }
 
     def with_graph(self, graph_sha256: str) -> BundleMeta:
         """This metadata with its integrity hashes for a model whose graph hashes to `graph_sha256`."""
-        fresh = BundleMeta(self.contract, self.observation, self.commands, self.training)
-        return BundleMeta(self.contract, self.observation, self.commands, self.training,
+        fresh = BundleMeta(self.contract, self.observation, self.commands, self.training, self.robot_model)
+        return BundleMeta(self.contract, self.observation, self.commands, self.training, self.robot_model,
                           Integrity(graph_sha256, field_hashes(fresh.fields_json())))  # fmt: skip
 
     def to_json(self) -> str:
@@ -339,6 +340,7 @@ def parse_contract(doc: dict, where: str, name: str | None = None) -> Contract:
     lower, upper = _floats(doc, "joint_lower", n, where), _floats(doc, "joint_upper", n, where)
     if any(lo >= hi for lo, hi in zip(lower, upper)):
         _fail(where, "joint_upper", list(upper), "each above its joint_lower")
+    model_sha256 = _take(doc, "model_sha256", _hex64, "64 hex digits: the digest of the robot model", where)
     return Contract(
         name=name if name is not None else doc["name"],
         joint_names=tuple(names),
@@ -349,6 +351,7 @@ def parse_contract(doc: dict, where: str, name: str | None = None) -> Contract:
         **positive,
         **limits,
         **dts,
+        model_sha256=model_sha256,
     )
 
 
@@ -424,7 +427,18 @@ def _hex64(v) -> bool:
 
 
 _TOP_LEVEL = ("format_version", "robot", *(f.name for f in fields(Contract) if f.name != "name"),
-              "observation", "commands", "training", "integrity")  # fmt: skip
+              "observation", "commands", "training", "robot_model", "integrity")  # fmt: skip
+
+
+def parse_robot_model(doc: dict, contract: Contract, where: str) -> dict:
+    """The `robot_model` field, once it hashes to the contract's model_sha256."""
+    model = _take(doc, "robot_model", lambda v: isinstance(v, dict) and {"joints", "links"} <= set(v),
+                  "the robot model trained on ({'joints': ..., 'links': ..., 'motor': ..., 'foot_radius': ...})",
+                  where)  # fmt: skip
+    if contract_sha256(model) != contract.model_sha256:
+        raise BundleError(f"{where}: metadata field 'robot_model' hashes to {contract_sha256(model)[:12]}…, not to "
+                          f"the model_sha256 {contract.model_sha256[:12]}…: the model was edited")  # fmt: skip
+    return model
 
 
 def parse_metadata(text: str, where: str) -> BundleMeta:
@@ -437,9 +451,12 @@ def parse_metadata(text: str, where: str) -> BundleMeta:
         raise BundleError(f"{where}: metadata '{METADATA_KEY}' is not a JSON object")
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
-        if version in OLD_FORMATS:
-            raise BundleError(f"{where}: metadata format_version {version} is no longer read (format "
-                              f"{FORMAT_VERSION}: {OLD_FORMATS[version]}); {UPGRADE_HINT}")  # fmt: skip
+        if isinstance(version, int) and not isinstance(version, bool) and 1 <= version < FORMAT_VERSION:
+            robot = doc.get("robot") if isinstance(doc.get("robot"), dict) else {}
+            name = robot.get("name") if isinstance(robot.get("name"), str) else "?"
+            notice = MODEL_NOTICES.get(name, RETRAIN_HINT.replace("NAME", name))
+            raise BundleError(f"{where}: metadata format_version {version} is no longer read: {OLD_FORMAT_REASON}. "
+                              f"Robot '{name}': {notice}")  # fmt: skip
         _fail(where, "format_version", version, f"the integer {FORMAT_VERSION}")
     unknown = sorted(set(doc) - set(_TOP_LEVEL))
     if unknown:
@@ -450,7 +467,8 @@ def parse_metadata(text: str, where: str) -> BundleMeta:
                   "{'name': str, 'contract_sha256': 64 hex digits}", where)  # fmt: skip
     contract = parse_contract(doc, where, name=robot["name"])
     return BundleMeta(contract, parse_observation(doc, contract.num_joints, where), parse_commands(doc, where),
-                      parse_training(doc, where), parse_integrity(doc, where), robot["contract_sha256"])  # fmt: skip
+                      parse_training(doc, where), parse_robot_model(doc, contract, where), parse_integrity(doc, where),
+                      robot["contract_sha256"])  # fmt: skip
 
 
 def verify_integrity(meta: BundleMeta, graph_sha256: str, where: str) -> None:
@@ -495,6 +513,14 @@ def check_contract(meta: BundleMeta, robot, where: str) -> Contract:
     mine = Contract.from_robot(robot)
     if meta.contract == mine:
         return meta.contract
+    if meta.contract.name == robot.name and meta.contract.model_sha256 != mine.model_sha256:
+        notice = MODEL_NOTICES.get(robot.name, RETRAIN_HINT.replace("NAME", robot.name))
+        raise BundleError(
+            f"{where}: trained on another body than the '{robot.name}' here: robot model "
+            f"{meta.contract.model_sha256[:12]} in the bundle, {mine.model_sha256[:12]} here ({robot.urdf_path.name} "
+            f"and robot.toml); what differs: {'; '.join(model_differences(meta.robot_model, robot.model))}. A policy "
+            f"runs only on the body it was trained on: {notice}"
+        )
     raise BundleError(
         f"{where}: made for robot '{meta.contract.name}' (contract {meta.contract_sha256[:12]}), not for "
         f"'{robot.name}' (contract {mine.sha256()[:12]}); differing fields: "

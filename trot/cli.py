@@ -145,11 +145,9 @@ def _play(p: argparse.ArgumentParser) -> None:
 
 @command("export", "export a checkpoint to the one-file ONNX policy bundle", "trot.train.export:run_export")
 def _export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", nargs="?", help="run folder or checkpoint file")
+    p.add_argument("run", help="run folder or checkpoint file")
     p.add_argument("--checkpoint", default=None, help="checkpoint (N or file); default: latest")
     p.add_argument("-o", "--output", default="policy.onnx", help="bundle path")
-    p.add_argument("--upgrade", default=None, metavar="OLD.onnx",
-                   help="rewrite an older bundle's metadata to the current format (graph and weights untouched)")
 
 
 @command(

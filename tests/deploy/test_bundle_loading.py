@@ -21,7 +21,8 @@ ROBOT = load_robot("pupper_v3")
 def meta() -> BundleMeta:
     obs = Observation((ObsTerm("base_ang_vel", 3, 0.25), ObsTerm("joint_pos_rel", 12, 1.0)), history=2)
     return BundleMeta(Contract.from_robot(ROBOT), obs, Commands((-0.5, 1.0), (-0.3, 0.3), (-1.0, 1.0)),
-                      Training(run="r", iterations=3, env_steps=96, code_revision="abc", created="today"))  # fmt: skip
+                      Training(run="r", iterations=3, env_steps=96, code_revision="abc", created="today"),
+                      ROBOT.model)  # fmt: skip
 
 
 def identity(inp: str, out: str) -> onnx.ModelProto:

@@ -109,8 +109,8 @@ def test_a_limit_list_of_the_wrong_length_or_sign_is_refused(tmp_path):
 
 def test_can_bus_is_optional_and_motor_ids_must_be_unique_on_their_bus(tmp_path):
     assert load_robot("go2").hardware["can_bus"] is None
-    assert load_robot("pupper_v3").hardware["can_bus"] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
-    folder = broken_copy(tmp_path, "can_bus = [1, 1, 1, 2", "can_bus = [1, 1, 1, 1")
+    assert load_robot("pupper_v3").hardware["can_bus"] == [2, 2, 2, 1, 1, 1, 4, 4, 4, 3, 3, 3]  # components.xacro
+    folder = broken_copy(tmp_path, "can_bus = [2, 2, 2, 1", "can_bus = [2, 2, 2, 2")
     with pytest.raises(ContractError, match=r"hardware\.motor_id.*expected ids unique on each CAN bus"):
         load_robot(folder)
     folder = go2_copy(tmp_path, "motor_id = [0, 1, 2,", "motor_id = [0, 1, 1,")

@@ -1,5 +1,5 @@
 """`trot export`: the ONNX bundle equals the torch policy, carries the robot contract once, in the typed
-format-3 schema with its integrity hashes; `--upgrade` turns a format-1 or -2 bundle into format 3 untouched."""
+format-4 schema with its integrity hashes, bound to the robot model it was trained on; older bundles are refused."""
 
 import hashlib
 import json
@@ -10,20 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
-from trot.bundle import FORMAT_VERSION, Contract, field_hashes, model_sections, read_bundle_meta
+from trot.bundle import FORMAT_VERSION, Contract, model_sections, read_bundle_meta
 from trot.deploy.bundle import BundleError, check_contract, load_bundle
-from trot.robots import contract_sha256, load_robot
+from trot.robots import MODEL_NOTICES, load_robot
+from trot.train.checkpoint import CheckpointError
 from trot.train.evaluate import load_policy
-from trot.train.export import upgrade_bundle
 
 ROBOT = load_robot("pupper_v3")
 SHIPPED = ROBOT.folder / "policies" / "walk.onnx"
-# The policy shipped until 2026-11-30, kept for the format-upgrade test: trained as format 1, upgraded twice.
-UPGRADED = Path(__file__).parents[1] / "data" / "walk_2026-11-23.onnx"
+# The Pupper policies shipped until 2026-11-30 (format 3, upgraded from format 1) and until 2026-12-07 (format 3),
+# both trained on trot's earlier Pupper model, whose joint roles and directions were not the robot's.
+WRONG_BODY = [Path(__file__).parents[1] / "data" / name for name in ("walk_2026-11-23.onnx", "walk_2026-12-01.onnx")]
 
 
 def test_onnx_matches_torch_policy_on_random_observations(tiny_checkpoint, tiny_bundle):
@@ -45,7 +45,7 @@ def test_contract_fields_are_exactly_the_robots_and_stored_once(tiny_bundle):
     meta = read_bundle_meta(tiny_bundle)
     assert meta.contract == Contract.from_robot(ROBOT) and meta.contract_sha256 == ROBOT.contract_sha256()
     doc = json.loads(meta.to_json())
-    assert doc["format_version"] == FORMAT_VERSION == 3
+    assert doc["format_version"] == FORMAT_VERSION == 4
     assert doc["torque_limit"] == [3.0] * 12 and doc["velocity_limit"] == [30.0] * 12  # per joint
     assert doc["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}  # no second copy
     for key, value in ROBOT.contract().items():
@@ -99,13 +99,14 @@ def test_bundle_without_metadata_is_refused(tiny_bundle, tmp_path):
     [
         ("kp", None, "metadata field 'kp' is missing; expected a positive number"),
         ("control_dt", -0.02, "metadata field 'control_dt' = -0.02; expected a positive number of seconds"),
-        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 3"),
-        ("format_version", 1, "format_version 1 is no longer read .*`trot export --upgrade OLD.onnx -o NEW.onnx`"),
-        ("format_version", 2, "format_version 2 is no longer read .*torque_limit and velocity_limit are lists"),
+        ("format_version", 99, "metadata field 'format_version' = 99; expected the integer 4"),
+        ("format_version", 3, "format_version 3 is no longer read: format 4 binds a policy to the robot model"),
         ("torque_limit", 3.0, r"metadata field 'torque_limit' = 3\.0; expected a list of 12 numbers, one per joint"),
         ("velocity_limit", [30.0] * 11 + [0.0], "'velocity_limit' = .*; expected a list of 12 positive numbers"),
         ("default_joint_pos", [0.0] * 11, "'default_joint_pos' has 11 values; expected 12, one per joint"),
-        ("robot_contract", {}, r"metadata fields \['robot_contract'\] are not part of format 3"),
+        ("robot_contract", {}, r"metadata fields \['robot_contract'\] are not part of format 4"),
+        ("model_sha256", "0" * 64, "'robot_model' hashes to .*, not to the model_sha256 000000000000…: the model was "
+                                   "edited"),
         ("commands", {"vx": [1, -1], "vy": [0, 0], "yaw_rate": [0, 0]}, r"'commands.vx' = \[1, -1\]; expected"),
         ("kp", 9.5, "metadata field 'kp' changed since export"),
     ],
@@ -144,88 +145,79 @@ def test_export_and_inspect_cli(tiny_checkpoint, tmp_path):
     assert missing.returncode != 0 and "nope.onnx: no such bundle file" in missing.stderr
 
 
-# ---- upgrading formats 1 and 2 to format 3 ----------------------------------------------------------
+# ---- a policy runs only on the body it was trained on ----------------------------------------------------
 
 
-def scalar_limits(doc: dict) -> dict:
-    """Format 1 and 2 held one torque and one velocity limit for every joint."""
-    out = dict(doc)
-    for key in ("torque_limit", "velocity_limit"):
-        if key in out:
-            assert len(set(out[key])) == 1, "test setup: an older format can only hold a uniform limit"
-            out[key] = out[key][0]
-    return out
+def other_body(tmp_path, old: str, new: str):
+    """A copy of the Pupper folder whose URDF differs in one place (the contract otherwise equal)."""
+    import shutil
+
+    folder = tmp_path / "pupper_other_body"
+    shutil.copytree(ROBOT.folder, folder, ignore=shutil.ignore_patterns("policies"))
+    urdf = folder / "pupper_v3.urdf"
+    assert old in urdf.read_text(), "test setup"
+    urdf.write_text(urdf.read_text().replace(old, new, 1))
+    return load_robot(folder)
 
 
-def to_format1(text: str) -> str:
-    """Format-3 metadata as trot wrote it before format 2: the contract stored twice, no integrity hashes."""
-    meta = scalar_limits(json.loads(text))
-    contract = {k: meta[k] for k in ROBOT.contract() if k != "name"}
-    for key in ("joint_lower", "joint_upper", "velocity_limit", "integrity"):
-        del meta[key]
-    meta["format_version"] = 1
-    contract = {"name": meta["robot"]["name"], **contract}
-    meta["robot"] = {"name": contract["name"], "contract_sha256": contract_sha256(contract), "contract": contract}
-    return json.dumps(meta)
+def test_a_bundle_for_another_body_is_refused_naming_both_digests_and_what_differs(tiny_bundle, tmp_path):
+    moved = other_body(tmp_path, '<origin xyz="0.075 -0.0835 0" rpy="1.570801 0 0"/>',
+                       '<origin xyz="0.075 -0.0835 0" rpy="0 0 0"/>')  # front-right hip flexion turned into abduction
+    assert moved.contract() | {"model_sha256": ""} == ROBOT.contract() | {"model_sha256": ""}
+    with pytest.raises(BundleError) as err:
+        check_contract(load_bundle(tiny_bundle), moved)
+    message = str(err.value)
+    assert f"robot model {ROBOT.model_sha256()[:12]} in the bundle, {moved.model_sha256()[:12]} here" in message
+    assert "what differs: joints.leg_front_r_1.rpy: trained [1.570801, 0.0, 0.0], here [0.0, 0.0, 0.0]." in message
+    assert MODEL_NOTICES["pupper_v3"] in message
+    heavier = other_body(tmp_path / "b", '<mass value="1.506"/>', '<mass value="1.706"/>')
+    with pytest.raises(BundleError, match=r"what differs: links\.base_link\.mass: trained 1\.506, here 1\.706\."):
+        check_contract(load_bundle(tiny_bundle), heavier)
 
 
-def to_format2(text: str) -> str:
-    """Format-3 metadata as format 2 held it: one number per limit; the hashes of that metadata, same graph."""
-    meta = scalar_limits(json.loads(text))
-    graph = meta.pop("integrity")["graph_sha256"]
-    meta["format_version"] = 2
-    contract = {"name": meta["robot"]["name"], **{k: meta[k] for k in ROBOT.contract() if k != "name"}}
-    meta["robot"] = {"name": contract["name"], "contract_sha256": contract_sha256(contract)}
-    meta["integrity"] = {"graph_sha256": graph, "fields_sha256": field_hashes(meta)}
-    return json.dumps(meta)
+def test_a_visual_change_keeps_the_body(tiny_bundle, tmp_path):
+    restyled = other_body(tmp_path, '<cylinder radius="0.012" length="0.08445"/>',
+                          '<cylinder radius="0.02" length="0.08445"/>')  # fmt: skip
+    assert restyled.model_sha256() == ROBOT.model_sha256()
+    assert check_contract(load_bundle(tiny_bundle), restyled) == Contract.from_robot(ROBOT)
 
 
-def format1_copy(src, tmp_path):
-    return rewrite_metadata(src, tmp_path / "v1.onnx", lambda props: {"trot": to_format1(props["trot"])})
+def test_a_checkpoint_trained_on_another_body_is_not_exported(tiny_checkpoint, tmp_path):
+    """Export and play load a checkpoint against the robot here: a run on another body is refused, naming it."""
+    import torch
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=False)
+    ckpt["trot"]["robot_model"]["joints"]["leg_front_r_3"]["axis"] = [0.0, 1.0, 0.0]
+    ckpt["trot"]["robot"]["contract_sha256"] = "0" * 64
+    old = tmp_path / "model_0.pt"
+    torch.save(ckpt, old)
+    with pytest.raises(CheckpointError, match=r"the robot model differs: joints\.leg_front_r_3\.axis: trained "
+                                              r"\[0\.0, 1\.0, 0\.0\], here \[0\.0, 0\.0, 1\.0\]"):  # fmt: skip
+        load_policy(old)
+    del ckpt["trot"]["robot_model"]
+    torch.save(ckpt, old)
+    run = subprocess.run([sys.executable, "-m", "trot.cli", "export", str(old), "-o", str(tmp_path / "x.onnx")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode != 0 and not (tmp_path / "x.onnx").exists()
+    assert "the run records no robot model (it predates trot's model digests)" in run.stderr
+    assert "trot's Pupper v3 model was corrected on 2026-12-07" in run.stderr
 
 
-def format2_copy(src, tmp_path):
-    return rewrite_metadata(src, tmp_path / "v2.onnx", lambda props: {"trot": to_format2(props["trot"])})
-
-
-@pytest.mark.parametrize("old_format", [1, 2])
-def test_upgrade_rewrites_older_metadata_and_keeps_the_graph_byte_for_byte(tiny_bundle, tmp_path, old_format):
-    old = (format1_copy if old_format == 1 else format2_copy)(tiny_bundle, tmp_path)
-    with pytest.raises(BundleError, match=f"format_version {old_format} is no longer read"):
-        read_bundle_meta(old)
-    new = tmp_path / "v3.onnx"
-    run = subprocess.run([sys.executable, "-m", "trot.cli", "export", "--upgrade", str(old), "-o", str(new)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert model_sections(old.read_bytes())[0] == model_sections(new.read_bytes())[0]
-    assert read_bundle_meta(new) == read_bundle_meta(tiny_bundle)  # contract, observation, commands, training
-    assert read_bundle_meta(new).contract.torque_limit == (3.0,) * 12
-
-
-def test_upgrade_refuses_a_format_1_bundle_whose_contract_copy_was_edited(tiny_bundle, tmp_path):
-    old = format1_copy(tiny_bundle, tmp_path)
-
-    def change(props):
-        meta = json.loads(props["trot"])
-        meta["kp"] = 9.5  # the top-level copy only: the two copies disagree
-        return {"trot": json.dumps(meta)}
-
-    rewrite_metadata(old, old, change)
-    with pytest.raises(BundleError, match=r"metadata field 'kp' = 9\.5 differs from robot.contract's 5\.0"):
-        upgrade_bundle(old, tmp_path / "v3.onnx")
-
-
-def test_upgrade_refuses_a_format_2_bundle_edited_since_export(tiny_bundle, tmp_path):
-    old = format2_copy(tiny_bundle, tmp_path)
-
-    def change(props):
-        meta = json.loads(props["trot"])
-        meta["torque_limit"] = 4.0  # the integrity hashes still say 3.0
-        return {"trot": json.dumps(meta)}
-
-    rewrite_metadata(old, old, change)
-    with pytest.raises(BundleError, match=r"metadata fields \['torque_limit'\] changed since export"):
-        upgrade_bundle(old, tmp_path / "v3.onnx")
+@pytest.mark.parametrize("old", WRONG_BODY, ids=lambda p: p.name)
+def test_the_policies_trained_on_the_old_pupper_model_are_refused_saying_what_to_run(old):
+    """Every loader (deploy, flash, gate, bench, emulator host) reads a bundle through load_bundle."""
+    with pytest.raises(BundleError) as err:
+        load_bundle(old)
+    assert str(err.value) == (
+        f"{old}: metadata format_version 3 is no longer read: format 4 binds a policy to the robot model it was "
+        "trained on (the contract's model_sha256 and the robot_model field), and an older bundle cannot say which body "
+        f"that was. Robot 'pupper_v3': {MODEL_NOTICES['pupper_v3']}"
+    )
+    shown = subprocess.run([sys.executable, "-m", "trot.cli", "deploy", "--bundle", str(old), "--transport", "serial",
+                            "--port", "/dev/null"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert shown.returncode != 0 and "must not run on one: use the shipped robots/pupper_v3/policies/walk.onnx" in (
+        shown.stderr + shown.stdout
+    )
 
 
 def test_the_shipped_policy_is_current_and_fits_the_robot():
@@ -234,22 +226,3 @@ def test_the_shipped_policy_is_current_and_fits_the_robot():
     props = {p.key: p.value for p in onnx.load(str(SHIPPED)).metadata_props}
     assert json.loads(props["trot"])["format_version"] == FORMAT_VERSION
     assert check_contract(bundle, ROBOT) == Contract.from_robot(ROBOT)
-
-
-def test_the_upgraded_policy_is_format_3_and_acts_as_its_format_2_original(tmp_path):
-    """The policy shipped until 2026-11-30 was upgraded with `trot export --upgrade` (format 1 -> 2, then
-    2 -> 3): its graph bytes are the format-1 file's (the pinned hash was computed from that file), and
-    upgrading its format-2 and format-1 forms again gives the same metadata and bit-identical actions."""
-    meta = read_bundle_meta(UPGRADED)
-    assert meta.contract == Contract.from_robot(ROBOT)
-    assert meta.training.run == "2026-11-23_13-45-36_cpu_default" and meta.training.iterations == 701
-    assert model_sections(UPGRADED.read_bytes())[0] == (
-        "a38f52d4b6660aa4690e301281ba4064b282b34c680e731bf079273d880a69d6"
-    )
-    olds = [format1_copy(UPGRADED, tmp_path), format2_copy(UPGRADED, tmp_path)]
-    upgraded = [upgrade_bundle(old, tmp_path / f"walk_{i}.onnx") and tmp_path / f"walk_{i}.onnx"
-                for i, old in enumerate(olds)]  # fmt: skip
-    assert all(read_bundle_meta(p) == meta for p in upgraded)
-    obs = np.random.default_rng(0).normal(0.0, 3.0, (4096, meta.observation.size)).astype(np.float32)
-    actions = [ort.InferenceSession(str(p)).run(None, {"obs": obs})[0].tobytes() for p in (*olds, UPGRADED, *upgraded)]
-    assert len(set(actions)) == 1

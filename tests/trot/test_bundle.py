@@ -9,7 +9,7 @@ import pytest
 
 from trot import bundle as B
 from trot.bundle import BundleError, BundleMeta, Commands, Contract, Observation, ObsTerm, Training
-from trot.robots import load_robot
+from trot.robots import MODEL_NOTICES, load_robot
 
 ROBOT = load_robot("pupper_v3")
 GRAPH = "ab" * 32
@@ -19,7 +19,7 @@ WHERE = "x.onnx"
 def meta() -> BundleMeta:
     obs = Observation((ObsTerm("base_ang_vel", 3, 0.25), ObsTerm("joint_pos_rel", 12, 1.0)), history=2)
     return BundleMeta(Contract.from_robot(ROBOT), obs, Commands((-0.5, 1.0), (-0.3, 0.3), (-1.0, 1.0)),
-                      Training(run="r", iterations=3, env_steps=96)).with_graph(GRAPH)  # fmt: skip
+                      Training(run="r", iterations=3, env_steps=96), ROBOT.model).with_graph(GRAPH)  # fmt: skip
 
 
 def doc() -> dict:
@@ -61,8 +61,12 @@ def test_the_document_layout_is_design_contract_3():
     d = doc()
     assert list(d) == ["format_version", "robot", "joint_names", "default_joint_pos", "joint_lower", "joint_upper",
                        "kp", "kd", "action_scale", "action_clip", "torque_limit", "velocity_limit", "control_dt",
-                       "physics_dt", "observation", "commands", "training", "integrity"]  # fmt: skip
-    assert d["format_version"] == 3 and d["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}
+                       "physics_dt", "model_sha256", "observation", "commands", "training", "robot_model",
+                       "integrity"]  # fmt: skip
+    assert d["format_version"] == 4 and d["robot"] == {"name": "pupper_v3", "contract_sha256": ROBOT.contract_sha256()}
+    # the body trained on: the robot's model numbers, and their digest in the contract
+    assert d["robot_model"] == ROBOT.model and d["model_sha256"] == ROBOT.model_sha256()
+    assert d["robot_model"]["joints"]["leg_front_r_1"]["parent"] == "base_link"
     terms = [{"name": "base_ang_vel", "size": 3, "scale": 0.25}, {"name": "joint_pos_rel", "size": 12, "scale": 1.0}]
     assert d["observation"] == {"terms": terms, "history": 2, "gait_frequency_hz": 0.0, "clip": 100.0,
                                 "order": "newest_first"}  # fmt: skip
@@ -85,7 +89,7 @@ def test_canonical_json_is_sorted_compact_ascii_and_refuses_nan():
 
 
 CONTRACT_FIELDS = [
-    ("format_version", 4, "metadata field 'format_version' = 4; expected the integer 3"),
+    ("format_version", 5, "metadata field 'format_version' = 5; expected the integer 4"),
     ("robot", {"name": "p"}, "metadata field 'robot' = {'name': 'p'}; expected {'name': str, 'contract_sha256': 64 "
                              "hex digits}"),
     ("robot", {"name": "", "contract_sha256": "ab" * 32}, None),
@@ -118,11 +122,19 @@ def test_missing_unknown_and_format_1_fields():
     d = doc()
     del d["kd"]
     refused(d, "metadata field 'kd' is missing; expected a non-negative number")
-    refused(edit(extra=1), "metadata fields ['extra'] are not part of format 3; expected only "
+    refused(edit(extra=1), "metadata fields ['extra'] are not part of format 4; expected only "
                            f"{list(B._TOP_LEVEL)}")  # fmt: skip
-    for old in (1, 2):
-        refused(edit(format_version=old), f"metadata format_version {old} is no longer read (format 3: "
-                                          f"{B.OLD_FORMATS[old]}); {B.UPGRADE_HINT}")  # fmt: skip
+    for old in (1, 2, 3):  # none says which body it was trained on; a Pupper's was not the Pupper v3
+        with pytest.raises(BundleError) as err:
+            B.parse_metadata(json.dumps(edit(format_version=old)), WHERE)
+        assert str(err.value) == (
+            f"{WHERE}: metadata format_version {old} is no longer read: format 4 binds a policy to the robot model it "
+            "was trained on (the contract's model_sha256 and the robot_model field), and an older bundle cannot say "
+            f"which body that was. Robot 'pupper_v3': {MODEL_NOTICES['pupper_v3']}"
+        )
+    assert "must not run on one: use the shipped robots/pupper_v3/policies/walk.onnx" in MODEL_NOTICES["pupper_v3"]
+    with pytest.raises(BundleError, match=r"Robot 'go2': retrain \(`trot train --robot go2`\) and export the new run"):
+        B.parse_metadata(json.dumps(edit(format_version=3, robot={"name": "go2", "contract_sha256": "0" * 64})), WHERE)
     refused("{not json", "metadata 'trot' is not valid JSON (Expecting property name enclosed in double quotes: "
                          "line 1 column 2 (char 1))")  # fmt: skip
     refused("[1, 2]", "metadata 'trot' is not a JSON object")
