@@ -5,6 +5,8 @@ What lands in the target folder:
   policies/<sha256>.onnx.sha256  its hash file (`sha256sum` format), written before it can become current
   current.json                   the pointer: {"current": "policies/<sha>.onnx", "previous": ... or null}
   trot-deploy.service            a systemd unit running `trot deploy --bundle <folder>` (it reads the pointer)
+  trot-watchdog.service          with --transport ros2: a unit running `trot watchdog`, which damps the motors
+                                 through the robot's own controllers when the deploy loop stops commanding
 
 Every file is written to a temporary name, fsync'd, renamed into place, and its folder fsync'd. A flash
 copies and verifies the new version first, then switches `current.json` in one rename; a rollback is
@@ -32,6 +34,9 @@ from pathlib import Path
 from trot.deploy.bundle import BundleError, check_contract, load_bundle
 
 POINTER, VERSIONS, UNIT = "current.json", "policies", "trot-deploy.service"
+WATCHDOG_UNIT = "trot-watchdog.service"
+# Flags of the deploy unit's command line that `trot watchdog` takes too (the graph to join, the profile).
+WATCHDOG_FLAGS = ("--ros_namespace", "--domain_id", "--ros_topic", "--ros_qos", "--ros_profile", "--ros2_backend")
 SSH_TARGET = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")
 _VERSION_NAME = re.compile(rf"^{VERSIONS}/[0-9a-f]{{64}}\.onnx$")
 
@@ -248,13 +253,14 @@ def read_pointer(target) -> Pointer | None:
 
 def systemd_unit(folder: str, robot: str, transport_args: list[str]) -> str:
     """The unit that runs the deploy loop at boot on the folder's current policy, restarts it, and asks
-    for real-time priority."""
+    for real-time priority; over ROS 2 it wants the watchdog's unit running beside it."""
     args = " ".join(shlex.quote(a) for a in ["--bundle", folder, "--robot", robot, *transport_args])
-    transport = transport_args[transport_args.index("--transport") + 1] if "--transport" in transport_args else ""
+    transport = _transport(transport_args)
+    wants = f"Wants={WATCHDOG_UNIT}\nAfter={WATCHDOG_UNIT}\n" if transport == "ros2" else ""
     return f"""[Unit]
 Description=trot deploy loop ({robot}, {transport})
 After=network-online.target
-
+{wants}
 [Service]
 Type=simple
 # --bundle is the flash folder: trot deploy runs the policy its current.json names, after checking its hash file.
@@ -265,6 +271,50 @@ RestartSec=2
 CPUSchedulingPolicy=fifo
 CPUSchedulingPriority=50
 LimitRTPRIO=50
+Nice=-10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _transport(transport_args: list[str]) -> str:
+    """The --transport value of a unit's command line ("" when absent)."""
+    i = transport_args.index("--transport") + 1 if "--transport" in transport_args else len(transport_args)
+    return transport_args[i] if i < len(transport_args) else ""
+
+
+def watchdog_args(transport_args: list[str]) -> list[str]:
+    """The deploy unit's ROS 2 flags that `trot watchdog` takes (the graph to join, the profile, the backend)."""
+    out, i = [], 0
+    while i < len(transport_args):
+        flag = transport_args[i]
+        if flag in WATCHDOG_FLAGS and i + 1 < len(transport_args):
+            out += [flag, transport_args[i + 1]]
+            i += 2
+            continue
+        if flag == "--dds_loopback":
+            out.append(flag)
+        i += 1
+    return out
+
+
+def watchdog_unit(robot: str, transport_args: list[str]) -> str:
+    """The unit of `trot watchdog`: its own process, started at boot and restarted whatever happens to it or to the
+    deploy loop (it must outlive a crashed deploy process), at a real-time priority above the loop's."""
+    args = " ".join(shlex.quote(a) for a in ["--robot", robot, *watchdog_args(transport_args)])
+    return f"""[Unit]
+Description=trot watchdog ({robot}): damping when trot deploy stops commanding
+After=network-online.target
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/env trot watchdog {args}
+Restart=always
+RestartSec=1
+CPUSchedulingPolicy=fifo
+CPUSchedulingPriority=60
+LimitRTPRIO=60
 Nice=-10
 
 [Install]
@@ -291,6 +341,10 @@ def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = N
     transport_args = transport_args or ["--transport", "serial", "--port", "/dev/ttyACM0"]
     _put_text(target, UNIT, systemd_unit(target.path(), robot.name, transport_args))
     done.append(f"wrote {target.path(UNIT)} (trot deploy {' '.join(transport_args)})")
+    if _transport(transport_args) == "ros2":
+        _put_text(target, WATCHDOG_UNIT, watchdog_unit(robot.name, transport_args))
+        shown = " ".join(["--robot", robot.name, *watchdog_args(transport_args)])
+        done.append(f"wrote {target.path(WATCHDOG_UNIT)} (trot watchdog {shown})")
     if pointer is not None and pointer.current == name:
         done.append(f"{name} was already the current policy")
     else:
@@ -361,7 +415,12 @@ def run_flash(args: argparse.Namespace) -> int:
         raise SystemExit(f"trot flash: {e}") from None
     for line in lines:
         print(f"trot flash: {line}")
-    if not args.rollback:
+    if not args.rollback and args.transport == "ros2":
+        units = f"{target.path(UNIT)} {target.path(WATCHDOG_UNIT)}"
+        print(f"trot flash: on the robot, once: sudo cp {units} /etc/systemd/system/ && sudo systemctl enable --now "
+              "trot-watchdog trot-deploy; after each flash or rollback: sudo systemctl restart trot-deploy "
+              "(the watchdog keeps running)")  # fmt: skip
+    elif not args.rollback:
         unit = target.path(UNIT)
         print(f"trot flash: on the robot, once: sudo cp {unit} /etc/systemd/system/ && sudo systemctl enable --now "
               "trot-deploy; after each flash or rollback: sudo systemctl restart trot-deploy")  # fmt: skip

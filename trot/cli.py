@@ -82,6 +82,17 @@ def _deploy(p: argparse.ArgumentParser) -> None:
     add_deploy_args(p)
 
 
+@command(
+    "watchdog",
+    "damp the motors when trot deploy (ROS 2) stops commanding; its own process and systemd unit",
+    "trot.deploy.watchdog:run_watchdog",
+)
+def _watchdog(p: argparse.ArgumentParser) -> None:
+    from trot.deploy.watchdog import add_watchdog_args  # argparse only
+
+    add_watchdog_args(p)
+
+
 @command("log", "deploy telemetry: PNG plots (plot) or timing and transitions (summary)", "trot.deploy.cli:run_log")
 def _log(p: argparse.ArgumentParser) -> None:
     from trot.deploy.cli import add_log_args

@@ -41,13 +41,31 @@ def add_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
         metavar="TOPIC=RELIABILITY,DURABILITY,DEPTH",
         help="override a topic's QoS, repeatable (e.g. cmd_vel=best_effort,volatile,1); see deploy/ROS2.md",
     )
+    p.add_argument(
+        "--ros_profile",
+        default=None,
+        metavar="FILE|none",
+        help="the robot's ROS 2 profile (topics, controllers, gains, e-stop; deploy/ROS2.md): default the robot "
+        "folder's ros2.toml when it has one; 'none': the generic topics; --ros_topic and --ros_qos override it",
+    )
+
+
+def profile_from_args(args: argparse.Namespace, robot):
+    """The ROS 2 profile `--ros_profile` names: a file, 'none' (generic), or by default the robot folder's own."""
+    from trot.deploy.ros2.profile import GENERIC, load_profile_file, load_ros2_profile
+
+    choice = getattr(args, "ros_profile", None)
+    if choice == "none":
+        return GENERIC
+    return load_profile_file(choice) if choice else load_ros2_profile(robot)
 
 
 def topics_from_args(
-    namespace: str, topic_overrides: Sequence[str] = (), qos_overrides: Sequence[str] = ()
+    namespace: str, topic_overrides: Sequence[str] = (), qos_overrides: Sequence[str] = (), base: dict | None = None
 ) -> Ros2Topics:
-    """A `Ros2Topics` with the defaults, `namespace` and `FIELD=VALUE` overrides; ValueError naming a bad one."""
-    changes: dict = {}
+    """A `Ros2Topics` with the defaults, a profile's names (`base`), `namespace` and `FIELD=VALUE` overrides on top;
+    ValueError naming a bad one."""
+    changes: dict = dict(base or {})
     for item in topic_overrides:
         field, value = _split(item, "--ros_topic", "FIELD=VALUE")
         if field not in NAME_FIELDS:
@@ -94,20 +112,23 @@ def add_deploy_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 
 def transport_from_args(args: argparse.Namespace, robot):
     """The ROS 2 transport (rclpy or raw DDS) the flags describe, not opened yet; ValueError saying why not."""
-    from trot.deploy.ros2.transport import make_ros2_transport
+    from trot.deploy.ros2.bringup import make_profiled_transport
 
     if getattr(args, "port", None):
         raise ValueError("--port is for --transport serial; --transport ros2 finds the robot by its topics")
     if not args.cmd_vel_timeout_s > 0:
         raise ValueError(f"--cmd_vel_timeout_s {args.cmd_vel_timeout_s}: expected > 0")
-    topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos)
+    profile = profile_from_args(args, robot)
+    topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, profile.topics)
     if args.dds_loopback:  # before any participant exists; rclpy reads it too (rmw_cyclonedds_cpp)
         from trot.deploy.ros2.dds import loopback_config_xml, use_config
 
         use_config(loopback_config_xml())
     try:
-        return make_ros2_transport(
+        return make_profiled_transport(
             args.ros2_backend,
+            profile,
+            robot,
             joint_names=robot.joint_names,
             topics=topics,
             domain_id=args.domain_id,
@@ -130,6 +151,8 @@ def unit_args(args: argparse.Namespace) -> list[str]:
         out += ["--ros_topic", item]
     for item in args.ros_qos:
         out += ["--ros_qos", item]
+    if getattr(args, "ros_profile", None):
+        out += ["--ros_profile", args.ros_profile]
     out += ["--ros2_backend", args.ros2_backend, "--cmd_vel_timeout_s", f"{args.cmd_vel_timeout_s:g}"]
     if args.dds_loopback:
         out.append("--dds_loopback")

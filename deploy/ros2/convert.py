@@ -40,6 +40,7 @@ class MessageTypes:
     Time: type = _in("builtin_interfaces")
     Header: type = _in("std_msgs")
     Bool: type = _in("std_msgs")
+    Empty: type = _in("std_msgs")
     MultiArrayDimension: type = _in("std_msgs")
     MultiArrayLayout: type = _in("std_msgs")
     Float64MultiArray: type = _in("std_msgs")
@@ -283,6 +284,12 @@ def command_to_twist(types: MessageTypes, command: Sequence[float]) -> Any:
 def make_bool(types: MessageTypes, value: bool) -> Any:
     """A std_msgs/Bool."""
     return types.Bool(data=bool(value))
+
+
+def per_joint_float64_multiarray(types: MessageTypes, values: Sequence[float]) -> Any:
+    """One value per joint (a kp or kd row) as the Float64MultiArray a forward command controller of the `kp` or `kd`
+    command interface takes: the same layout as the position commands."""
+    return command_to_float64_multiarray(types, values)
 
 
 # --- diagnostic_msgs/DiagnosticArray --------------------------------------------------------------

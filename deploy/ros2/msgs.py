@@ -34,6 +34,12 @@ class Bool(IdlStruct, typename="std_msgs::msg::dds_::Bool_"):
 
 
 @dataclass
+class Empty(IdlStruct, typename="std_msgs::msg::dds_::Empty_"):
+    # rosidl gives a message without fields this one member (IDL structs may not be empty); so does the type hash
+    structure_needs_at_least_one_member: t.uint8 = 0
+
+
+@dataclass
 class MultiArrayDimension(IdlStruct, typename="std_msgs::msg::dds_::MultiArrayDimension_"):
     label: str = ""
     size: t.uint32 = 0

@@ -15,6 +15,8 @@ from typing import Literal
 # ROS 2 name tokens: letters, digits and underscores, not starting with a digit, joined by "/".
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DDS_TOPIC_PREFIX = "rt"
+# A service is two DDS topics: rq<service>Request and rr<service>Reply (rmw_cyclonedds_cpp and rmw_fastrtps_cpp alike).
+DDS_SERVICE_REQUEST, DDS_SERVICE_REPLY = "rq", "rr"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ COMMAND_QOS = QosProfile("reliable", "volatile", 1)
 LATCHED_QOS = QosProfile("reliable", "transient_local", 1)
 # diagnostic_msgs consumers (diagnostic_aggregator, rqt_robot_monitor) subscribe with ROS defaults.
 DIAGNOSTICS_QOS = QosProfile("reliable", "volatile", 10)
+# A robot's own e-stop announcement (the Pupper's gamepad: std_msgs/Empty, published volatile with depth 10): a
+# transient-local reader would not match its volatile writer.
+ROBOT_ESTOP_QOS = QosProfile("reliable", "volatile", 10)
+
+# Topics a robot's ROS 2 profile (`profile.py`) may add; "" (the default) means the robot has none.
+OPTIONAL_TOPIC_FIELDS = ("kp_commands", "kd_commands", "robot_estop")
 
 TOPIC_FIELDS = (
     "imu",
@@ -60,6 +68,7 @@ TOPIC_FIELDS = (
     "joint_targets",
     "joint_gains",
     "diagnostics",
+    *OPTIONAL_TOPIC_FIELDS,
 )
 
 
@@ -79,6 +88,10 @@ class Ros2Topics:
     joint_targets: str = "joint_targets"  # sensor_msgs/JointState (position targets)
     joint_gains: str = "joint_gains"  # std_msgs/Float64MultiArray (2 x joints: kp row, kd row)
     diagnostics: str = "diagnostics"  # diagnostic_msgs/DiagnosticArray
+    # a robot's profile: the gains as forward command controllers take them, its own e-stop ("": none)
+    kp_commands: str = ""  # std_msgs/Float64MultiArray, kp per joint (published)
+    kd_commands: str = ""  # std_msgs/Float64MultiArray, kd per joint (published)
+    robot_estop: str = ""  # std_msgs/Empty, the robot's e-stop (subscribed, and published on a host e-stop)
 
     imu_qos: QosProfile = SENSOR_QOS
     joint_states_qos: QosProfile = SENSOR_QOS
@@ -88,6 +101,9 @@ class Ros2Topics:
     joint_targets_qos: QosProfile = COMMAND_QOS
     joint_gains_qos: QosProfile = LATCHED_QOS
     diagnostics_qos: QosProfile = DIAGNOSTICS_QOS
+    kp_commands_qos: QosProfile = COMMAND_QOS
+    kd_commands_qos: QosProfile = COMMAND_QOS
+    robot_estop_qos: QosProfile = ROBOT_ESTOP_QOS
 
     # REP 103/105 style frame ids; JointState headers conventionally carry an empty frame id.
     imu_frame_id: str = "imu_link"
@@ -97,15 +113,17 @@ class Ros2Topics:
         if self.namespace:
             _check_name("namespace", self.namespace)
         for topic in TOPIC_FIELDS:
+            if topic in OPTIONAL_TOPIC_FIELDS and getattr(self, topic) == "":
+                continue
             _check_name(topic, getattr(self, topic))
+
+    def has(self, topic: str) -> bool:
+        """Whether a topic field is in use (the optional ones are "" when the robot has no such topic)."""
+        return getattr(self, _topic_field(topic)) != ""
 
     def ros_name(self, topic: str) -> str:
         """The fully qualified ROS name of a topic field, e.g. `ros_name("imu")` -> `/imu/data`."""
-        name = getattr(self, _topic_field(topic))
-        if name.startswith("/"):
-            return name
-        namespace = self.namespace.strip("/")
-        return f"/{namespace}/{name}" if namespace else f"/{name}"
+        return resolve_name(getattr(self, _topic_field(topic)), self.namespace)
 
     def dds_name(self, topic: str) -> str:
         """The DDS topic name ROS 2 uses on the wire, e.g. `dds_name("imu")` -> `rt/imu/data`."""
@@ -114,6 +132,19 @@ class Ros2Topics:
     def qos(self, topic: str) -> QosProfile:
         """The QoS profile of a topic field."""
         return getattr(self, _topic_field(topic) + "_qos")
+
+
+def resolve_name(name: str, namespace: str = "") -> str:
+    """The fully qualified ROS name of `name`: itself when absolute, else under `namespace` (none: under "/")."""
+    if name.startswith("/"):
+        return name
+    namespace = namespace.strip("/")
+    return f"/{namespace}/{name}" if namespace else f"/{name}"
+
+
+def check_name(what: str, name: str) -> None:
+    """ValueError naming `what` unless `name` is a ROS name (tokens of letters, digits and '_', joined by '/')."""
+    _check_name(what, name)
 
 
 def _topic_field(topic: str) -> str:
