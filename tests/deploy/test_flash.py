@@ -37,7 +37,7 @@ def second_bundle(tiny_bundle, tmp_path, run="second"):
     from trot.train.export import write_bundle
 
     meta = read_bundle_meta(tiny_bundle)
-    meta = type(meta)(meta.contract, meta.observation, meta.commands, type(meta.training)(run=run))
+    meta = type(meta)(meta.contract, meta.observation, meta.commands, type(meta.training)(run=run), meta.robot_model)
     out = tmp_path / f"{run}.onnx"
     write_bundle(onnx.load(str(tiny_bundle)), meta, out)
     return out
@@ -159,6 +159,32 @@ def test_cli_flashes_with_the_registry_flags_and_prints_steps(tiny_bundle, tmp_p
     assert "verified" in ok.stdout and "systemctl" in ok.stdout
     unit = (tmp_path / "r" / "trot-deploy.service").read_text()
     assert "--transport ros2 --ros_namespace pupper --domain_id 7 --ros2_backend auto" in unit
+
+
+def test_a_ros2_flash_installs_the_watchdog_unit_beside_the_deploy_unit(tiny_bundle, tmp_path, capsys):
+    """Over ROS 2 the watchdog is its own unit (Restart=always, started by itself, above the loop's priority), on the
+    same graph and profile as the deploy unit; the deploy unit wants it. Over serial there is none."""
+    from trot.cli import build_parser
+    from trot.deploy.flash import WATCHDOG_UNIT, run_flash
+
+    folder = tmp_path / "r"
+    argv = ["flash", str(tiny_bundle), "--target", str(folder), "--transport", "ros2", "--domain_id", "7",
+            "--ros_namespace", "pupper", "--ros_topic", "imu=/imu", "--dds_loopback", "--cmd_vel_timeout_s", "0.3"]
+    assert run_flash(build_parser().parse_args(argv)) == 0
+    out = capsys.readouterr().out
+    watchdog = (folder / WATCHDOG_UNIT).read_text()
+    exec_line = next(line for line in watchdog.splitlines() if line.startswith("ExecStart="))
+    assert exec_line == ("ExecStart=/usr/bin/env trot watchdog --robot pupper_v3 --ros_namespace pupper --domain_id 7 "
+                         "--ros_topic imu=/imu --ros2_backend auto --dds_loopback")  # fmt: skip
+    assert "Restart=always" in watchdog and "CPUSchedulingPriority=60" in watchdog
+    deploy = (folder / "trot-deploy.service").read_text()
+    assert f"Wants={WATCHDOG_UNIT}" in deploy and f"After={WATCHDOG_UNIT}" in deploy
+    assert "CPUSchedulingPriority=50" in deploy  # the loop's, below the watchdog's
+    assert f"wrote {folder.resolve() / WATCHDOG_UNIT} (trot watchdog --robot pupper_v3 --ros_namespace pupper" in out
+    assert "sudo systemctl enable --now trot-watchdog trot-deploy" in out
+    serial = tmp_path / "s"
+    assert run_flash(build_parser().parse_args(["flash", str(tiny_bundle), "--target", str(serial)])) == 0
+    assert not (serial / WATCHDOG_UNIT).exists() and "Wants=" not in (serial / "trot-deploy.service").read_text()
 
 
 # ---- crash safety: SIGKILL at every step -------------------------------------------------------------

@@ -339,7 +339,9 @@ def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_p
 
 
 def deploy_process(*args) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--transport", "ros2", *map(str, args)]
+    # The generic topics (this file's emulator link): not the Pupper's own bring-up (test_hil_ros2_bringup.py).
+    cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--transport", "ros2", "--ros_profile", "none",
+           *map(str, args)]  # fmt: skip
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -405,7 +407,8 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
         cmd_vel = teleop.writer("cmd_vel", msgs.Twist)
         twist = convert.command_to_twist(T, list(hil_walk.COMMAND))
         # The velocity command comes over cmd_vel, as from a teleop node.
-        walk = hil_walk.deploy_walk(emu, policy, telemetry, "--transport", "ros2", "--domain_id", DOMAIN_ID,
+        walk = hil_walk.deploy_walk(emu, policy, telemetry, "--transport", "ros2", "--ros_profile", "none",
+                                    "--domain_id", DOMAIN_ID,
                                     "--ros_namespace", topics.namespace, each=lambda: cmd_vel.write(twist))  # fmt: skip
     print(emu.stats.summary(ROBOT.physics_dt))
     LAST["tel"] = read_telemetry(telemetry)
