@@ -71,9 +71,10 @@ class Watchdog:
 
 def damping_gains(robot) -> tuple[np.ndarray, np.ndarray]:
     """(kp, kd) of damping: kp 0, kd the contract's damping_kd capped at kd_max (as the deploy loop's DAMPING)."""
+    from trot.deploy.ros2.bringup import damping_kd
+
     n = robot.num_joints
-    kd = min(robot.hardware["damping_kd"], robot.hardware["kd_max"])
-    return np.zeros(n), np.full(n, kd)
+    return np.zeros(n), np.full(n, damping_kd(robot))
 
 
 # ---- the process -----------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
+import time
 from collections import deque
 from dataclasses import replace
 from typing import Any
@@ -42,9 +44,10 @@ log = logging.getLogger("trot.deploy")
 class _Bringup:
     """The mixin; `_connect_bringup` is the middleware's part (DDS or rclpy)."""
 
-    def __init__(self, *args, profile: Ros2Profile = GENERIC, **kwargs):
+    def __init__(self, *args, damping_kd: float, profile: Ros2Profile = GENERIC, **kwargs):
         super().__init__(*args, **kwargs)
         self.profile = profile
+        self.robot_damping_kd = damping_kd  # the contract's damping gain (capped at kd_max), for the robot's e-stop
         if profile.file is not None:
             self.describe += f", profile {profile.file.parent.name}/{profile.file.name}"
         self._manager = None
@@ -55,11 +58,15 @@ class _Bringup:
         self._switched = False  # trot asked the controller manager for a switch
         self._taken: str | None = None  # why trot's controllers are no longer active
         self._host_estop = False
+        self._estop_damper: threading.Thread | None = None  # damps through the gain controllers after the gamepad
 
     # ---- the seam --------------------------------------------------------------------------------
 
     def open(self, timeout_s: float = 3.0) -> str:
         peer = super().open(timeout_s)
+        if self.topics.has("kp_commands"):
+            name = self.topics.ros_name
+            peer += f"; kp and kd to {name('kp_commands')} and {name('kd_commands')} every tick"
         sw = self.profile.controllers
         if sw is None:
             return peer
@@ -88,6 +95,9 @@ class _Bringup:
             self._check_controllers()
             if self._taken:
                 poll.lost = self._lost
+        if self._taken and self._robot_estop_heard and self._estop_damper is None and self.topics.has("kp_commands"):
+            self._estop_damper = threading.Thread(target=self._damp_after_robot_estop, name="trot-estop-damping")
+            self._estop_damper.start()
         return poll
 
     def send(self, mode: ControlMode, target: np.ndarray, kp: np.ndarray, kd: np.ndarray) -> str | None:
@@ -117,6 +127,8 @@ class _Bringup:
                 self._lost = f"publishing the e-stop failed ({type(e).__name__}: {e})"
 
     def close(self) -> None:
+        if self._estop_damper is not None:
+            self._estop_damper.join()
         if self._connected and self._switched:
             try:
                 self._give_back()
@@ -184,6 +196,39 @@ class _Bringup:
         )
         self._lost = self._taken
         log.warning("%s", self._taken)
+
+    def _damp_after_robot_estop(self) -> None:
+        """The robot's e-stop switched trot's controllers out, leaving its last target held at its last gains (a
+        deactivated forward controller writes nothing): switch the gain controllers in, write damping (kp 0, kd
+        `damping_kd`, the authors' own e-stop gains), and out again. Every controller ends inactive, as the e-stop
+        asked, and the motors damp. Runs beside the loop (a few service calls); a refusal (the operator released the
+        authors' controller meanwhile) leaves things as they are."""
+        sw, manager, name = self.profile.controllers, self._manager, self.topics.ros_name
+        gains = [c for c in sw.activate if f"/{c}/" in f"{name('kp_commands')} {name('kd_commands')}"]
+        kd = self.robot_damping_kd
+        try:
+            states = manager.states() or {}
+            wake = [c for c in gains if states.get(c) != "active"]
+            ok, message = manager.switch(wake, [], strict=True, timeout_s=sw.switch_timeout_s)
+            if not ok:
+                log.warning("damping after the robot's e-stop: %s refused %s (%s): the motors keep what they hold",
+                            manager.switch_service, wake, message)  # fmt: skip
+                return
+            zeros = np.zeros(len(self.joint_names))
+            for _ in range(3):  # written by the controllers at their next update (ros2_control: 500 Hz)
+                self._publish("kp_commands", convert.per_joint_float64_multiarray(self.types, zeros))
+                self._publish("kd_commands", convert.per_joint_float64_multiarray(self.types, zeros + kd))
+                time.sleep(0.02)
+            ok, message = manager.switch([], wake, strict=True, timeout_s=sw.switch_timeout_s)
+            log.warning(
+                "the robot's e-stop left trot's last target held: damped it through %s (kp 0, kd %g), then "
+                "switched them out again%s",
+                ", ".join(wake),
+                kd,
+                "" if ok else f" (refused: {message})",
+            )
+        except Exception as e:  # the loop goes on regardless; say what happened
+            log.warning("damping after the robot's e-stop failed (%s: %s)", type(e).__name__, e)
 
     def _give_back(self) -> None:
         """Trot's controllers out; the ones it deactivated back in, unless an e-stop happened or another node took
@@ -301,5 +346,10 @@ def make_profiled_transport(backend: str, profile: Ros2Profile, robot, **kwargs)
                 f"the ROS 2 profile {profile.name} switches controllers: install controller_manager_msgs (sudo apt "
                 "install ros-jazzy-controller-manager-msgs) or the Cyclone DDS binding (pip install 'trot[ros2]')"
             )
-        return RclpyBringupTransport(profile=profile, **kwargs)
-    return DdsBringupTransport(profile=profile, **kwargs)
+        return RclpyBringupTransport(profile=profile, damping_kd=damping_kd(robot), **kwargs)
+    return DdsBringupTransport(profile=profile, damping_kd=damping_kd(robot), **kwargs)
+
+
+def damping_kd(robot) -> float:
+    """The contract's damping gain as the loop's DAMPING sends it (capped at kd_max)."""
+    return min(robot.hardware["damping_kd"], robot.hardware["kd_max"])

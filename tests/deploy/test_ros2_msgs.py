@@ -252,6 +252,7 @@ def test_builders_give_byte_fields_as_bytes_to_rclpy_types(monkeypatch):
         "sensor_msgs": {"Imu": msgs.Imu, "JointState": msgs.JointState},
         "std_msgs": {
             "Bool": msgs.Bool,
+            "Empty": msgs.Empty,
             "Float64MultiArray": msgs.Float64MultiArray,
             "Header": msgs.Header,
             "MultiArrayDimension": msgs.MultiArrayDimension,

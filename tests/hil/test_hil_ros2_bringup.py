@@ -115,7 +115,7 @@ def stack(namespace: str, profile=PROFILE, **options):
 
 def transport(namespace: str, profile=PROFILE) -> DdsBringupTransport:
     return DdsBringupTransport(ROBOT.joint_names, profile.ros2_topics(namespace), DOMAIN_ID, ROBOT.name, DT,
-                               profile=profile)  # fmt: skip
+                               profile=profile, damping_kd=HW["damping_kd"])  # fmt: skip
 
 
 class Spy:
@@ -332,6 +332,7 @@ def test_gamepad_estop_is_heard_and_trot_stops_commanding_once_its_controllers_a
             spy.close()
         out_at = next(t for t, a, d, s, ok, m in emu.link.switches if s == 1 and not a)  # the e-stop's switch
         states_after = emu.link.states()
+        log = [(t, m, float(kp[0]), float(kd[0])) for t, m, kp, kd in emu.link.interface_log]
         emu.link.press_gamepad_release()
         time.sleep(0.2)
         released = emu.link.states()
@@ -346,12 +347,21 @@ def test_gamepad_estop_is_heard_and_trot_stops_commanding_once_its_controllers_a
                      r"trot's controllers out", caplog.text)  # fmt: skip
     # Silent once the activity showed them out: nothing of trot's on the wire later than a tick after it.
     last_command = max(t for t, _ in spy.got["joint_commands"])
+    held = [(m, kp, kd) for t, m, kp, kd in log if t <= out_at][-1]
     print(f"gamepad e-stop: controllers out {1e3 * (out_at_mono - pressed[0]):.0f} ms after the press; trot's last "
-          f"command {1e3 * (last_command - out_at_mono):.0f} ms after that")  # fmt: skip
+          f"position command {1e3 * (last_command - out_at_mono):.0f} ms after that; the motors held {held}, then "
+          f"{log[-1][1:]}")  # fmt: skip
     assert last_command <= out_at_mono + 2 * DT + 0.05
+    # Whichever came first, trot's e-stop damping or the deactivation, the motors end damped by the contract's gain,
+    # through the gain controllers alone (switched in and out again), and every controller ends inactive.
+    assert log[-1][1:] == ("DAMPING", 0.0, 0.1), log[-4:]
+    gain_switches = [(a, d) for _, a, d, s, ok, _ in emu.link.switches if s == 2 and ok][1:]
+    if held[0] == "POSITION":
+        assert gain_switches == [(["forward_kp_controller", "forward_kd_controller"], []),
+                                 ([], ["forward_kp_controller", "forward_kd_controller"])]  # fmt: skip
+        assert "the robot's e-stop left trot's last target held: damped it through forward_kp_controller" in caplog.text
     assert result.exit_code == 1
     assert all(states_after[c] == "inactive" for c in (*AUTHORS, *FORWARD))  # not woken up at exit
-    assert "left inactive after the e-stop" not in caplog.text  # trot had nothing left to switch
     assert released["neural_controller"] == "active"
 
 
@@ -461,3 +471,25 @@ def test_watchdog_damps_within_its_bound_after_the_deploy_process_is_killed(tiny
     assert after[-1] == ("DAMPING", 0.0, 0.1), after
     assert "silent for" in dog_err and "damping, kp 0 and kd 0.1" in dog_err, dog_err
     assert "damped 1 time(s)" in dog_out
+
+
+def test_trot_emulate_over_ros2_presents_the_robots_own_stack_unless_told_none():
+    """`trot emulate --transport ros2 --robot pupper_v3` is the stock bring-up (the profile's controllers, the
+    authors' one active); `--ros_profile none` the generic topics."""
+    from trot.cli import build_parser
+    from trot.hil.emulator.cli import LINKS, options_from_args
+    from trot.hil.emulator.ros2_controllers import ControllerStackLink
+
+    argv = ["emulate", "--transport", "ros2", "--robot", "pupper_v3", "--gamepad_estop_at", "2", "--domain_id",
+            str(DOMAIN_ID), "--ros_namespace", "trot_bringup_cli"]  # fmt: skip
+    args = build_parser().parse_args(argv)
+    with Emulator(ROBOT, options_from_args(args), LINKS["ros2"].from_args(args)) as emu:
+        assert isinstance(emu.link, ControllerStackLink) and emu.link.ros2.gamepad_estop_at == 2.0
+        states = emu.link.states()
+        assert states["neural_controller"] == "active" and all(states[c] == "inactive" for c in FORWARD)
+        port = emu.start()
+    assert "controller manager /trot_bringup_cli/controller_manager (rmw_fastrtps_cpp service framing" in port
+    assert "/trot_bringup_cli/imu_sensor_broadcaster/imu" in port
+    args = build_parser().parse_args([*argv[:5], "--ros_profile", "none"])
+    with Emulator(ROBOT, options_from_args(args), LINKS["ros2"].from_args(args)) as emu:
+        assert not isinstance(emu.link, ControllerStackLink)
