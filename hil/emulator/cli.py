@@ -31,6 +31,12 @@ class LinkKind:
     group: str = ""  # title of its flags' group in --help
 
 
+def _ros2_link(args: argparse.Namespace) -> LinkFactory:
+    from trot.hil.emulator.ros2_controllers import link_from_args  # imports cyclonedds: only when it runs
+
+    return link_from_args(args)
+
+
 def _unitree_link(args: argparse.Namespace) -> LinkFactory:
     from trot.hil.emulator.unitree_link import link_from_args  # imports cyclonedds: only when it runs
 
@@ -40,8 +46,8 @@ def _unitree_link(args: argparse.Namespace) -> LinkFactory:
 LINKS: dict[str, LinkKind] = {
     "serial": LinkKind("the protocol behind a pty (default)", lambda args: SerialLink),
     "ros2": LinkKind(
-        "Imu and JointState topics over DDS on loopback",
-        ros2_link.link_from_args,
+        "Imu and JointState topics over DDS on loopback (a robot with a ROS 2 profile: its controller stack)",
+        _ros2_link,
         ros2_link.add_args,
         "ROS 2 (--transport ros2; see docs/emulator.md)",
     ),

@@ -376,3 +376,22 @@ class ControllerStackLink(Ros2Link):
 
     def send_estop(self) -> None:
         """No MCU button on this stack (the gamepad is `press_gamepad_estop`)."""
+
+
+def link_from_args(args) -> LinkFactory:
+    """`trot emulate --transport ros2`: the robot's own bring-up when its ROS 2 profile has [controllers] (unless
+    --ros_profile none), else the generic link of `ros2_link` on the profile's topic names."""
+    from trot.deploy.ros2.args import profile_from_args, topics_from_args
+    from trot.hil.emulator import ros2_link
+    from trot.robots import load_robot
+
+    profile = profile_from_args(args, load_robot(args.robot))
+    factory = ros2_link.link_from_args(args, profile.topics)  # also keeps DDS on the loopback interface
+    if profile.controllers is None:
+        return factory
+    return stack_link(ControllerStackOptions(
+        topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, profile.topics),
+        domain_id=args.domain_id, stop_imu_at=args.stop_imu_at, stop_joint_states_at=args.stop_joint_states_at,
+        profile=profile, gamepad_estop_at=args.gamepad_estop_at, gamepad_release_at=args.gamepad_release_at,
+        answer_switch=args.answer_switch,
+    ))  # fmt: skip

@@ -268,30 +268,18 @@ def add_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
                    help="controller stack: switch controllers but never reply (a lost reply)")  # fmt: skip
 
 
-def link_from_args(args: argparse.Namespace) -> LinkFactory:
-    """The ROS 2 link from `trot emulate` flags, with DDS kept on the loopback interface."""
+def link_from_args(args: argparse.Namespace, base_topics: dict | None = None) -> LinkFactory:
+    """The ROS 2 link from `trot emulate` flags (topic names from a robot's profile, `base_topics`, under them),
+    with DDS kept on the loopback interface."""
     from trot.deploy.ros2 import dds
     from trot.deploy.ros2.args import topics_from_args
 
     if dds.loopback_config_problems():
         dds.use_config(dds.loopback_config_xml())
         log.info("CYCLONEDDS_URI set to the loopback-only configuration (give `trot deploy` --dds_loopback)")
-    from trot.deploy.ros2.args import profile_from_args
-    from trot.robots import load_robot
-
-    profile = profile_from_args(args, load_robot(args.robot))
-    if profile.controllers is not None:  # the robot's own bring-up: its controller manager and controllers
-        from trot.hil.emulator.ros2_controllers import ControllerStackOptions, stack_link
-
-        return stack_link(ControllerStackOptions(
-            topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, profile.topics),
-            domain_id=args.domain_id, stop_imu_at=args.stop_imu_at, stop_joint_states_at=args.stop_joint_states_at,
-            profile=profile, gamepad_estop_at=args.gamepad_estop_at, gamepad_release_at=args.gamepad_release_at,
-            answer_switch=args.answer_switch,
-        ))  # fmt: skip
     return ros2_link(
         Ros2EmulatorOptions(
-            topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, profile.topics),
+            topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, base_topics),
             domain_id=args.domain_id,
             command_topic=args.command_topic,
             listen_estop=args.listen_estop,
