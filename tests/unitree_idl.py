@@ -72,6 +72,20 @@ UNITREE_API_TYPE_IDS = {
     "ResponseHeader_": ("9c43e509d9262e25e73c21efbfee", "0f90cca0ee3b257ff8910c07eb3e"),
 }
 
+# CDR bytes unitree_sdk2_python's own types (commit 37116c5, on the cyclonedds 0.10.2 it pins) serialize for the
+# SelectMode("normal") request with id 0x0102030405060708, and for a Response_ (id -5, api 1001, status 7004, data
+# {"form": "0", "name": "normal"}, binary [1, 2, 250]).
+UNITREE_API_BYTES = {
+    "Request_": (
+        "000100000807060504030201ea0300000000000000000000000000000000000000000000130000007b226e616d65223a"
+        "20226e6f726d616c227d000000000000"
+    ),
+    "Response_": (
+        "00010000fbffffffffffffffe9030000000000005c1b0000200000007b22666f726d223a202230222c20226e616d6522"
+        "3a20226e6f726d616c227d00030000000102fa"
+    ),
+}
+
 # CRCs that unitree_sdk2_python's CRC().Crc (its crc_amd64.so; commit 37116c5) computes for messages with
 # the field values of `default` (all zero) and `sample_*` below, built with its own LowCmd_/LowState_.
 UNITREE_CRC = {

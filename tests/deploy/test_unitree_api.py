@@ -10,7 +10,15 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from unitree_idl import API_IDL, UNITREE_API_TYPE_IDS, build, default_fields, request_fields, xcdr1_le  # noqa: E402
+from unitree_idl import (  # noqa: E402
+    API_IDL,
+    UNITREE_API_BYTES,
+    UNITREE_API_TYPE_IDS,
+    build,
+    default_fields,
+    request_fields,
+    xcdr1_le,
+)
 
 from trot.deploy.unitree import api_msgs, motion, rpc  # noqa: E402
 
@@ -71,6 +79,7 @@ def test_select_mode_request_bytes_are_the_idls():
     assert len(by_hand) == 4 + 60
     assert request.serialize() == by_hand
     assert by_hand == xcdr1_le("Request_", request_fields(0x0102030405060708, 1002, '{"name": "normal"}'))
+    assert by_hand.hex() == UNITREE_API_BYTES["Request_"]  # what unitree_sdk2_python's own Request_ serializes
 
 
 def test_response_bytes_decode_to_the_fields_the_client_reads():
@@ -80,6 +89,7 @@ def test_response_bytes_decode_to_the_fields_the_client_reads():
     fields["binary"] = [1, 2, 250]
     response = api_msgs.Response_.deserialize(xcdr1_le("Response_", fields))
     assert response == build("Response_", fields)
+    assert response.serialize().hex() == UNITREE_API_BYTES["Response_"]  # unitree_sdk2_python's bytes for it
     assert (response.header.identity.id, response.header.status.code, json.loads(response.data)["name"]) == (
         -5,
         7004,

@@ -419,6 +419,20 @@ def heights(emu):
         thread.join()
 
 
+def test_trot_emulate_runs_the_mode_its_flag_names_normal_by_default():
+    from trot.cli import build_parser
+    from trot.hil.emulator.unitree_link import link_from_args
+
+    modes = {}
+    for flags in ([], ["--motion_mode", "ai"], ["--motion_mode", "none"]):
+        args = build_parser().parse_args(["emulate", "--transport", "unitree", *flags])
+        modes[tuple(flags)] = link_from_args(args).keywords["motion_mode"]
+    assert modes == {(): "normal", ("--motion_mode", "ai"): "ai", ("--motion_mode", "none"): None}
+    bogus = link_from_args(build_parser().parse_args(["emulate", "--transport", "unitree", "--motion_mode", "sport"]))
+    with pytest.raises(ValueError, match=r"^motion mode 'sport': expected one of normal, ai, advanced, or none$"):
+        Emulator(GO2, EmulatorOptions(), bogus)
+
+
 def test_a_call_takes_the_response_with_its_own_id_and_checks_it(monkeypatch):
     """Against a hand-made service: a response to another id is skipped, the one with the request's id is taken;
     a wrong api_id or a non-zero status is a refusal naming it. The request on the wire is the IDL's bytes."""
