@@ -130,6 +130,9 @@ class UnitreeTransport:
                 f"motion service: {e} (trot asks the robot's motion switcher before its first LowCmd; for a peer "
                 "without one, such as unitree_mujoco, pass --no_motion_switcher)"
             ) from e
+        except Exception as e:  # cyclonedds' DDSException: the service's endpoints could not be made
+            self.close()
+            raise TransportError(f"motion service: asking the motion switcher failed ({type(e).__name__}: {e})") from e
         self._take()  # LowStates from before trot's first command are no observation of it
 
     def hand_back(self, clean: bool) -> str | None:
@@ -143,7 +146,7 @@ class UnitreeTransport:
         if not self.motion.restore:
             return f"motion service: mode '{mode}' stays released (no --restore_motion_service); {how}"
         if not clean:
-            return f"motion service: mode '{mode}' stays released after a fault or an e-stop; {how}"
+            return f"motion service: mode '{mode}' stays released after a fault, an e-stop or a forced exit; {how}"
         from trot.deploy.unitree.channels import UnitreeNode
         from trot.deploy.unitree.motion import MotionServiceError, MotionSwitcher, give_back
         from trot.deploy.unitree.rpc import ApiError
@@ -153,6 +156,8 @@ class UnitreeTransport:
                 now = give_back(MotionSwitcher(node), mode)
         except (MotionServiceError, ApiError) as e:
             return f"motion service: selecting mode '{mode}' again failed: {e}; {how}"
+        except Exception as e:  # cyclonedds' DDSException: the domain could not be joined again
+            return f"motion service: selecting mode '{mode}' again failed ({type(e).__name__}: {e}); {how}"
         self.released_mode = None
         return f"motion service: mode {now.describe()} selected again (SelectMode, then CheckMode)"
 

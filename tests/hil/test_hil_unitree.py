@@ -547,10 +547,13 @@ def test_release_lies_the_robot_down_then_trots_lowcmd_takes_over(tiny_bundle, p
     (host_from,) = [t for t, source in during if source == "host"]
     assert [source for _, source in during] == ["motion service", "host"] and host_from > release
     assert mode_after == "" and still_released == ""
-    assert after_fault == ("motion service: mode 'normal' stays released after a fault or an e-stop; give it back "
-                           "with Unitree's app or SDK (MotionSwitcherClient SelectMode 'normal'), or restart the robot")
-    assert restored == "motion service: mode 'normal' (Unitree's sport_mode, form '0') selected again (SelectMode, " \
-                       "then CheckMode)"  # fmt: skip
+    assert after_fault == (
+        "motion service: mode 'normal' stays released after a fault, an e-stop or a forced exit; give it back with "
+        "Unitree's app or SDK (MotionSwitcherClient SelectMode 'normal'), or restart the robot"
+    )
+    assert restored == (
+        "motion service: mode 'normal' (Unitree's sport_mode, form '0') selected again (SelectMode, then CheckMode)"
+    )
     assert mode_restored == "normal" and taken == ["motion service", "host", "motion service"]
 
 
