@@ -70,8 +70,8 @@ class Mode:
 
     def describe(self) -> str:
         service = MODE_SERVICES.get(self.name) if self.form in ("", "0") else None
-        form = f", form '{self.form}'" if self.form else ""
-        return f"'{self.name}'" + (f" (Unitree's {service}{form})" if service else f" ({form[2:]})" if form else "")
+        notes = ([f"Unitree's {service}"] if service else []) + ([f"form '{self.form}'"] if self.form else [])
+        return f"'{self.name}'" + (f" ({', '.join(notes)})" if notes else "")
 
 
 class MotionSwitcher:

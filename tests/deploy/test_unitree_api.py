@@ -118,6 +118,8 @@ def test_motion_policy_refuses_a_restore_without_a_release_and_a_release_without
 def test_modes_are_described_with_their_service():
     assert motion.Mode("normal", "0").describe() == "'normal' (Unitree's sport_mode, form '0')"
     assert motion.Mode("ai-w", "1").describe() == "'ai-w' (form '1')"
+    assert motion.Mode("normal").describe() == "'normal' (Unitree's sport_mode)"
+    assert motion.Mode("mcf").describe() == "'mcf'"
 
 
 def test_wait_until_still_needs_the_minimum_wait_and_a_still_window():
