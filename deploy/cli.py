@@ -82,6 +82,14 @@ def _refuse(message: str) -> int:
     return EXIT_REFUSED
 
 
+def _hand_back(transport, clean: bool) -> None:
+    """What the transport gives back to the robot's own services after the run (the Go2's motion service), said."""
+    hand_back = getattr(transport, "hand_back", None)
+    line = hand_back(clean) if hand_back is not None else None
+    if line:
+        print(f"trot deploy: {line}", flush=True)
+
+
 def _command_source(args: argparse.Namespace, bundle, transport=None):
     from trot.deploy.commands import ConstantCommand, GamepadCommand, KeyboardCommand, ScriptedCommand, parse_velocity
 
@@ -142,7 +150,7 @@ def run_deploy(args: argparse.Namespace) -> int:
     from trot.deploy.commands import CommandError
     from trot.deploy.flash import FlashError, resolve_flashed
     from trot.deploy.link import build_transport
-    from trot.deploy.loop import LoopConfig, run_loop
+    from trot.deploy.loop import EXIT_FAULT, LoopConfig, run_loop
     from trot.deploy.safety import SafetyLimits
     from trot.deploy.telemetry import format_summary
     from trot.robots import ContractError, load_robot
@@ -181,10 +189,12 @@ def run_deploy(args: argparse.Namespace) -> int:
         result = run_loop(bundle, robot, transport, commands, telemetry, limits, config, ready=signals.install)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before the loop started): DAMPING sent, telemetry closed
         print(f"trot deploy: interrupted: exited without the shutdown damping; telemetry {telemetry}", flush=True)
+        _hand_back(transport, clean=False)
         return 1
     finally:
         signals.restore()
     print(format_summary(result.summary), flush=True)
+    _hand_back(transport, clean=result.exit_code != EXIT_FAULT)
     print(f"trot deploy: telemetry {telemetry}; exit code {result.exit_code}", flush=True)
     return result.exit_code
 

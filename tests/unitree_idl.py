@@ -1,5 +1,6 @@
-"""Unitree's Go2 low-level types written out independently of trot's: the IDL field list, the C layout, an
-XCDR1 encoder and the CRC, bit by bit as Unitree publishes it; and the values Unitree's own code gives.
+"""Unitree's Go2 low-level types and its services' request/response types written out independently of trot's:
+the IDL field lists, the C layout, an XCDR1 encoder and the CRC, bit by bit as Unitree publishes it; and the values
+Unitree's own code gives.
 
 Shared by tests/deploy/test_unitree_msgs.py (the types) and tests/hil/test_hil_unitree.py (the wire bytes of
 the transport and the emulator). Standard library and numpy only, except `build` (trot's struct).
@@ -33,7 +34,21 @@ IDL = {
                   ("adc_reel", "f32"), ("temperature_ntc1", "u8"), ("temperature_ntc2", "u8"), ("power_v", "f32"),
                   ("power_a", "f32"), ("fan_frequency", "u16", 4), ("reserve", "u32"), ("crc", "u32")],
 }  # fmt: skip
-CODE = {"u8": "B", "i16": "h", "u16": "H", "i32": "i", "u32": "I", "f32": "f"}
+# The request/response types of Unitree's services (unitree_sdk2 include/unitree/robot/internal/internal_idl_decl/
+# *.hpp, commit 21d0a3b; unitree_sdk2_python unitree_sdk2py/idl/unitree_api/msg/dds_/*.py, commit 37116c5):
+# "string" is an IDL string, "u8[]" an unbounded sequence of octets.
+API_IDL = {
+    "RequestIdentity_": [("id", "i64"), ("api_id", "i64")],
+    "RequestLease_": [("id", "i64")],
+    "RequestPolicy_": [("priority", "i32"), ("noreply", "bool")],
+    "RequestHeader_": [("identity", "RequestIdentity_"), ("lease", "RequestLease_"), ("policy", "RequestPolicy_")],
+    "Request_": [("header", "RequestHeader_"), ("parameter", "string"), ("binary", "u8[]")],
+    "ResponseStatus_": [("code", "i32")],
+    "ResponseHeader_": [("identity", "RequestIdentity_"), ("status", "ResponseStatus_")],
+    "Response_": [("header", "ResponseHeader_"), ("data", "string"), ("binary", "u8[]")],
+}
+ALL_IDL = {**IDL, **API_IDL}
+CODE = {"u8": "B", "i16": "h", "u16": "H", "i32": "i", "u32": "I", "f32": "f", "i64": "q", "bool": "?"}
 
 # The structs as unitree_sdk2's C++ compiler lays them out (members at multiples of their size, each
 # struct padded to 4), written out by hand from the IDL above: 812 and 1180 bytes.
@@ -48,6 +63,27 @@ C_FORMAT = {
 UNITREE_TYPE_IDS = {
     "LowCmd_": ("832876ceec9737d69f6ed62a3f63", "52cc8eb0d427d692aa2b20a90540"),
     "LowState_": ("853a99e23d0daa1610b65c526b40", "08f239c471d3a27e67e7c7723184"),
+}
+# The same, from the type_info_blob of include/unitree/robot/internal/internal_idl_decl/*.hpp (commit 21d0a3b).
+UNITREE_API_TYPE_IDS = {
+    "Request_": ("cba4dc965d393ada76b4de081925", "c47a4429fcbf539486498753c48f"),
+    "Response_": ("48c997d379c3e18c530b5f8fe946", "d1c32cc02214901a464a6c51325d"),
+    "RequestHeader_": ("fddd300ec6ac5e7a4bdaf7a4dcc7", "9b9a2d501756f60f8c9241b0eedb"),
+    "ResponseHeader_": ("9c43e509d9262e25e73c21efbfee", "0f90cca0ee3b257ff8910c07eb3e"),
+}
+
+# CDR bytes unitree_sdk2_python's own types (commit 37116c5, on the cyclonedds 0.10.2 it pins) serialize for the
+# SelectMode("normal") request with id 0x0102030405060708, and for a Response_ (id -5, api 1001, status 7004, data
+# {"form": "0", "name": "normal"}, binary [1, 2, 250]).
+UNITREE_API_BYTES = {
+    "Request_": (
+        "000100000807060504030201ea0300000000000000000000000000000000000000000000130000007b226e616d65223a"
+        "20226e6f726d616c227d000000000000"
+    ),
+    "Response_": (
+        "00010000fbffffffffffffffe9030000000000005c1b0000200000007b22666f726d223a202230222c20226e616d6522"
+        "3a20226e6f726d616c227d00030000000102fa"
+    ),
 }
 
 # CRCs that unitree_sdk2_python's CRC().Crc (its crc_amd64.so; commit 37116c5) computes for messages with
@@ -90,23 +126,24 @@ def sample_low_state_fields() -> dict:
 
 
 def default_fields(type_name: str) -> dict:
-    """All-zero field values of an IDL type, in the shape `sample_*_fields` use."""
+    """All-zero (empty) field values of an IDL type, in the shape `sample_*_fields` use."""
+    zero = {"string": "", "u8[]": [], "bool": False}
     out = {}
-    for name, kind, *size in IDL[type_name]:
-        one = default_fields(kind) if kind in IDL else 0
-        out[name] = [default_fields(kind) if kind in IDL else 0 for _ in range(size[0])] if size else one
+    for name, kind, *size in ALL_IDL[type_name]:
+        one = default_fields(kind) if kind in ALL_IDL else zero.get(kind, 0)
+        out[name] = [default_fields(kind) if kind in ALL_IDL else 0 for _ in range(size[0])] if size else one
     return out
 
 
 def build(type_name: str, fields: dict):
     """trot's struct with these field values."""
-    from trot.deploy.unitree import msgs
+    from trot.deploy.unitree import api_msgs, msgs
 
-    cls = getattr(msgs, type_name)
+    cls = getattr(msgs if type_name in IDL else api_msgs, type_name)
     kwargs = {}
-    for name, kind, *size in IDL[type_name]:
+    for name, kind, *size in ALL_IDL[type_name]:
         value = fields[name]
-        if kind in IDL:
+        if kind in ALL_IDL:
             value = [build(kind, v) for v in value] if size else build(kind, value)
         kwargs[name] = value
     return cls(**kwargs)
@@ -122,12 +159,38 @@ def flat(type_name: str, fields: dict) -> list[tuple[str, object]]:
 
 
 def xcdr1_le(type_name: str, fields: dict) -> bytes:
-    """An independent XCDR1 little-endian encoding: encapsulation CDR_LE, each primitive aligned to its size."""
+    """An independent XCDR1 little-endian encoding: encapsulation CDR_LE, each primitive aligned to its size
+    (8-byte integers to 8), a string as its uint32 length counting the NUL, its bytes and the NUL, a sequence as
+    its uint32 length and its elements."""
     body = bytearray()
-    for code, value in flat(type_name, fields):
+
+    def put(code: str, value) -> None:
         size = struct.calcsize(code)
-        body += bytes(-len(body) % size) + struct.pack("<" + code, value)
+        body.extend(bytes(-len(body) % size) + struct.pack("<" + code, value))
+
+    def encode(kind: str, value) -> None:
+        if kind in ALL_IDL:
+            for name, member, *size in ALL_IDL[kind]:
+                for item in value[name] if size else [value[name]]:
+                    encode(member, item)
+        elif kind == "string":
+            raw = value.encode("utf-8") + b"\x00"
+            put("I", len(raw))
+            body.extend(raw)
+        elif kind == "u8[]":
+            put("I", len(value))
+            body.extend(bytes(value))
+        else:
+            put(CODE[kind], value)
+
+    encode(type_name, fields)
     return b"\x00\x01\x00\x00" + bytes(body)
+
+
+def request_fields(request_id: int, api_id: int, parameter: str) -> dict:
+    """A Request_ as unitree_sdk2_python's client fills it: lease 0, priority 0, a reply wanted, no binary."""
+    return dict(header=dict(identity=dict(id=request_id, api_id=api_id), lease=dict(id=0),
+                            policy=dict(priority=0, noreply=False)), parameter=parameter, binary=[])  # fmt: skip
 
 
 def crc_bitwise(words) -> int:

@@ -9,6 +9,10 @@ contents (a link error, as a serial CRC error: dropped, and a burst damps), each
 LowState has no sequence number trot can rely on (`tick`'s step is not published) and no e-stop: lost
 States show as staleness, and the host's e-stop is the loop's damping.
 
+Before the first LowCmd, `open` asks the robot's motion switcher which mode runs (`motion.take_over`, over the
+same participant): it refuses while one is active, or with `MotionPolicy.release` lies the robot down and releases
+it. `hand_back` selects a released mode again after the run, where the policy says so.
+
 `send` writes one LowCmd per control tick: every mapped motor in servo mode (0x01) with the tick's target
 and gains; DAMPING is kp 0 with the loop's damping kd, OFF is zero gains and torque (Unitree's own zero
 torque command), never another mode byte.
@@ -25,6 +29,7 @@ import numpy as np
 
 from trot.deploy.link import ControlMode, Poll, Sample, TransportError
 from trot.deploy.unitree import convert, crc
+from trot.deploy.unitree.motion import MotionPolicy
 from trot.deploy.unitree.msgs import LOWCMD_TOPIC, LOWSTATE_TOPIC, LowState_
 
 log = logging.getLogger("trot.deploy")
@@ -51,9 +56,14 @@ class UnitreeTransport:
 
     name = "unitree"
 
-    def __init__(self, motors: convert.MotorMap, domain_id: int = 0):
-        self.motors, self.domain_id = motors, domain_id
-        self.describe = f"unitree DDS domain {domain_id}: {LOWSTATE_TOPIC} in, {LOWCMD_TOPIC} out"
+    def __init__(self, motors: convert.MotorMap, domain_id: int = 0, motion: MotionPolicy | None = None):
+        motion = MotionPolicy() if motion is None else motion
+        self.motors, self.domain_id, self.motion = motors, domain_id, motion
+        service = ("released by trot" + (", restored at exit" if motion.restore else "")) if motion.release else (
+            "checked" if motion.check else "not asked")
+        self.describe = (f"unitree DDS domain {domain_id}: {LOWSTATE_TOPIC} in, {LOWCMD_TOPIC} out; motion service "
+                         f"{service}")  # fmt: skip
+        self.released_mode: str | None = None  # the motion service's mode this transport released
         self._node = None
         self._inbox: deque[tuple[float, LowState_]] = deque(maxlen=MAX_INBOX)
         self._inbox_lock = threading.Lock()
@@ -80,6 +90,8 @@ class UnitreeTransport:
             raise TransportError(f"{self.describe}: cannot join the DDS domain ({type(e).__name__}: {e})") from e
         self._reader_thread = threading.Thread(target=self._read, args=(reader,), name="trot-unitree-rx", daemon=True)
         self._reader_thread.start()
+        if self.motion.check:
+            self._take_over_motion()
         deadline, refused = time.monotonic() + timeout_s, None
         while time.monotonic() < deadline:
             for arrived, msg in self._take():
@@ -101,6 +113,53 @@ class UnitreeTransport:
             "(is the robot, or `trot emulate --transport unitree`, on this domain and network interface, with the "
             "same CYCLONEDDS_URI?)"
         )
+
+    def _take_over_motion(self) -> None:
+        """No mode of the motion service may drive the robot beside trot: check it, or release it (the policy)."""
+        from trot.deploy.unitree.motion import MotionServiceError, MotionSwitcher, take_over
+        from trot.deploy.unitree.rpc import ApiError
+
+        try:
+            self.released_mode = take_over(MotionSwitcher(self._node), self.motion, self._joint_speed)
+        except MotionServiceError as e:
+            self.close()
+            raise TransportError(str(e)) from e
+        except ApiError as e:
+            self.close()
+            raise TransportError(
+                f"motion service: {e} (trot asks the robot's motion switcher before its first LowCmd; for a peer "
+                "without one, such as unitree_mujoco, pass --no_motion_switcher)"
+            ) from e
+        except Exception as e:  # cyclonedds' DDSException: the service's endpoints could not be made
+            self.close()
+            raise TransportError(f"motion service: asking the motion switcher failed ({type(e).__name__}: {e})") from e
+        self._take()  # LowStates from before trot's first command are no observation of it
+
+    def hand_back(self, clean: bool) -> str | None:
+        """After the run: select the mode this transport released again if the policy asks and the run was `clean`
+        (no fault, no e-stop); a line saying what was done, None when nothing was released."""
+        mode = self.released_mode
+        if mode is None:
+            return None
+        how = (f"give it back with Unitree's app or SDK (MotionSwitcherClient SelectMode '{mode}'), or restart the "
+               "robot")  # fmt: skip
+        if not self.motion.restore:
+            return f"motion service: mode '{mode}' stays released (no --restore_motion_service); {how}"
+        if not clean:
+            return f"motion service: mode '{mode}' stays released after a fault, an e-stop or a forced exit; {how}"
+        from trot.deploy.unitree.channels import UnitreeNode
+        from trot.deploy.unitree.motion import MotionServiceError, MotionSwitcher, give_back
+        from trot.deploy.unitree.rpc import ApiError
+
+        try:
+            with UnitreeNode(self.domain_id) as node:
+                now = give_back(MotionSwitcher(node), mode)
+        except (MotionServiceError, ApiError) as e:
+            return f"motion service: selecting mode '{mode}' again failed: {e}; {how}"
+        except Exception as e:  # cyclonedds' DDSException: the domain could not be joined again
+            return f"motion service: selecting mode '{mode}' again failed ({type(e).__name__}: {e}); {how}"
+        self.released_mode = None
+        return f"motion service: mode {now.describe()} selected again (SelectMode, then CheckMode)"
 
     def close(self) -> None:
         self._stop.set()
@@ -177,6 +236,14 @@ class UnitreeTransport:
         except Exception as e:  # the participant went away under the thread, or the middleware failed
             if not self._stop.is_set():
                 self._lost = f"reading {LOWSTATE_TOPIC} failed ({type(e).__name__}: {e})"
+
+    def _joint_speed(self) -> float | None:
+        """The largest |joint velocity| of the newest sound LowState, rad/s; None before one."""
+        with self._inbox_lock:
+            newest = self._inbox[-1][1] if self._inbox else None
+        if newest is None or check_low_state(newest) is not None:
+            return None
+        return float(np.abs(convert.low_state_to_joints(newest, self.motors)[1]).max())
 
     def _take(self) -> list[tuple[float, LowState_]]:
         with self._inbox_lock:

@@ -19,7 +19,7 @@ The parts, one module each:
 - `plant`: the robot in PyBullet and its IMU (kinematics, accelerometer);
 - `faults`: the fault schedule on the fault clock and the random faults, from one seed;
 - `link` (the seam), `serial_link` (pty, COBS frames), `ros2_link` (topics over Cyclone DDS), `unitree_link`
-  (Unitree's LowState/LowCmd over Cyclone DDS);
+  (Unitree's LowState/LowCmd over Cyclone DDS) with `unitree_motion` (the Go2's motion service);
 - `runner`: `Emulator`, the real-time loop composing them; `cli`: `trot emulate`, whose `--transport`
   picks a link from `cli.LINKS`.
 """

@@ -43,6 +43,15 @@ def _unitree_link(args: argparse.Namespace) -> LinkFactory:
     return link_from_args(args)
 
 
+def _unitree_args(p: argparse._ArgumentGroup) -> None:
+    p.add_argument(
+        "--motion_mode", default="normal", metavar="NAME",
+        help="the mode the robot's motion service runs at start (normal, ai or advanced), writing its own "
+        "rt/lowcmd until `trot deploy --release_motion_service` releases it (default normal, as a Go2 boots; "
+        "none: no mode)",
+    )  # fmt: skip
+
+
 LINKS: dict[str, LinkKind] = {
     "serial": LinkKind("the protocol behind a pty (default)", lambda args: SerialLink),
     "ros2": LinkKind(
@@ -52,8 +61,11 @@ LINKS: dict[str, LinkKind] = {
         "ROS 2 (--transport ros2; see docs/emulator.md)",
     ),
     "unitree": LinkKind(
-        "Unitree's LowState/LowCmd topics over DDS on loopback (the domain: --domain_id, default 0)",
+        "Unitree's LowState/LowCmd topics and the motion service's calls over DDS on loopback (the domain: "
+        "--domain_id, default 0)",
         _unitree_link,
+        _unitree_args,
+        "Unitree (--transport unitree; see deploy/UNITREE.md)",
     ),
 }
 

@@ -18,6 +18,9 @@ topics change, against the serial link:
   see the CRC mismatch. The drop and delay faults apply as over the other links.
 - `tau_est` is the applied motor torque in N·m; `torque_constant` does not apply. `tick` counts
   milliseconds since the emulator started.
+- The robot's motion service (`unitree_motion`): given a mode (a Go2 boots in "normal"), it answers the motion
+  switcher's and the sport service's calls on the same participant and writes its own LowCmd until released.
+  Each LowCmd taken is told apart by its writer: the motion service's or a host's (`command_sources`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from trot.deploy.unitree import convert, crc
 from trot.deploy.unitree.msgs import LOWCMD_TOPIC, LOWSTATE_TOPIC, MODE_SERVO, LowCmd_
 from trot.hil.emulator.link import Board, LinkFactory, Reading
 from trot.hil.emulator.options import EmulatorOptions
+from trot.hil.emulator.unitree_motion import MotionService, check_mode_name
 from trot.robots import Robot
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,10 @@ MODE_STOP = 0x00  # a motor in stop (standby) mode applies no torque
 CORRUPT_RAD = 0.25  # how far the corrupt fault moves the reported angle
 
 
-def unitree_link(domain_id: int = 0) -> LinkFactory:
-    """The link factory for `Emulator(robot, options, link=...)`: this robot on Unitree's topics."""
-    return functools.partial(UnitreeLink, domain_id=domain_id)
+def unitree_link(domain_id: int = 0, motion_mode: str | None = None) -> LinkFactory:
+    """The link factory for `Emulator(robot, options, link=...)`: this robot on Unitree's topics, its motion service
+    running `motion_mode` ("normal", as a Go2 boots) or no mode (None)."""
+    return functools.partial(UnitreeLink, domain_id=domain_id, motion_mode=motion_mode)
 
 
 def check_low_cmd(cmd: LowCmd_, motors: convert.MotorMap) -> str | None:
@@ -85,10 +90,13 @@ class UnitreeLink:
 
     label = ""
 
-    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, domain_id: int = 0):
+    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, domain_id: int = 0,
+                 motion_mode: str | None = None):  # fmt: skip
         if options.link is not None:
             raise ValueError("EmulatorOptions link: serial link only, no meaning over Unitree's DDS topics")
         self.robot, self.options, self.board, self.domain_id = robot, options, board, domain_id
+        check_mode_name(motion_mode)
+        self.motion_mode, self.motion = motion_mode, None
         self.motors = convert.MotorMap.from_robot(robot)
         self.port: str | None = None
         self._node = None
@@ -96,6 +104,7 @@ class UnitreeLink:
         self._received = 0
         self._refusing: str | None = None
         self.command_modes: list[tuple[float, str]] = []  # (t, mode) each time the commanded mode changes
+        self.command_sources: list[tuple[float, str]] = []  # (t, "motion service" or "host") each time it changes
 
     def open(self) -> str:
         """Join the DDS domain; return what it publishes and takes, for people."""
@@ -104,24 +113,31 @@ class UnitreeLink:
         self._node = UnitreeNode(self.domain_id)
         self._reader = self._node.reader(LOWCMD_TOPIC)
         self._writer = self._node.writer(LOWSTATE_TOPIC)
+        self.motion = MotionService(self._node, self.robot, self.motors, self.motion_mode)
         rate = 1.0 / self.robot.physics_dt if self.options.state_rate_hz is None else self.options.state_rate_hz
         self.port = (
             f"unitree DDS domain {self.domain_id}: publishing {LOWSTATE_TOPIC} at {rate:g} Hz, taking {LOWCMD_TOPIC} "
-            f"(motor slots {self.motors.index.tolist()})"
+            f"(motor slots {self.motors.index.tolist()}); {self.motion.describe()}"
         )
         return self.port
 
     # ---- receiving ------------------------------------------------------------------------------
 
     def receive(self, t: float) -> None:
-        """The newest sound LowCmd to the firmware; refused ones are counted and logged."""
+        """The motion service's turn, then the newest sound LowCmd to the firmware; refused ones are counted and
+        logged."""
         if self._node is None:
             return
+        self.motion.serve(t)
+        self.motion.command(t)
         sound = None
         for cmd in (s for s in self._reader.take(N=64) if s.sample_info.valid_data):
             problem = check_low_cmd(cmd, self.motors)
             if problem is None:
                 sound, self._refusing = cmd, None
+                source = "motion service" if cmd.sample_info.publication_handle == self.motion.lowcmd_handle else "host"
+                if not self.command_sources or self.command_sources[-1][1] != source:
+                    self.command_sources.append((t, source))
                 continue
             self.board.stats.rx_errors += 1
             if problem != self._refusing:
@@ -183,7 +199,8 @@ class UnitreeLink:
 
 
 def link_from_args(args: argparse.Namespace) -> LinkFactory:
-    """The unitree link from `trot emulate` flags (`--domain_id`, default 0), with DDS kept on loopback."""
+    """The unitree link from `trot emulate` flags (`--domain_id`, default 0; `--motion_mode`), with DDS kept on
+    loopback."""
     from trot.deploy.ros2 import dds
     from trot.deploy.unitree.args import UNITREE_DOMAIN_ID
 
@@ -191,4 +208,5 @@ def link_from_args(args: argparse.Namespace) -> LinkFactory:
         dds.use_config(dds.loopback_config_xml())
         log.info("CYCLONEDDS_URI set to the loopback-only configuration (give `trot deploy` --dds_loopback)")
     domain = UNITREE_DOMAIN_ID if getattr(args, "domain_id", None) is None else args.domain_id
-    return unitree_link(domain)
+    mode = getattr(args, "motion_mode", "normal")
+    return unitree_link(domain, None if mode == "none" else mode)

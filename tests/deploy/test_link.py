@@ -102,6 +102,31 @@ def test_unitree_builds_from_its_flags_for_the_robot_and_repeats_them_for_the_un
     assert unit == ["--domain_id", "3", "--network_interface", "eth0"]
 
 
+def test_unitree_motion_service_flags_make_the_policy_refuse_what_does_not_go_together_and_reach_the_unit():
+    pytest.importorskip("cyclonedds")
+    from trot.deploy.unitree.motion import MotionPolicy
+
+    go2 = load_robot("go2")
+    base = ["deploy", "--bundle", "x.onnx", "--transport", "unitree"]
+    cases = {
+        (): MotionPolicy(check=True, release=False, restore=False),
+        ("--release_motion_service",): MotionPolicy(release=True),
+        ("--release_motion_service", "--restore_motion_service"): MotionPolicy(release=True, restore=True),
+        ("--no_motion_switcher",): MotionPolicy(check=False),
+    }
+    for flags, policy in cases.items():
+        assert build_transport(build_parser().parse_args([*base, *flags]), go2).motion == policy, flags
+    with pytest.raises(ValueError, match=r"^--restore_motion_service: only a mode trot released can be restored; "
+                                         r"expected --release_motion_service too$"):  # fmt: skip
+        build_transport(build_parser().parse_args([*base, "--restore_motion_service"]), go2)
+    with pytest.raises(ValueError, match=r"^--no_motion_switcher and --release_motion_service: expected one of them$"):
+        build_transport(build_parser().parse_args([*base, "--no_motion_switcher", "--release_motion_service"]), go2)
+    argv = ["flash", "x.onnx", "--target", "t", "--transport", "unitree", "--release_motion_service",
+            "--restore_motion_service"]  # fmt: skip
+    unit = TRANSPORTS["unitree"].unit_args(build_parser().parse_args(argv))
+    assert unit == ["--release_motion_service", "--restore_motion_service"]
+
+
 def test_the_help_lists_every_transport_and_its_flags(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["deploy", "--help"])

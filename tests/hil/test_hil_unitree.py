@@ -6,6 +6,8 @@ shipped Pupper policy against an emulated Pupper whose motors are addressed by L
 folder with `hardware.motor_id` = 0..11 and no CAN bus; the contract, and so the bundle's hash, unchanged);
 the Go2 itself soft-starts and stands under a random-weight Go2 bundle from a one-iteration training run.
 The bytes on the wire are checked against the independent encoding of the IDL in tests/unitree_idl.py.
+The robot's motion service: the emulator runs a mode and writes its own LowCmd where a test asks it to, and the
+deploy side refuses to start beside it, or lies the robot down and releases it, and selects it again.
 
 DDS stays on the loopback interface (the module's fixture sets CYCLONEDDS_URI to the loopback configuration;
 `trot deploy` gets `--dds_loopback`), on a DDS domain of this process's own (hil_timing.private_domain_id). On a
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -33,7 +37,7 @@ pytest.importorskip("cyclonedds")
 
 import hil_timing  # noqa: E402  (tests/hil/hil_timing.py)
 import hil_walk  # noqa: E402  (tests/hil/hil_walk.py)
-from unitree_idl import build, default_fields, low_cmd_fields, stamped, xcdr1_le  # noqa: E402
+from unitree_idl import build, default_fields, low_cmd_fields, request_fields, stamped, xcdr1_le  # noqa: E402
 
 from trot.deploy.bundle import load_bundle  # noqa: E402
 from trot.deploy.commands import ConstantCommand  # noqa: E402
@@ -42,8 +46,17 @@ from trot.deploy.loop import LoopConfig, run_loop  # noqa: E402
 from trot.deploy.ros2 import dds  # noqa: E402
 from trot.deploy.safety import SafetyLimits, tilt_deg  # noqa: E402
 from trot.deploy.telemetry import read_telemetry  # noqa: E402
-from trot.deploy.unitree import convert, msgs  # noqa: E402
+from trot.deploy.unitree import convert, motion, msgs  # noqa: E402
+from trot.deploy.unitree.api_msgs import (  # noqa: E402
+    Request_,
+    RequestIdentity_,
+    Response_,
+    ResponseHeader_,
+    ResponseStatus_,
+)
 from trot.deploy.unitree.channels import UnitreeNode  # noqa: E402
+from trot.deploy.unitree.motion import MotionPolicy, MotionSwitcher  # noqa: E402
+from trot.deploy.unitree.rpc import ApiError  # noqa: E402
 from trot.deploy.unitree.transport import UnitreeTransport, check_low_state  # noqa: E402
 from trot.hil.emulator import Emulator, EmulatorOptions  # noqa: E402
 from trot.hil.emulator.unitree_link import check_low_cmd, low_cmd_to_command, unitree_link  # noqa: E402
@@ -85,21 +98,25 @@ def pupper(tmp_path_factory) -> Path:
     shutil.copytree(load_robot("pupper_v3").folder, folder, ignore=shutil.ignore_patterns("policies"))
     toml = folder / "robot.toml"
     text = toml.read_text()
-    for old, new in (("can_bus = [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]\n", ""),
-                     ("motor_id = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]", f"motor_id = {list(range(12))}")):  # fmt: skip
-        assert old in text, f"test setup: {old!r} not in the Pupper's robot.toml"
-        text = text.replace(old, new)
+    text, buses = re.subn(r"^can_bus = \[[\d, ]+\]\n", "", text, flags=re.M)  # the CAN channels go
+    old = "motor_id = [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3]"
+    assert buses == 1 and old in text, "test setup: the Pupper's robot.toml has no can_bus line or per-bus motor ids"
+    text = text.replace(old, f"motor_id = {list(range(12))}")
     toml.write_text(text)
     robot = load_robot(folder)
     assert robot.contract_sha256() == load_robot("pupper_v3").contract_sha256()
     return folder
 
 
+NO_SWITCHER = MotionPolicy(check=False)  # for a bare DDS peer standing in for the robot: nothing serves the calls
+
+
 @contextmanager
-def emulator(robot, start_physics: bool = True, **options):
-    """An emulator on the unitree link, its physics in a thread; always stopped and closed."""
+def emulator(robot, start_physics: bool = True, motion_mode: str | None = None, **options):
+    """An emulator on the unitree link, its physics in a thread, its motion service in `motion_mode`; always stopped
+    and closed."""
     emu = Emulator(robot, EmulatorOptions(fault_clock="session", state_rate_hz=STATE_RATE_HZ, **options),
-                   unitree_link(DOMAIN_ID))  # fmt: skip
+                   unitree_link(DOMAIN_ID, motion_mode))  # fmt: skip
     LAST["emulator"] = emu.stats
     thread = threading.Thread(target=emu.run, name="emulator", daemon=True)
     try:
@@ -114,8 +131,8 @@ def emulator(robot, start_physics: bool = True, **options):
         emu.close()
 
 
-def transport(robot) -> UnitreeTransport:
-    return UnitreeTransport(convert.MotorMap.from_robot(robot), DOMAIN_ID)
+def transport(robot, motion_policy: MotionPolicy | None = None) -> UnitreeTransport:
+    return UnitreeTransport(convert.MotorMap.from_robot(robot), DOMAIN_ID, motion_policy)
 
 
 def take_raw(reader, timeout_s: float = 2.0) -> list[bytes]:
@@ -151,10 +168,11 @@ def publishing(writer, msg, period_s: float = 0.005):
         thread.join()
 
 
-def deploy(bundle, robot, tmp_path, duration=2.0, limits=FAST):
-    """Run the loop in this thread over the unitree transport; the result and the telemetry, checked complete."""
+def deploy(bundle, robot, tmp_path, duration=2.0, limits=FAST, link=None):
+    """Run the loop in this thread over the unitree transport (`link`, default: a new one that checks the motion
+    service); the result and the telemetry, checked complete."""
     path = tmp_path / "telemetry.jsonl"
-    result = run_loop(bundle, robot, transport(robot), ConstantCommand((0.0, 0.0, 0.0)), path, limits,
+    result = run_loop(bundle, robot, link or transport(robot), ConstantCommand((0.0, 0.0, 0.0)), path, limits,
                       LoopConfig(duration_s=duration))  # fmt: skip
     tel = LAST["tel"] = read_telemetry(path)
     assert tel.complete and len(tel.ticks) == result.summary["ticks"]
@@ -203,7 +221,7 @@ def test_the_registrys_unitree_entry_builds_from_its_flags_or_says_why_not(puppe
 
 
 def test_no_lowstate_is_a_refusal_naming_the_topic_and_domain():
-    link = transport(GO2)
+    link = transport(GO2, NO_SWITCHER)
     try:
         expected = rf"no sound LowState on rt/lowstate within 0\.3 s in DDS domain {DOMAIN_ID} "
         with pytest.raises(TransportError, match=expected):
@@ -227,7 +245,7 @@ def test_lowcmd_wire_bytes_equal_the_independent_encoding_of_the_idl():
                                         np.zeros(12), [1, 0, 0, 0], [0] * 3, [0, 0, 9.81], tick=1)  # fmt: skip
     with UnitreeNode(DOMAIN_ID) as robot, publishing(robot.writer(msgs.LOWSTATE_TOPIC), state):
         lowcmd = robot.reader(msgs.LOWCMD_TOPIC)
-        link = transport(GO2)
+        link = transport(GO2, NO_SWITCHER)
         try:
             link.open(3.0)
             for mode, gains_kp, gains_kd, (want_kp, want_kd) in cases:
@@ -259,7 +277,7 @@ def test_lowstate_with_a_wrong_crc_or_size_is_refused_naming_the_field():
     logging.getLogger("trot.deploy").addHandler(handler)
     with UnitreeNode(DOMAIN_ID) as robot:
         writer = robot.writer(msgs.LOWSTATE_TOPIC)
-        link = transport(GO2)
+        link = transport(GO2, NO_SWITCHER)
         try:
             with publishing(writer, sound):
                 link.open(3.0)
@@ -372,6 +390,194 @@ def test_a_silent_robot_is_stale_within_the_bound(tiny_bundle, pupper, tmp_path)
     tick = tel.ticks[fault["tick"]]
     assert tick["age_ms"] > bound_ms and tel.ticks[fault["tick"] - 1]["age_ms"] <= bound_ms
     assert tick["age_ms"] <= bound_ms + 1e3 * (robot.control_dt + SLACK_S)
+
+
+# ---- the motion service -------------------------------------------------------------------------
+
+
+def sources(emu) -> list[str]:
+    """Who wrote the LowCmds the emulated robot took, in turn: 'motion service' (its own) or 'host'."""
+    return [source for _, source in emu.link.command_sources]
+
+
+@contextmanager
+def heights(emu):
+    """The base height (emulator time, m) every 50 ms from a thread, for the length of the block."""
+    out, stop = [], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            out.append((time.monotonic() - emu.board.t0, emu.ground_truth()["base_pos"][2]))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield out
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_trot_emulate_runs_the_mode_its_flag_names_normal_by_default():
+    from trot.cli import build_parser
+    from trot.hil.emulator.unitree_link import link_from_args
+
+    modes = {}
+    for flags in ([], ["--motion_mode", "ai"], ["--motion_mode", "none"]):
+        args = build_parser().parse_args(["emulate", "--transport", "unitree", *flags])
+        modes[tuple(flags)] = link_from_args(args).keywords["motion_mode"]
+    assert modes == {(): "normal", ("--motion_mode", "ai"): "ai", ("--motion_mode", "none"): None}
+    bogus = link_from_args(build_parser().parse_args(["emulate", "--transport", "unitree", "--motion_mode", "sport"]))
+    with pytest.raises(ValueError, match=r"^motion mode 'sport': expected one of normal, ai, advanced, or none$"):
+        Emulator(GO2, EmulatorOptions(), bogus)
+
+
+def test_a_call_takes_the_response_with_its_own_id_and_checks_it(monkeypatch):
+    """Against a hand-made service: a response to another id is skipped, the one with the request's id is taken;
+    a wrong api_id or a non-zero status is a refusal naming it. The request on the wire is the IDL's bytes."""
+    monkeypatch.setattr(motion, "RPC_TIMEOUT_S", 2.0)
+    answers = iter([
+        [(1, 1001, 0, '{"form": "0", "name": "ai"}'), (0, 1001, 0, '{"form": "0", "name": "normal"}')],
+        [(0, 1002, 0, "")],  # a CheckMode answered as SelectMode
+        [(0, 1003, 7002, "")],  # ReleaseMode refused: switcher busy
+    ])  # fmt: skip
+    with UnitreeNode(DOMAIN_ID) as robot, UnitreeNode(DOMAIN_ID) as host:
+        requests, responses = robot.server_endpoints(motion.MOTION_SWITCHER)
+        raw = robot._rpc_reader("rt/api/motion_switcher/request", Request_)
+        stop = threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                for request in requests.take(N=8):
+                    for offset, api_id, code, data in next(answers, []):
+                        header = ResponseHeader_(RequestIdentity_(request.header.identity.id + offset, api_id),
+                                                 ResponseStatus_(code))  # fmt: skip
+                        responses.write(Response_(header=header, data=data, binary=[]))
+                time.sleep(0.002)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            switcher = MotionSwitcher(host)
+            assert switcher.check_mode() == motion.Mode("normal", "0")
+            (wire,) = take_raw(raw)
+            request_id = struct.unpack_from("<q", wire, 4)[0]
+            assert wire == xcdr1_le("Request_", request_fields(request_id, 1001, "{}"))
+            with pytest.raises(ApiError, match=r"^motion_switcher CheckMode \(api_id 1001\): the response to request "
+                                               r"\d+ names api_id 1002$"):  # fmt: skip
+                switcher.check_mode()
+            with pytest.raises(ApiError, match=r"ReleaseMode \(api_id 1003\): refused with status 7002 \(switcher "
+                                               r"is busy\)$") as refused:  # fmt: skip
+                switcher.release_mode()
+            assert refused.value.code == 7002
+        finally:
+            stop.set()
+            thread.join()
+
+
+def test_no_motion_switcher_is_a_refusal_naming_the_topics_and_the_flag(monkeypatch):
+    """A peer that streams LowState but serves no motion switcher (unitree_mujoco): the check can't be made."""
+    monkeypatch.setattr(motion, "RPC_TIMEOUT_S", 0.5)
+    state = convert.arrays_to_low_state(convert.MotorMap.from_robot(GO2), GO2.default_joint_pos, np.zeros(12),
+                                        np.zeros(12), [1, 0, 0, 0], [0] * 3, [0, 0, 9.81])  # fmt: skip
+    with UnitreeNode(DOMAIN_ID) as robot, publishing(robot.writer(msgs.LOWSTATE_TOPIC), state):
+        link = transport(GO2)
+        try:
+            with pytest.raises(TransportError) as refused:
+                link.open(3.0)
+        finally:
+            link.close()
+    assert str(refused.value) == (
+        "motion service: motion_switcher CheckMode (api_id 1001): no reader of rt/api/motion_switcher/request and "
+        f"no writer of rt/api/motion_switcher/response within 0.5 s in DDS domain {DOMAIN_ID}: nothing on this "
+        "domain and network interface serves Unitree's 'motion_switcher' service (trot asks the robot's motion "
+        "switcher before its first LowCmd; for a peer without one, such as unitree_mujoco, pass --no_motion_switcher)"
+    )
+
+
+@contended
+def test_deploy_refuses_while_a_motion_mode_is_active_naming_it(tiny_bundle, pupper, tmp_path):
+    """The robot boots in 'normal' and its service writes its own LowCmd: without --release_motion_service the
+    deploy side refuses before its first LowCmd, naming the mode, and the robot's service goes on undisturbed."""
+    robot = load_robot(pupper)
+    with emulator(robot, motion_mode="normal") as emu:
+        result, tel = deploy(load_bundle(tiny_bundle), robot, tmp_path)
+        time.sleep(3 * robot.control_dt)  # the service's LowCmds go on after the refusal
+        calls = [(c.service, c.api_id) for c in emu.link.motion.calls]
+        mode, taken = emu.link.motion.mode, sources(emu)
+    assert result.exit_code == 2 and tel.summary["ticks"] == 0
+    (refusal,) = [tr for tr in tel.transitions if tr["cause"] == "refused"]
+    assert refusal["line"] == (
+        "HANDSHAKE -> DONE: refused: the robot's motion service is active: CheckMode names mode 'normal' (Unitree's "
+        "sport_mode, form '0'), which writes its own rt/lowcmd; trot does not start beside it. Pass "
+        "--release_motion_service to have trot lie the robot down (StandDown) and release the mode (ReleaseMode), or "
+        "release it with Unitree's app or SDK"
+    )
+    assert calls == [("motion_switcher", 1001)] and mode == "normal"
+    assert taken == ["motion service"]  # not one LowCmd from the host
+
+
+@contended
+def test_release_lies_the_robot_down_then_trots_lowcmd_takes_over(tiny_bundle, pupper, tmp_path):
+    """With the release: StandDown, the robot lies down and is still, ReleaseMode; the service's own LowCmd stops
+    and from then on the robot takes the host's alone. Restoring is refused after a fault, done after a clean run."""
+    robot = load_robot(pupper)
+    link = transport(robot, MotionPolicy(release=True, restore=True))
+    with emulator(robot, motion_mode="normal") as emu, heights(emu) as height:
+        result, tel = deploy(load_bundle(tiny_bundle), robot, tmp_path, duration=1.0, link=link)
+        calls = list(emu.link.motion.calls)
+        during, mode_after = list(emu.link.command_sources), emu.link.motion.mode
+        after_fault = link.hand_back(clean=False)
+        still_released = emu.link.motion.mode
+        restored = link.hand_back(clean=True)
+        time.sleep(3 * robot.control_dt)
+        mode_restored, taken = emu.link.motion.mode, sources(emu)
+    assert result.exit_code == 0 and tel.summary["end_state"] == "DONE", tel.transitions
+    assert [(c.service, c.api_id, c.code) for c in calls] == [
+        ("motion_switcher", 1001, 0), ("sport", 1005, 0), ("motion_switcher", 1003, 0), ("motion_switcher", 1001, 0)
+    ]  # fmt: skip
+    stand_down, release = calls[1].t, calls[2].t
+    assert release - stand_down >= motion.STAND_DOWN_MIN_S + motion.STILL_S
+    standing = [h for t, h in height if t < stand_down]
+    lying = [h for t, h in height if t <= release][-1]
+    print(f"Pupper base height: {min(standing):.3f} m standing, {lying:.3f} m when released "
+          f"{release - stand_down:.2f} s after StandDown")  # fmt: skip
+    assert lying < 0.5 * min(standing)
+    (host_from,) = [t for t, source in during if source == "host"]
+    assert [source for _, source in during] == ["motion service", "host"] and host_from > release
+    assert mode_after == "" and still_released == ""
+    assert after_fault == (
+        "motion service: mode 'normal' stays released after a fault, an e-stop or a forced exit; give it back with "
+        "Unitree's app or SDK (MotionSwitcherClient SelectMode 'normal'), or restart the robot"
+    )
+    assert restored == (
+        "motion service: mode 'normal' (Unitree's sport_mode, form '0') selected again (SelectMode, then CheckMode)"
+    )
+    assert mode_restored == "normal" and taken == ["motion service", "host", "motion service"]
+
+
+@contended
+def test_trot_deploy_refuses_with_exit_2_then_releases_and_restores_with_the_flags(tiny_bundle, pupper, tmp_path):
+    """`trot deploy --transport unitree` on the command line: refused beside an active mode (exit 2, the reason on
+    stderr); with --release_motion_service --restore_motion_service it runs, and gives the mode back at exit."""
+    base = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--bundle", tiny_bundle, "--robot", pupper,
+            "--transport", "unitree", "--domain_id", DOMAIN_ID, "--dds_loopback", "--duration", 1.0,
+            "--soft_start_s", 0.3, "--fade_in_s", 0.3]  # fmt: skip
+    with emulator(load_robot(pupper), motion_mode="normal") as emu:
+        refused = subprocess.run(list(map(str, [*base, "--telemetry", tmp_path / "refused.jsonl"])),
+                                 capture_output=True, text=True, timeout=120)  # fmt: skip
+        run = subprocess.run(list(map(str, [*base, "--telemetry", tmp_path / "run.jsonl", "--release_motion_service",
+                                            "--restore_motion_service"])),
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        time.sleep(0.1)
+        mode, taken = emu.link.motion.mode, sources(emu)
+    LAST["tel"] = read_telemetry(tmp_path / "run.jsonl")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "refused: the robot's motion service is active: CheckMode names mode 'normal'" in refused.stderr
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "trot deploy: motion service: mode 'normal' (Unitree's sport_mode, form '0') selected again" in run.stdout
+    assert mode == "normal" and taken == ["motion service", "host", "motion service"]
 
 
 # ---- walking and standing -----------------------------------------------------------------------
