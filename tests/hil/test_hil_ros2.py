@@ -375,6 +375,25 @@ def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_p
     assert [mode for _, mode in emu.link.command_modes][-2:] == ["POSITION", "DAMPING"]  # applied by the robot
 
 
+@contended
+def test_an_imu_repeating_its_stamp_is_no_news_and_the_loop_damps_as_if_it_stopped(bundle, topics, tmp_path):
+    """The emulator's IMU repeats its last message, stamp and all (a driver republishing stale data): those repeats
+    must not count as fresh (ROS2.md, "What counts as a fresh sensor message"), so the State goes stale and the
+    loop damps within the stale bound, while JointState keeps coming."""
+    with emulator(topics, freeze_imu_at=FAULT_AT) as emu:
+        result, tel = deploy(bundle, topics, tmp_path)
+        assert emu.stats.states_sent > 0
+    fault = only_fault(tel, "stale")
+    tick = tel.ticks[fault["tick"]]
+    bound_ms = 1e3 * FAST.stale_periods * DT
+    assert bound_ms < tick["age_ms"] <= bound_ms + 1e3 * (DT + SLACK_S)
+    quiet = tel.ticks[fault["tick"] - 1 : fault["tick"] + 1]
+    # The Imu still arrived, every one a repeat; the joints were news.
+    assert all("Imu repeated" in t["frames"] and "Imu" not in t["frames"] and "JointState" in t["frames"]
+               for t in quiet), [t["frames"] for t in quiet]  # fmt: skip
+    print(f"frozen Imu stamp: damped at State age {tick['age_ms']:.0f} ms (bound {bound_ms + 1e3 * DT:.0f} ms)")
+
+
 def deploy_args(backend: str) -> list[str]:
     """The flags that pick the deploy side's middleware; rclpy's also keep Fast DDS on loopback."""
     return ["--ros2_backend", backend] + (["--dds_loopback"] if backend == "rclpy" else [])
