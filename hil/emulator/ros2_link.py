@@ -66,13 +66,9 @@ class Ros2EmulatorOptions:
 def ros2_link(ros2: Ros2EmulatorOptions | None = None, backend: str = "dds") -> LinkFactory:
     """The link factory for `Emulator(robot, options, link=...)`: this robot over ROS 2, through raw Cyclone DDS
     (`backend` "dds") or rclpy ("rclpy": the robot's drivers as a stock ROS 2 robot runs them)."""
-    if backend == "rclpy":
-        from trot.hil.emulator.ros2_rclpy_link import RclpyRos2Link
-
-        return functools.partial(RclpyRos2Link, ros2=ros2 or Ros2EmulatorOptions())
-    if backend != "dds":
+    if backend not in ("dds", "rclpy"):
         raise ValueError(f"emulator ROS 2 backend {backend!r}; expected dds or rclpy")
-    return functools.partial(Ros2Link, ros2=ros2 or Ros2EmulatorOptions())
+    return functools.partial(Ros2Link, ros2=ros2 or Ros2EmulatorOptions(), backend=backend)
 
 
 class Ros2Link:
@@ -80,12 +76,13 @@ class Ros2Link:
 
     label = ""
 
-    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, ros2: Ros2EmulatorOptions):
+    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, ros2: Ros2EmulatorOptions,
+                 backend: str = "dds"):  # fmt: skip
         serial_only = [name for name, used in (("corrupt", options.corrupt > 0), ("link", options.link is not None))
                        if used]  # fmt: skip
         if serial_only:
             raise ValueError(f"EmulatorOptions {', '.join(serial_only)}: serial link only, no meaning over ROS 2")
-        self.robot, self.options, self.board, self.ros2 = robot, options, board, ros2
+        self.robot, self.options, self.board, self.ros2, self.backend = robot, options, board, ros2, backend
         n = robot.num_joints
         self.port: str | None = None
         self._gains = (np.full(n, robot.kp), np.full(n, robot.kd))  # until a joint_gains message says otherwise
@@ -112,9 +109,13 @@ class Ros2Link:
         return self.port
 
     def _connect(self) -> None:
-        """The middleware: raw Cyclone DDS here (`ros2_rclpy_link.RclpyRos2Link` replaces this, `_take` and
-        `disconnect`): `_node`, `_types`, `_writers` (imu, joint_states, estop) and `_readers` (command,
-        joint_gains, estop)."""
+        """The middleware: `_node`, `_types`, `_writers` (imu, joint_states, estop) and `_readers` (command,
+        joint_gains, estop), through raw Cyclone DDS or (`backend` "rclpy") `ros2_rclpy_link`."""
+        if self.backend == "rclpy":
+            from trot.hil.emulator.ros2_rclpy_link import connect_rclpy
+
+            self._take = connect_rclpy(self)  # its subscriptions' inboxes replace the DDS readers' take
+            return
         from trot.deploy.ros2 import dds, msgs
 
         self._types = msgs.IDL_TYPES
