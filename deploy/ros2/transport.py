@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import math
 import threading
 import time
@@ -441,7 +442,10 @@ def make_ros2_transport(backend: str = "auto", **kwargs) -> Ros2Transport:
         raise ValueError(f"ROS 2 backend {backend!r}; expected auto, rclpy or dds")
     # Installed is not enough: rclpy's C extension needs its ROS libraries on the loader path (a sourced ROS 2, or
     # the ROS 2 wheels' own start-up hook), so "auto" takes rclpy only where it imports.
-    rclpy_problem = import_problem() if backend != "dds" and importlib.util.find_spec("rclpy") else "not installed"
+    installed = importlib.util.find_spec("rclpy") is not None
+    rclpy_problem = import_problem() if backend != "dds" and installed else "not installed"
+    if backend == "auto" and installed and rclpy_problem is not None:
+        logging.getLogger(__name__).warning("rclpy is installed but does not import (%s): raw DDS", rclpy_problem)
     if backend == "rclpy" or (backend == "auto" and rclpy_problem is None):
         if rclpy_problem is not None:
             raise ValueError(

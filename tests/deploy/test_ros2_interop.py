@@ -11,6 +11,7 @@ addresses (seen in a Cyclone DDS observer's trace) 127.0.0.1 only. rclpy cases s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -156,3 +157,21 @@ def test_the_interop_fragment_joins_any_cyclonedds_uri_and_cyclone_applies_it(tm
     applied = (tmp_path / "dds.log").read_text()
     assert f"Domain/Compatibility/IgnoreTypeInformation/#text: {xtypes.EPROSIMA_VENDOR_ID}" in applied
     assert dds.loopback_trace_problems(applied) == []
+
+
+def test_auto_takes_rclpy_only_where_it_imports_and_rclpy_asked_for_names_why_not(monkeypatch):
+    """An rclpy that is installed but whose libraries do not load (a ROS 2 not sourced, wheels seen from another
+    environment) must not be picked by `auto`: the transport would fail at open, on a robot, for nothing."""
+    from trot.deploy.ros2 import rclpy_node
+    from trot.deploy.ros2.transport import RclpyTransport, Ros2Transport, make_ros2_transport
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "rclpy" else find_spec(name))
+    problem = "ImportError: librcl_action.so: cannot open shared object file"
+    monkeypatch.setattr(rclpy_node, "import_problem", lambda: problem)
+    assert type(make_ros2_transport("auto", joint_names=["a"], domain_id=1)) is Ros2Transport
+    with pytest.raises(ValueError, match=r"--ros2_backend rclpy: rclpy does not import \(ImportError: librcl_action"):
+        make_ros2_transport("rclpy", joint_names=["a"], domain_id=1)
+    monkeypatch.setattr(rclpy_node, "import_problem", lambda: None)
+    assert type(make_ros2_transport("auto", joint_names=["a"], domain_id=1)) is RclpyTransport  # not connected yet
+    assert type(make_ros2_transport("dds", joint_names=["a"], domain_id=1)) is Ros2Transport
