@@ -99,7 +99,7 @@ def robot(spec: dict) -> dict:
     got: dict[str, list] = {}
     deadline = time.monotonic() + spec["timeout_s"]
     # Its own latched true comes back to it (a node hears its own publications): trot's is the second.
-    while time.monotonic() < deadline and not ("joint_gains" in got and "diagnostics" in got and
+    while time.monotonic() < deadline and not (got.get("joint_gains") and got.get("diagnostics") and
                                                sum(m.data for m in got.get("estop", [])) >= 2):  # fmt: skip
         stamp = time.time()
         shuffled = [[values[i] for i in order] for values in (joints, spec["pos"], spec["vel"], spec["eff"])]
