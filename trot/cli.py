@@ -52,6 +52,9 @@ def _bench(p: argparse.ArgumentParser) -> None:
     from trot.hil.bench_deploy import add_bench_args  # argparse; PyBullet only when it runs
 
     add_bench_args(sub.add_parser("deploy", help="deploy loop timing against the emulator, serial link budget"))
+    from trot.hil.bench_ros2 import add_bench_args as add_bench_ros2_args  # argparse only until it runs
+
+    add_bench_ros2_args(sub.add_parser("ros2", help="ROS 2 rate and latency, raw Cyclone DDS and rclpy, each way"))
     from trot.deploy.fuzz import add_fuzz_args  # argparse only until it runs
 
     add_fuzz_args(sub.add_parser("fuzz", help="mutated frames through the serial decoder: frames/s, what it refused"))
@@ -70,6 +73,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from trot.hil.bench_deploy import run_bench as run_bench_deploy
 
         return run_bench_deploy(args)
+    if args.what == "ros2":
+        from trot.hil.bench_ros2 import run_bench as run_bench_ros2
+
+        return run_bench_ros2(args)
     from trot.sim.bench import run_bench_sim
 
     return run_bench_sim(args)

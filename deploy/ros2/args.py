@@ -103,7 +103,8 @@ def add_deploy_ros2_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument(
         "--dds_loopback",
         action="store_true",
-        help="CYCLONEDDS_URI = the loopback-only configuration, as `trot emulate` uses over DDS (ros2, unitree)",
+        help="keep DDS on the loopback interface, as `trot emulate` does: CYCLONEDDS_URI = the loopback-only "
+        "configuration (ros2, unitree); for rclpy on Fast DDS also the loopback profile (deploy/ROS2.md)",
     )
     p.add_argument(
         "--cmd_vel_timeout_s", type=float, default=0.5, help="cmd_vel: zero command after this long without a Twist"
@@ -120,10 +121,12 @@ def transport_from_args(args: argparse.Namespace, robot):
         raise ValueError(f"--cmd_vel_timeout_s {args.cmd_vel_timeout_s}: expected > 0")
     profile = profile_from_args(args, robot)
     topics = topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, profile.topics)
-    if args.dds_loopback:  # before any participant exists; rclpy reads it too (rmw_cyclonedds_cpp)
+    if args.dds_loopback:  # before any participant exists: Cyclone DDS (raw, or rmw_cyclonedds_cpp) and Fast DDS
+        from trot.deploy.ros2 import fastdds
         from trot.deploy.ros2.dds import loopback_config_xml, use_config
 
         use_config(loopback_config_xml())
+        fastdds.use_loopback()
     try:
         return make_profiled_transport(
             args.ros2_backend,

@@ -24,7 +24,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
-from trot.deploy.ros2 import typehash
+from trot.deploy.ros2 import typehash, xtypes
 from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
 
 LOOPBACK_INTERFACE = "lo"
@@ -144,6 +144,7 @@ class DdsNode:
     def __init__(self, topics: Ros2Topics | None = None, domain_id: int | None = None):
         self.topics = topics or Ros2Topics()
         self.domain_id = domain_id_from_env() if domain_id is None else domain_id
+        xtypes.use_interop()  # Fast DDS peers' type information is ignored: they match by type name (xtypes.py)
         self.participant = DomainParticipant(self.domain_id)
         self._topics: dict[str, Topic] = {}
 
@@ -184,11 +185,35 @@ def take_latest(reader: DataReader, max_samples: int = 64) -> Any | None:
 
 
 def _config_elements(uri: str) -> list[ET.Element]:
-    """The top-level configuration elements of a CYCLONEDDS_URI: inline XML, or comma-separated
-    file paths (optionally file://)."""
-    if uri.lstrip().startswith("<"):
-        roots = [ET.fromstring(uri)]
-    else:
-        roots = [ET.parse(p.strip().removeprefix("file://")).getroot() for p in uri.split(",") if p.strip()]
+    """The top-level configuration elements of a CYCLONEDDS_URI: comma-separated inline XML fragments and file
+    paths (optionally file://), as Cyclone DDS reads it."""
+    roots = [
+        ET.fromstring(item) if item.startswith("<") else ET.parse(item.removeprefix("file://")).getroot()
+        for item in uri_items(uri)
+    ]
     # Cyclone accepts a bare <Domain> or section as well as a full <CycloneDDS> document.
     return [child for root in roots for child in (root if root.tag.endswith("CycloneDDS") else [root])]
+
+
+def uri_items(uri: str) -> list[str]:
+    """The items of a CYCLONEDDS_URI in order: each inline XML fragment whole (commas inside it included), each
+    file path stripped."""
+    items, rest = [], uri.strip()
+    while rest:
+        if rest.startswith("<"):
+            tag = re.match(r"<\s*([\w:.-]+)[^>]*?(/?)>", rest)
+            if tag and tag.group(2):  # a self-closing root: the fragment ends with its tag
+                close, end = ">", tag.end() - 1
+            else:
+                close = f"</{tag.group(1)}>" if tag else ">"
+                end = rest.find(close)
+            if end < 0:
+                raise ValueError(f"CYCLONEDDS_URI: the XML fragment {rest[:60]!r}... has no closing {close}")
+            items.append(rest[: end + len(close)])
+            rest = rest[end + len(close) :].lstrip().removeprefix(",").strip()
+        else:
+            item, _, rest = rest.partition(",")
+            if item.strip():
+                items.append(item.strip())
+            rest = rest.strip()
+    return items

@@ -9,8 +9,8 @@ machine and the loop's timing) at `diagnostics_period_s` and at every state chan
 `Ros2Transport` speaks raw Cyclone DDS (`dds.DdsNode`). `RclpyTransport` replaces its three middleware
 hooks (`_connect`, `_publish`, `_disconnect`) with rclpy and is what `make_ros2_transport`
 picks when rclpy imports; everything else (conversion, names, QoS, staleness, e-stop, gains,
-diagnostics) is this module's shared code. The rclpy variant is untested here (rclpy is not
-installable in the test environment); the DDS one is tested end to end against the emulator.
+diagnostics) is this module's shared code. Both are tested end to end, against each other and against the
+emulator on either middleware (tests/deploy/test_ros2_interop.py, tests/hil/test_hil_ros2.py).
 
 ROS 2 has no handshake, sequence numbers or CRC; how the loop's checks that relied on them map is in
 ROS2.md, "Safety over ROS 2". In short: `open` waits for the first Imu and JointState (names checked
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import math
 import threading
 import time
@@ -37,7 +38,7 @@ import numpy as np
 from trot.deploy.commands import BaseCommand
 from trot.deploy.link import ControlMode, Poll, Sample, StatusFlags, TransportError
 from trot.deploy.ros2 import convert
-from trot.deploy.ros2.topics import QosProfile, Ros2Topics, domain_id_from_env
+from trot.deploy.ros2.topics import Ros2Topics, domain_id_from_env
 
 # The message type (a `convert.MessageTypes` field) of each topic.
 TOPIC_TYPES = {
@@ -408,78 +409,49 @@ class CmdVelCommand(BaseCommand):
 # ---- rclpy ---------------------------------------------------------------------------------------
 
 
-def rclpy_qos(profile: QosProfile):
-    """The rclpy QoSProfile of a profile (keep-last history)."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=profile.depth,
-        reliability=ReliabilityPolicy.RELIABLE if profile.reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
-        durability=(
-            DurabilityPolicy.TRANSIENT_LOCAL if profile.durability == "transient_local" else DurabilityPolicy.VOLATILE
-        ),
-    )
-
-
 class RclpyTransport(Ros2Transport):
-    """The same transport through rclpy (a sourced ROS 2): subscriptions fill the inbox from an executor
-    thread, stamping each message as it arrives. Untested here: rclpy is not installable in the test
-    environment."""
+    """The same transport through rclpy (a sourced ROS 2, or the ROS 2 wheels of `trot[ros2-rclpy]`): subscriptions
+    fill the inbox from an executor thread (`rclpy_node.RclpyNode`), stamping each message as it arrives."""
 
     backend = "rclpy"
 
     def _connect(self) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
-
         from trot.deploy.ros2.rclpy_msgs import rclpy_message_types
+        from trot.deploy.ros2.rclpy_node import RclpyNode
 
         self.types = rclpy_message_types()
-        self._context = rclpy.Context()
-        # The deploy CLI handles SIGINT/SIGTERM itself (damp, then exit): rclpy must not take them.
-        rclpy.init(context=self._context, domain_id=self.domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self._node = rclpy.create_node("trot_deploy", context=self._context)
+        self._node = RclpyNode("trot_deploy", self.topics, self.domain_id)
         for topic in SUBSCRIBED:
-            self._node.create_subscription(
-                self._type(topic),
-                self.topics.ros_name(topic),
-                partial(self._on_message, topic),
-                rclpy_qos(self.topics.qos(topic)),
-            )
-        self._publishers = {
-            topic: self._node.create_publisher(
-                self._type(topic), self.topics.ros_name(topic), rclpy_qos(self.topics.qos(topic))
-            )
-            for topic in PUBLISHED
-        }
-        self._executor = SingleThreadedExecutor(context=self._context)
-        self._executor.add_node(self._node)
-        self._spin = threading.Thread(target=self._executor.spin, name="trot-rclpy", daemon=True)
-        self._spin.start()
+            self._node.subscribe(topic, self._type(topic), partial(self._on_message, topic))
+        self._publishers = {topic: self._node.publisher(topic, self._type(topic)) for topic in PUBLISHED}
+        self._node.start()
 
     def _publish(self, topic: str, msg: Any) -> None:
         self._publishers[topic].publish(msg)
 
     def _disconnect(self) -> None:
-        import rclpy
-
-        self._executor.shutdown()
-        self._node.destroy_node()
-        rclpy.shutdown(context=self._context)
-        self._spin.join(timeout=1.0)
+        self._node.close()
 
 
 def make_ros2_transport(backend: str = "auto", **kwargs) -> Ros2Transport:
     """`RclpyTransport` where rclpy imports (backend "auto" or "rclpy"), else `Ros2Transport` over Cyclone
     DDS; ValueError saying what to install when the backend asked for is missing."""
+    from trot.deploy.ros2.rclpy_node import import_problem
+
     if backend not in ("auto", "rclpy", "dds"):
         raise ValueError(f"ROS 2 backend {backend!r}; expected auto, rclpy or dds")
-    has_rclpy = importlib.util.find_spec("rclpy") is not None
-    if backend == "rclpy" or (backend == "auto" and has_rclpy):
-        if not has_rclpy:
-            raise ValueError("--ros2_backend rclpy: rclpy does not import (source a ROS 2 installation first)")
+    # Installed is not enough: rclpy's C extension needs its ROS libraries on the loader path (a sourced ROS 2, or
+    # the ROS 2 wheels' own start-up hook), so "auto" takes rclpy only where it imports.
+    installed = importlib.util.find_spec("rclpy") is not None
+    rclpy_problem = import_problem() if backend != "dds" and installed else "not installed"
+    if backend == "auto" and installed and rclpy_problem is not None:
+        logging.getLogger(__name__).warning("rclpy is installed but does not import (%s): raw DDS", rclpy_problem)
+    if backend == "rclpy" or (backend == "auto" and rclpy_problem is None):
+        if rclpy_problem is not None:
+            raise ValueError(
+                f"--ros2_backend rclpy: rclpy does not import ({rclpy_problem}); source a ROS 2 installation, or "
+                "pip install 'trot[ros2-rclpy]' into this Python's own environment"
+            )
         return RclpyTransport(**kwargs)
     if importlib.util.find_spec("cyclonedds") is None:
         raise ValueError(

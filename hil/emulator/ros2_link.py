@@ -63,9 +63,12 @@ class Ros2EmulatorOptions:
             )
 
 
-def ros2_link(ros2: Ros2EmulatorOptions | None = None) -> LinkFactory:
-    """The link factory for `Emulator(robot, options, link=...)`: this robot over ROS 2."""
-    return functools.partial(Ros2Link, ros2=ros2 or Ros2EmulatorOptions())
+def ros2_link(ros2: Ros2EmulatorOptions | None = None, backend: str = "dds") -> LinkFactory:
+    """The link factory for `Emulator(robot, options, link=...)`: this robot over ROS 2, through raw Cyclone DDS
+    (`backend` "dds") or rclpy ("rclpy": the robot's drivers as a stock ROS 2 robot runs them)."""
+    if backend not in ("dds", "rclpy"):
+        raise ValueError(f"emulator ROS 2 backend {backend!r}; expected dds or rclpy")
+    return functools.partial(Ros2Link, ros2=ros2 or Ros2EmulatorOptions(), backend=backend)
 
 
 class Ros2Link:
@@ -73,12 +76,13 @@ class Ros2Link:
 
     label = ""
 
-    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, ros2: Ros2EmulatorOptions):
+    def __init__(self, robot: Robot, options: EmulatorOptions, board: Board, ros2: Ros2EmulatorOptions,
+                 backend: str = "dds"):  # fmt: skip
         serial_only = [name for name, used in (("corrupt", options.corrupt > 0), ("link", options.link is not None))
                        if used]  # fmt: skip
         if serial_only:
             raise ValueError(f"EmulatorOptions {', '.join(serial_only)}: serial link only, no meaning over ROS 2")
-        self.robot, self.options, self.board, self.ros2 = robot, options, board, ros2
+        self.robot, self.options, self.board, self.ros2, self.backend = robot, options, board, ros2, backend
         n = robot.num_joints
         self.port: str | None = None
         self._gains = (np.full(n, robot.kp), np.full(n, robot.kd))  # until a joint_gains message says otherwise
@@ -95,6 +99,23 @@ class Ros2Link:
 
     def open(self) -> str:
         """Join the ROS 2 graph; return what it publishes and takes, for people."""
+        self._connect()
+        name, command = self.ros2.topics.ros_name, self.ros2.command_topic
+        rate = 1.0 / self.robot.physics_dt if self.options.state_rate_hz is None else self.options.state_rate_hz
+        self.port = (
+            f"ros2 domain {self._node.domain_id}: publishing {name('imu')} and {name('joint_states')} at {rate:g} Hz, "
+            f"commands from {name(command)} with gains from {name('joint_gains')}"
+        )
+        return self.port
+
+    def _connect(self) -> None:
+        """The middleware: `_node`, `_types`, `_writers` (imu, joint_states, estop) and `_readers` (command,
+        joint_gains, estop), through raw Cyclone DDS or (`backend` "rclpy") `ros2_rclpy_link`."""
+        if self.backend == "rclpy":
+            from trot.hil.emulator.ros2_rclpy_link import connect_rclpy
+
+            self._take = connect_rclpy(self)  # its subscriptions' inboxes replace the DDS readers' take
+            return
         from trot.deploy.ros2 import dds, msgs
 
         self._types = msgs.IDL_TYPES
@@ -111,13 +132,6 @@ class Ros2Link:
         }
         if self.ros2.listen_estop:
             self._readers["estop"] = node.reader("estop", msgs.Bool)
-        name = self.ros2.topics.ros_name
-        rate = 1.0 / self.robot.physics_dt if self.options.state_rate_hz is None else self.options.state_rate_hz
-        self.port = (
-            f"ros2 domain {node.domain_id}: publishing {name('imu')} and {name('joint_states')} at {rate:g} Hz, "
-            f"commands from {name(command)} with gains from {name('joint_gains')}"
-        )
-        return self.port
 
     # ---- receiving ------------------------------------------------------------------------------
 
@@ -255,6 +269,12 @@ def add_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--ignore_estop_topic", dest="listen_estop", action="store_false", help="do not latch on the estop topic"
     )
+    p.add_argument(
+        "--ros2_backend",
+        choices=["dds", "rclpy"],
+        default="dds",
+        help="the emulated robot's middleware: raw Cyclone DDS (default) or rclpy (its default RMW, as stock)",
+    )
     p.add_argument("--stop_imu_at", type=float, default=None, help="fault: stop publishing Imu at this time")
     p.add_argument(
         "--stop_joint_states_at", type=float, default=None, help="fault: stop publishing JointState at this time"
@@ -271,12 +291,15 @@ def add_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
 def link_from_args(args: argparse.Namespace, base_topics: dict | None = None) -> LinkFactory:
     """The ROS 2 link from `trot emulate` flags (topic names from a robot's profile, `base_topics`, under them),
     with DDS kept on the loopback interface."""
-    from trot.deploy.ros2 import dds
+    from trot.deploy.ros2 import dds, fastdds
     from trot.deploy.ros2.args import topics_from_args
 
     if dds.loopback_config_problems():
         dds.use_config(dds.loopback_config_xml())
         log.info("CYCLONEDDS_URI set to the loopback-only configuration (give `trot deploy` --dds_loopback)")
+    if args.ros2_backend == "rclpy" and fastdds.loopback_problems():
+        fastdds.use_loopback()
+        log.info("Fast DDS kept on loopback: %s (give `trot deploy` --dds_loopback)", fastdds.loopback_env())
     return ros2_link(
         Ros2EmulatorOptions(
             topics=topics_from_args(args.ros_namespace, args.ros_topic, args.ros_qos, base_topics),
@@ -285,5 +308,6 @@ def link_from_args(args: argparse.Namespace, base_topics: dict | None = None) ->
             listen_estop=args.listen_estop,
             stop_imu_at=args.stop_imu_at,
             stop_joint_states_at=args.stop_joint_states_at,
-        )
+        ),
+        args.ros2_backend,
     )

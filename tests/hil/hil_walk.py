@@ -67,12 +67,13 @@ def follow(emulator, proc: subprocess.Popen, each=None) -> Walk:
 
 
 def deploy_walk(emulator, policy: Path, telemetry: Path, *args, physics: threading.Thread | None = None,
-                each=None) -> Walk:
+                each=None, env: dict[str, str] | None = None) -> Walk:
     """`trot deploy --bundle policy` for SECONDS in its own process with `args` (the transport's flags, the
-    command), followed on `emulator`; with `physics`, the emulator's thread starts once the process is up."""
+    command) and `env` (default: this process's), followed on `emulator`; with `physics`, the emulator's thread
+    starts once the process is up."""
     cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--bundle", str(policy), "--telemetry", str(telemetry),
            "--duration", str(SECONDS), *map(str, args)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     if physics is not None:
         proc.stdout.readline()  # the banner, printed before the policy loads and the link opens
         physics.start()

@@ -29,12 +29,13 @@ pytest.importorskip("cyclonedds")
 
 import hil_timing  # noqa: E402  (tests/hil/hil_timing.py)
 import hil_walk  # noqa: E402  (tests/hil/hil_walk.py)
+import ros2_rclpy  # noqa: E402  (tests/ros2_rclpy.py)
 
 from trot.deploy.bundle import load_bundle  # noqa: E402
 from trot.deploy.commands import ConstantCommand  # noqa: E402
 from trot.deploy.loop import LoopConfig, run_loop  # noqa: E402
 from trot.deploy.protocol import ControlMode  # noqa: E402
-from trot.deploy.ros2 import convert, dds, msgs  # noqa: E402
+from trot.deploy.ros2 import convert, dds, fastdds, msgs  # noqa: E402
 from trot.deploy.ros2.msgs import IDL_TYPES as T  # noqa: E402
 from trot.deploy.ros2.topics import Ros2Topics  # noqa: E402
 from trot.deploy.ros2.transport import CmdVelCommand, Ros2Transport  # noqa: E402
@@ -92,13 +93,42 @@ def bundle(tiny_bundle):
     return load_bundle(tiny_bundle)
 
 
+# (deploy side, robot side) middlewares: trot's raw Cyclone DDS and rclpy on Fast DDS (a stock robot's), each way.
+PAIRS = [("dds", "dds"), ("rclpy", "dds"), ("dds", "rclpy"), ("rclpy", "rclpy")]
+
+
+def pair_id(pair) -> str:
+    return f"deploy_{pair[0]}-robot_{pair[1]}"
+
+
+@pytest.fixture
+def middlewares(request, monkeypatch):
+    """The (deploy, robot) pair of a test parametrized over PAIRS; skips, saying why, where rclpy cannot run. An
+    rclpy robot runs in this process: Fast DDS gets the loopback profile here."""
+    deploy_backend, robot_backend = request.param
+    if "rclpy" in request.param:
+        ros2_rclpy.require_rclpy()
+    if robot_backend == "rclpy":
+        from trot.deploy.ros2.rclpy_node import import_problem
+
+        problem = import_problem()
+        if problem is not None:
+            pytest.skip(f"rclpy does not import in this process ({problem}): the emulated robot runs here")
+        for name, value in {**fastdds.loopback_env(), "RMW_IMPLEMENTATION": ros2_rclpy.RMW}.items():
+            monkeypatch.setenv(name, value)
+        for name in fastdds.WIDENING_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+    return request.param
+
+
 @contextmanager
-def emulator(topics: Ros2Topics, start_physics: bool = True, ros2: dict | None = None, **options):
-    """An emulator over ROS 2, its physics in a thread; always stopped and closed."""
+def emulator(topics: Ros2Topics, start_physics: bool = True, ros2: dict | None = None, backend: str = "dds",
+             **options):  # fmt: skip
+    """An emulator over ROS 2 (raw DDS or rclpy), its physics in a thread; always stopped and closed."""
     emu = Emulator(
         ROBOT,
         EmulatorOptions(fault_clock="session", state_rate_hz=STATE_RATE_HZ, **options),
-        ros2_link(Ros2EmulatorOptions(topics=topics, domain_id=DOMAIN_ID, **(ros2 or {}))),
+        ros2_link(Ros2EmulatorOptions(topics=topics, domain_id=DOMAIN_ID, **(ros2 or {})), backend),
     )
     LAST["emulator"] = emu.stats
     thread = threading.Thread(target=emu.run, name="emulator", daemon=True)
@@ -153,12 +183,19 @@ def take_within(reader, timeout_s: float = 2.0):
     return None
 
 
-def assert_loopback_only(traces: Path, processes: int) -> None:
-    """What each process's Cyclone DDS applied and every address it used: loopback only."""
+def assert_loopback_only(traces: Path, processes: int, fastdds_pids: tuple[int, ...] = ()) -> None:
+    """What each process's Cyclone DDS applied and every address it used: loopback only; and every Fast DDS
+    participant of `fastdds_pids` was seen announcing 127.0.0.1 only."""
     files = sorted(traces.glob("dds-*.log"))
     assert len(files) >= processes, files
+    announced: dict[int, set[str]] = {}
     for trace in files:
-        assert dds.loopback_trace_problems(trace.read_text()) == [], trace
+        text = trace.read_text()
+        assert dds.loopback_trace_problems(text) == [], trace
+        for pid, addresses in ros2_rclpy.fastdds_participants(text).items():
+            announced.setdefault(pid, set()).update(addresses)
+    for pid in fastdds_pids:
+        assert announced.get(pid) == {"127.0.0.1"}, (pid, announced)
 
 
 # ---- the transport on its own -------------------------------------------------------------------
@@ -338,11 +375,39 @@ def test_a_stale_sensor_topic_damps_within_the_stale_bound(bundle, topics, tmp_p
     assert [mode for _, mode in emu.link.command_modes][-2:] == ["POSITION", "DAMPING"]  # applied by the robot
 
 
-def deploy_process(*args) -> subprocess.Popen:
+@contended
+def test_an_imu_repeating_its_stamp_is_no_news_and_the_loop_damps_as_if_it_stopped(bundle, topics, tmp_path):
+    """The emulator's IMU repeats its last message, stamp and all (a driver republishing stale data): those repeats
+    must not count as fresh (ROS2.md, "What counts as a fresh sensor message"), so the State goes stale and the
+    loop damps within the stale bound, while JointState keeps coming."""
+    with emulator(topics, freeze_imu_at=FAULT_AT) as emu:
+        result, tel = deploy(bundle, topics, tmp_path)
+        assert emu.stats.states_sent > 0
+    fault = only_fault(tel, "stale")
+    tick = tel.ticks[fault["tick"]]
+    bound_ms = 1e3 * FAST.stale_periods * DT
+    assert bound_ms < tick["age_ms"] <= bound_ms + 1e3 * (DT + SLACK_S)
+    quiet = tel.ticks[fault["tick"] - 1 : fault["tick"] + 1]
+    # The Imu still arrived, every one a repeat; the joints were news.
+    assert all("Imu repeated" in t["frames"] and "Imu" not in t["frames"] and "JointState" in t["frames"]
+               for t in quiet), [t["frames"] for t in quiet]  # fmt: skip
+    print(f"frozen Imu stamp: damped at State age {tick['age_ms']:.0f} ms (bound {bound_ms + 1e3 * DT:.0f} ms)")
+
+
+def deploy_args(backend: str) -> list[str]:
+    """The flags that pick the deploy side's middleware; rclpy's also keep Fast DDS on loopback."""
+    return ["--ros2_backend", backend] + (["--dds_loopback"] if backend == "rclpy" else [])
+
+
+def deploy_env(backend: str) -> dict[str, str] | None:
+    return ros2_rclpy.rclpy_env(DOMAIN_ID) if backend == "rclpy" else None
+
+
+def deploy_process(*args, backend: str = "dds") -> subprocess.Popen:
     # The generic topics (this file's emulator link): not the Pupper's own bring-up (test_hil_ros2_bringup.py).
     cmd = [sys.executable, "-m", "trot.deploy.cli", "deploy", "--transport", "ros2", "--ros_profile", "none",
-           *map(str, args)]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           *deploy_args(backend), *map(str, args)]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=deploy_env(backend))
 
 
 def wait_for_state(telemetry: Path, state: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -352,19 +417,26 @@ def wait_for_state(telemetry: Path, state: str, proc: subprocess.Popen, timeout:
         if telemetry.exists() and f'"state":"{state}"' in telemetry.read_text(errors="replace"):
             return
         time.sleep(0.02)
-    seen = [tr["line"] for tr in read_telemetry(telemetry).transitions] if telemetry.exists() else "no telemetry"
+    tel = LAST["tel"] = read_telemetry(telemetry) if telemetry.exists() else None  # for `contended` to judge
+    seen = [f"t={tr['t']:.2f} {tr['line']}" for tr in tel.transitions] if tel else "no telemetry"
     raise AssertionError(f"never reached {state} (exit code {proc.poll()}; transitions: {seen})")
 
 
-def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_path, loopback):
-    """`trot deploy --transport ros2` in its own process; an operator's latched Bool on the estop topic."""
+@pytest.mark.parametrize("middlewares", PAIRS, ids=pair_id, indirect=True)
+@contended
+def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_path, loopback, middlewares):
+    """`trot deploy --transport ros2` in its own process; an operator's latched Bool on the estop topic (raw DDS);
+    the deploy side and the robot each on raw Cyclone DDS or rclpy on Fast DDS."""
+    deploy_backend, robot_backend = middlewares
     telemetry = tmp_path / "t.jsonl"
     # The emulator ignores the estop topic here, so that what it applies is what the loop commands.
-    with emulator(topics, ros2={"listen_estop": False}) as emu, dds.DdsNode(topics, DOMAIN_ID) as operator:
+    with emulator(topics, ros2={"listen_estop": False}, backend=robot_backend) as emu, \
+            dds.DdsNode(topics, DOMAIN_ID) as operator:  # fmt: skip
         estop = operator.writer("estop", msgs.Bool)
         proc = deploy_process("--bundle", tiny_bundle, "--telemetry", telemetry, "--domain_id", DOMAIN_ID,
                               "--ros_namespace", topics.namespace, "--soft_start_s", 0.3, "--fade_in_s", 0.3,
-                              "--duration", 3.0)  # fmt: skip
+                              "--duration", 6.0, backend=deploy_backend)  # fmt: skip
+        # (6 s: the handshake alone, DDS discovery on a busy 2-core machine, took up to 3 s, Fast DDS the longest)
         try:
             wait_for_state(telemetry, "RUNNING", proc)
             time.sleep(0.3)
@@ -377,7 +449,7 @@ def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_pa
                 proc.communicate()
         modes = [(emu.board.t0 + t, mode) for t, mode in emu.link.command_modes]
     assert proc.returncode == 1, err[-2000:]
-    tel = read_telemetry(telemetry)
+    tel = LAST["tel"] = read_telemetry(telemetry)
     fault = only_fault(tel, "estop_topic")
     assert fault["reason"].startswith(f"e-stop: {topics.ros_name('estop')} is true")
     first_bool = next(i for i, t in enumerate(tel.ticks) if "Bool" in t["frames"])
@@ -387,30 +459,37 @@ def test_estop_topic_damps_then_turns_the_motors_off(tiny_bundle, topics, tmp_pa
     # What the robot applied: POSITION, then DAMPING (kp 0, damping kd) within a period, OFF after estop_damping_s.
     assert [mode for _, mode in modes][-3:] == ["POSITION", "DAMPING", "OFF"], modes
     (damped, _), (off, _) = modes[-2], modes[-1]
-    print(f"e-stop: robot damped {1e3 * (damped - pressed):.0f} ms after the Bool was published "
-          f"(bound {1e3 * DT:.0f} ms + delivery), motors off {off - damped:.2f} s later")  # fmt: skip
+    print(f"e-stop, deploy {deploy_backend}, robot {robot_backend}: robot damped {1e3 * (damped - pressed):.0f} ms "
+          f"after the Bool was published (bound {1e3 * DT:.0f} ms + delivery), motors off {off - damped:.2f} s "
+          "later")  # fmt: skip
     assert 0 < damped - pressed <= DT + ROBOT.physics_dt + SLACK_S
     assert off - damped == pytest.approx(SafetyLimits().estop_damping_s, abs=DT + SLACK_S)  # the CLI's default
     assert "-> ESTOP_DAMPING" in err and "cmd_vel" in out  # the default command source over ROS 2
-    assert_loopback_only(loopback, processes=2)
+    assert f"ros2 ({deploy_backend})" in err + out  # the middleware asked for is the one that ran
+    assert "invalid type object" not in err
+    fastdds_pids = (proc.pid,) if deploy_backend == "rclpy" else ()
+    assert_loopback_only(loopback, processes=1 + (deploy_backend == "dds"), fastdds_pids=fastdds_pids)
 
 
 # ---- walking with the shipped policy ------------------------------------------------------------
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("middlewares", PAIRS, ids=pair_id, indirect=True)
 @contended
-def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopback):
+def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopback, middlewares):
+    deploy_backend, robot_backend = middlewares
     policy = hil_walk.shipped_policy("ROS 2")
     telemetry = tmp_path / "walk.jsonl"
-    with emulator(topics) as emu, dds.DdsNode(topics, DOMAIN_ID) as teleop:
+    with emulator(topics, backend=robot_backend) as emu, dds.DdsNode(topics, DOMAIN_ID) as teleop:
         cmd_vel = teleop.writer("cmd_vel", msgs.Twist)
         twist = convert.command_to_twist(T, list(hil_walk.COMMAND))
         # The velocity command comes over cmd_vel, as from a teleop node.
         walk = hil_walk.deploy_walk(emu, policy, telemetry, "--transport", "ros2", "--ros_profile", "none",
-                                    "--domain_id", DOMAIN_ID,
-                                    "--ros_namespace", topics.namespace, each=lambda: cmd_vel.write(twist))  # fmt: skip
+                                    *deploy_args(deploy_backend), "--domain_id", DOMAIN_ID,
+                                    "--ros_namespace", topics.namespace,
+                                    each=lambda: cmd_vel.write(twist), env=deploy_env(deploy_backend))  # fmt: skip
     print(emu.stats.summary(ROBOT.physics_dt))
     LAST["tel"] = read_telemetry(telemetry)
-    hil_walk.check_walk(walk, telemetry, "ROS 2")
-    assert_loopback_only(loopback, processes=2)
+    hil_walk.check_walk(walk, telemetry, f"ROS 2 (deploy {deploy_backend}, robot {robot_backend})")
+    assert_loopback_only(loopback, processes=1 + (deploy_backend == "dds"))
