@@ -36,7 +36,7 @@ from trot.deploy.link import ControlMode, Poll, TransportError
 from trot.deploy.ros2 import convert
 from trot.deploy.ros2.controllers import ControllerManagerError
 from trot.deploy.ros2.profile import GENERIC, Ros2Profile
-from trot.deploy.ros2.transport import RclpyTransport, Ros2Transport, rclpy_qos
+from trot.deploy.ros2.transport import RclpyTransport, Ros2Transport
 
 log = logging.getLogger("trot.deploy")
 
@@ -313,18 +313,16 @@ class RclpyBringupTransport(_Bringup, RclpyTransport):
         super()._connect()
         from trot.deploy.ros2.controllers import make_rclpy_manager
 
-        node, name = self._node, self.topics.ros_name
+        node = self._node  # trot.deploy.ros2.rclpy_node.RclpyNode: each topic with its name and QoS
         for topic in ("kp_commands", "kd_commands"):
             if self.topics.has(topic):
-                self._publishers[topic] = node.create_publisher(self.types.Float64MultiArray, name(topic),
-                                                                rclpy_qos(self.topics.qos(topic)))  # fmt: skip
+                self._publishers[topic] = node.publisher(topic, self.types.Float64MultiArray)
         if self.topics.has("robot_estop"):
-            qos = rclpy_qos(self.topics.qos("robot_estop"))
-            self._publishers["robot_estop"] = node.create_publisher(self.types.Empty, name("robot_estop"), qos)
-            node.create_subscription(self.types.Empty, name("robot_estop"), self._robot_estops.append, qos)
+            self._publishers["robot_estop"] = node.publisher("robot_estop", self.types.Empty)
+            node.subscribe("robot_estop", self.types.Empty, self._robot_estops.append)
         sw = self.profile.controllers
         if sw is not None:
-            self._manager = make_rclpy_manager(node, sw.manager_name(self.topics.namespace), self.profile.rmw,
+            self._manager = make_rclpy_manager(node.node, sw.manager_name(self.topics.namespace), self.profile.rmw,
                                                self.domain_id)  # fmt: skip
 
     def _take_robot_estops(self) -> list[Any]:
