@@ -274,11 +274,12 @@ WantedBy=multi-user.target
 """
 
 
-def gate_verdict(bundle_path: Path, digest: str, force: bool) -> str | None:
-    """None when the bundle has a passing gate record for these exact bytes; what `--force` overrides otherwise.
-    Without force, FlashError saying why the bundle is refused (no record, another file's, or what failed)."""
+def gate_verdict(bundle_path: Path, digest: str, robot, force: bool) -> str | None:
+    """None when the bundle has a passing gate record for these exact bytes, judged at the robot's declared latency
+    or longer; what `--force` overrides otherwise. Without force, FlashError saying why the bundle is refused (no
+    record, another file's, what failed, or a shorter latency than the robot's)."""
     try:
-        require_pass(bundle_path, digest)
+        require_pass(bundle_path, digest, robot.actuation_latency_s)
         return None
     except GateRecordError as e:
         if not force:
@@ -303,7 +304,7 @@ def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = N
     check_contract(bundle, robot)  # the contract field by field, joint order included: refuse before any copy
     digest, name = sha256_file(bundle_path), version_name(sha256_file(bundle_path))
     done = [f"checked {bundle_path} (integrity, contract {robot.contract_sha256()[:12]} of robot '{robot.name}')"]
-    overridden = gate_verdict(bundle_path, digest, force)  # refuse before any copy
+    overridden = gate_verdict(bundle_path, digest, robot, force)  # refuse before any copy
     if overridden is None:
         done.append(f"gate: {find_record(bundle_path, digest)[1]}")
     target.prepare()

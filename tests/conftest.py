@@ -41,7 +41,8 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     return out
 
 
-def write_gate_record(bundle: Path, passed: bool = True, failures: tuple[str, ...] = (), sha256: str | None = None):
+def write_gate_record(bundle: Path, passed: bool = True, failures: tuple[str, ...] = (), sha256: str | None = None,
+                      latency_s: float = 0.02):  # fmt: skip
     """A gate record beside `bundle` as a full run writes it (trot.gate_record's schema), for tests of what reads it
     (flash, inspect): the verdict is the test's, not a gate run's. failures: reasons of one failing judged cell."""
     from trot.gate_record import GateRecord, file_sha256, record_path
@@ -53,7 +54,7 @@ def write_gate_record(bundle: Path, passed: bool = True, failures: tuple[str, ..
     record = GateRecord(
         bundle_sha256=sha256 or file_sha256(bundle), bundle_file=bundle.name, robot="pupper_v3",
         contract_sha256="0" * 64, passed=passed and not failures, created="2026-12-08T10:00:00+00:00",
-        trot_revision="0123456789ab", engines=("pybullet",), seconds=10.0, seed=0, latency_s=0.02,
+        trot_revision="0123456789ab", engines=("pybullet",), seconds=10.0, seed=0, latency_s=latency_s,
         latency_source="test", thresholds={}, commands={}, perturbations={}, cells=tuple(cells),
     )  # fmt: skip
     record_path(bundle).write_text(record.to_json())
@@ -62,5 +63,5 @@ def write_gate_record(bundle: Path, passed: bool = True, failures: tuple[str, ..
 
 @pytest.fixture
 def gate_record():
-    """`write_gate_record(bundle, passed=True, failures=(), sha256=None)`: a gate record beside a bundle."""
+    """`write_gate_record(bundle, passed=True, failures=(), sha256=None, latency_s=0.02)`: a record beside a bundle."""
     return write_gate_record

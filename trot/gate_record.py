@@ -153,11 +153,16 @@ def find_record(bundle_path: str | Path, digest: str | None = None) -> tuple[Gat
     return record, f"{path}: {record.summary()}; for this exact file (sha256 {digest[:16]}…)"
 
 
-def require_pass(bundle_path: str | Path, digest: str | None = None) -> GateRecord:
-    """The bundle's passing record; GateRecordError saying why not (no record, another file's, or what failed)."""
+def require_pass(bundle_path: str | Path, digest: str | None = None, latency_s: float | None = None) -> GateRecord:
+    """The bundle's passing record; GateRecordError saying why not (no record, another file's, what failed, or,
+    with `latency_s` (the robot's declared latency), a record judged at a shorter latency than that)."""
     record, found = find_record(bundle_path, digest)
     if record is None:
         raise GateRecordError(found)
+    if latency_s is not None and record.latency_s < latency_s - 1e-9:
+        raise GateRecordError(f"{record_path(bundle_path)} judged {bundle_path} at {1e3 * record.latency_s:g} ms of "
+                              f"actuation latency; the robot is declared to meet {1e3 * latency_s:g} ms (robot.toml "
+                              "[latency]): gate it again against this robot")  # fmt: skip
     if not record.passed:
         failures = record.failures()
         shown = "; ".join(failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")

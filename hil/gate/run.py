@@ -7,8 +7,8 @@ latency), judged as the full matrix is.
 
 A stress column (`perturbations.STRESS`) is run and reported, not judged: `GateRun.passed` and the engines'
 agreement count the judged cells only. A run is `full` when it covers the whole matrix (every command and every
-perturbation, not quick) with cells of at least `FULL_SECONDS`: only a full run's verdict goes into the gate
-record that `trot flash` asks for.
+perturbation, not quick) with cells of at least `FULL_SECONDS` and the default `GateThresholds`: only a full
+run's verdict goes into the gate record that `trot flash` asks for.
 """
 
 from __future__ import annotations
@@ -147,12 +147,9 @@ def run_gate(
         perturbations = list(PERTURBATIONS if perturbations is None else perturbations)
         pairs = [(c, p) for c in commands for p in [*perturbations, *pins]]
     check_matrix(commands, known)
-    full = (
-        not quick
-        and set(known) <= set(commands)
-        and set(PERTURBATIONS) <= set(perturbations)
-        and (seconds >= FULL_SECONDS)
-    )
+    # A verdict for the record: the whole matrix, long enough cells, the gate's own thresholds.
+    full = (not quick and set(known) <= set(commands) and set(PERTURBATIONS) <= set(perturbations)
+            and seconds >= FULL_SECONDS and thresholds == GateThresholds())  # fmt: skip
     pinned = resolve(perturbations, list(pins), rob)
     steps = stride_steps(bundle.meta.observation.gait_frequency_hz, rob.control_dt, thresholds)
     noise = policy_noise_stds(rob) if any(p.sensor_noise for p in pinned.values()) else None

@@ -696,6 +696,16 @@ def test_the_record_is_bound_to_the_exact_bytes(tiny_bundle, tmp_path):
     assert not (tmp_path / "robot").exists()
 
 
+def test_a_record_judged_at_less_latency_than_the_robot_declares_is_refused(tiny_bundle, tmp_path, gate_record):
+    """A pass judged at 0 ms (a robot folder whose [latency] said 0) does not cover a Pupper declared at 20 ms."""
+    fast = second_bundle(tiny_bundle, tmp_path, gated=False)
+    gate_record(fast, latency_s=0.0)
+    with pytest.raises(FlashError) as err:
+        flash(fast, DirTarget(tmp_path / "robot"), ROBOT)
+    assert str(err.value).startswith(f"refused: {record_path(fast)} judged {fast} at 0 ms of actuation latency; "
+                                     "the robot is declared to meet 20 ms (robot.toml [latency]): gate it")  # fmt: skip
+
+
 def test_force_flashes_and_records_on_the_target_what_it_overrode(tiny_bundle, tmp_path, gate_record):
     folder = tmp_path / "robot"
     failing = second_bundle(tiny_bundle, tmp_path, gated=False)

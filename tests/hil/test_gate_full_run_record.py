@@ -98,6 +98,14 @@ def test_a_run_that_is_not_the_full_matrix_writes_no_record(bundle, tmp_path, mo
     assert f"no gate record written for {bundle}: not the full matrix" in capsys.readouterr().out
 
 
+def test_a_full_matrix_judged_with_other_thresholds_is_not_full(bundle, monkeypatch):
+    from trot.hil.gate.judge import GateThresholds
+
+    _stub_cells(monkeypatch)
+    assert gate_run.run_gate(load_bundle(bundle), jobs=1).full
+    assert not gate_run.run_gate(load_bundle(bundle), jobs=1, thresholds=GateThresholds(lin_err_floor=0.5)).full
+
+
 def test_a_bundle_that_changes_while_the_gate_runs_gets_no_record(bundle, monkeypatch):
     from trot.hil.gate.record import write_records
 
