@@ -11,6 +11,7 @@ from pathlib import Path
 
 from trot.bundle import BundleError, BundleMeta, Contract, per_joint_text, read_bundle_meta
 from trot.bundle import check_contract as _check_contract
+from trot.gate_record import GateRecordError, find_record
 
 __all__ = ["Bundle", "BundleError", "check_contract", "load_bundle", "run_inspect"]
 
@@ -84,12 +85,25 @@ def format_metadata(meta: BundleMeta) -> str:
     return "\n".join(f"{label:<20}{value}" for label, value in rows)
 
 
+def gate_text(path: str | Path) -> str:
+    """What the gate said about this exact file, for `trot inspect`: the record's verdict, counts, date and trot
+    revision, and whether it is for these bytes (or that there is none, or it is another file's, or unreadable)."""
+    try:
+        return find_record(path)[1]
+    except GateRecordError as e:
+        return f"unreadable gate record: {e}"
+
+
 def run_inspect(args: argparse.Namespace) -> int:
-    """`trot inspect BUNDLE`: the same checks as `trot deploy`'s loader, then the metadata."""
+    """`trot inspect BUNDLE`: the same checks as `trot deploy`'s loader, then the metadata and the gate's verdict."""
     try:
         bundle = load_bundle(args.bundle)
     except BundleError as e:
         raise SystemExit(f"trot inspect: {e}") from None
     meta = bundle.meta
-    print(json.dumps(json.loads(meta.to_json()), indent=2) if args.json else format_metadata(meta))
+    if args.json:
+        print(json.dumps(json.loads(meta.to_json()), indent=2))
+    else:
+        print(format_metadata(meta))
+        print(f"{'gate':<20}{gate_text(bundle.path)}")
     return 0

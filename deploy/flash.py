@@ -3,6 +3,8 @@
 What lands in the target folder:
   policies/<sha256>.onnx         one file per flashed bundle, named by its hash, never changed once there
   policies/<sha256>.onnx.sha256  its hash file (`sha256sum` format), written before it can become current
+  policies/<sha256>.onnx.gate.json   the gate record of that exact file (`trot.gate_record`), when there is one
+  policies/<sha256>.onnx.force.json  what `--force` overrode, when a bundle without a passing record was flashed
   current.json                   the pointer: {"current": "policies/<sha>.onnx", "previous": ... or null}
   trot-deploy.service            a systemd unit running `trot deploy --bundle <folder>` (it reads the pointer)
   trot-watchdog.service          with --transport ros2: a unit running `trot watchdog`, which damps the motors
@@ -14,43 +16,43 @@ that one rename alone. So a flash or rollback killed at any point leaves the poi
 policy whose hash file matches, the old one or the new one, and `--rollback` works from there.
 
 Before anything is copied the bundle goes through the same checks as `trot deploy`: integrity, the
-contract field by field against the robot's (joint order included).
+contract field by field against the robot's (joint order included); then the gate's verdict: a bundle without
+a passing gate record for its exact bytes (`<bundle>.gate.json` beside it, written by a full `trot gate` run) is
+refused, naming why, unless `--force`, which is recorded on the robot beside the policy.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import getpass
 import json
 import os
+import platform
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from trot.deploy.bundle import BundleError, check_contract, load_bundle
+from trot.gate_record import SUFFIX as GATE_SUFFIX
+from trot.gate_record import GateRecordError, find_record, record_path, require_pass
+from trot.gate_record import file_sha256 as sha256_file
 
 POINTER, VERSIONS, UNIT = "current.json", "policies", "trot-deploy.service"
 WATCHDOG_UNIT = "trot-watchdog.service"
 # Flags of the deploy unit's command line that `trot watchdog` takes too (the graph to join, the profile).
 WATCHDOG_FLAGS = ("--ros_namespace", "--domain_id", "--ros_topic", "--ros_qos", "--ros_profile", "--ros2_backend")
+FORCE_SUFFIX = ".force.json"  # beside a version flashed with --force: what the force overrode
 SSH_TARGET = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+$")
 _VERSION_NAME = re.compile(rf"^{VERSIONS}/[0-9a-f]{{64}}\.onnx$")
 
 
 class FlashError(RuntimeError):
     """Flashing stopped, or a flashed policy failed its check; the message says where and why."""
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -322,13 +324,39 @@ WantedBy=multi-user.target
 """
 
 
-def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = None) -> list[str]:
-    """Check as `trot deploy` does, copy and verify the new version, switch the pointer; one line per step."""
+def gate_verdict(bundle_path: Path, digest: str, robot, force: bool) -> str | None:
+    """None when the bundle has a passing gate record for these exact bytes, judged at the robot's declared latency
+    or longer; what `--force` overrides otherwise. Without force, FlashError saying why the bundle is refused (no
+    record, another file's, what failed, or a shorter latency than the robot's)."""
+    try:
+        require_pass(bundle_path, digest, robot.actuation_latency_s)
+        return None
+    except GateRecordError as e:
+        if not force:
+            raise FlashError(f"refused: {e}. Only a policy that passed the full gate is flashed; --force flashes "
+                             "it anyway and records that on the robot") from None  # fmt: skip
+        return str(e)
+
+
+def force_note(overridden: str, digest: str) -> str:
+    """The JSON written beside a version flashed with --force: what was overridden, when, by whom, from where."""
+    return json.dumps({"forced": True, "bundle_sha256": digest, "overridden": overridden,
+                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "user": getpass.getuser(), "host": platform.node()}, indent=1) + "\n"  # fmt: skip
+
+
+def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = None, force: bool = False) -> list[str]:
+    """Check as `trot deploy` does and the gate's verdict, copy and verify the new version with its gate record,
+    switch the pointer; one line per step. force: flash a bundle without a passing gate record, and say so on the
+    robot (`policies/<sha256>.onnx.force.json`)."""
     bundle_path = resolve_flashed(bundle_path)  # as deploy: a flash folder's current policy, a hash file beside it
     bundle = load_bundle(bundle_path)  # integrity: graph, weights and every metadata field
     check_contract(bundle, robot)  # the contract field by field, joint order included: refuse before any copy
     digest, name = sha256_file(bundle_path), version_name(sha256_file(bundle_path))
     done = [f"checked {bundle_path} (integrity, contract {robot.contract_sha256()[:12]} of robot '{robot.name}')"]
+    overridden = gate_verdict(bundle_path, digest, robot, force)  # refuse before any copy
+    if overridden is None:
+        done.append(f"gate: {find_record(bundle_path, digest)[1]}")
     target.prepare()
     pointer = read_pointer(target)
     if not (target.exists(name) and target.sha256(name) == digest):
@@ -338,6 +366,7 @@ def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = N
             raise FlashError(f"{target.path(name)}: sha256 {copied} after copy, expected {digest}")
     _put_text(target, name + ".sha256", hash_text(digest))
     done.append(f"copied {bundle_path.name} to {target.path(name)} (sha256 {digest[:16]}… verified, hash file written)")
+    done += _put_gate_files(target, name, bundle_path, digest, overridden)
     transport_args = transport_args or ["--transport", "serial", "--port", "/dev/ttyACM0"]
     _put_text(target, UNIT, systemd_unit(target.path(), robot.name, transport_args))
     done.append(f"wrote {target.path(UNIT)} (trot deploy {' '.join(transport_args)})")
@@ -355,11 +384,33 @@ def flash(bundle_path: Path, target, robot, transport_args: list[str] | None = N
     return done
 
 
+def _put_gate_files(target, name: str, bundle_path: Path, digest: str, overridden: str | None) -> list[str]:
+    """Beside the version on the target: its gate record (when one is for these bytes) and, after --force, the note
+    of what was overridden; a stale one of either from an earlier flash of the same version is removed."""
+    done = []
+    try:
+        record, _ = find_record(bundle_path, digest)
+    except GateRecordError:  # unreadable: only a --force flash gets here, and its note says so
+        record = None
+    if record is not None:
+        target.put(record_path(bundle_path), name + GATE_SUFFIX)
+        done.append(f"copied its gate record to {target.path(name + GATE_SUFFIX)}")
+    else:
+        target.remove(name + GATE_SUFFIX)
+    if overridden is not None:
+        _put_text(target, name + FORCE_SUFFIX, force_note(overridden, digest))
+        note = target.path(name + FORCE_SUFFIX)
+        done.append(f"FORCED without a passing gate record ({overridden}); recorded in {note}")
+    else:
+        target.remove(name + FORCE_SUFFIX)
+    return done
+
+
 def _prune(target, pointer: Pointer) -> None:
     """Remove versions the pointer no longer names, and temporary files a killed flash left."""
     keep = {Path(n).name for n in (pointer.current, pointer.previous) if n}
     for name in target.listdir(VERSIONS):
-        version = name.removesuffix(".sha256")
+        version = name[: name.index(".onnx") + 5] if ".onnx" in name else name  # the version a side file is of
         if version not in keep:
             target.remove(f"{VERSIONS}/{name}")
 
@@ -390,6 +441,11 @@ def add_flash_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote_dir", default="trot", help="folder on the robot for user@host targets (default ~/trot)")
     p.add_argument("--robot", default=None, help="robot to check against (default: the bundle's)")
     p.add_argument("--rollback", action="store_true", help="put the previous policy back")
+    p.add_argument(
+        "--force", action="store_true",
+        help="flash a bundle without a passing gate record for its exact bytes (<bundle>.gate.json, written by a "
+        "full `trot gate` run); recorded on the robot beside the policy",
+    )  # fmt: skip
     p.add_argument("--ssh_options", default="", help="extra ssh/scp options, e.g. '-o Port=2222 -i key'")
     add_transport_args(p)
 
@@ -410,8 +466,8 @@ def run_flash(args: argparse.Namespace) -> int:
             bundle = load_bundle(args.bundle)
             robot = load_robot(args.robot or bundle.contract.name)
             transport_args = ["--transport", args.transport, *TRANSPORTS[args.transport].unit_args(args)]
-            lines = flash(Path(args.bundle), target, robot, transport_args)
-    except (BundleError, ContractError, FlashError, FileNotFoundError, ValueError) as e:
+            lines = flash(Path(args.bundle), target, robot, transport_args, force=getattr(args, "force", False))
+    except (BundleError, ContractError, FlashError, GateRecordError, FileNotFoundError, ValueError) as e:
         raise SystemExit(f"trot flash: {e}") from None
     for line in lines:
         print(f"trot flash: {line}")

@@ -6,6 +6,11 @@ one Command (POSITION, DAMPING or OFF: every tick, so that the microcontroller's
 append a telemetry record. Deadlines sit on the grid start + k·control_dt of the monotonic clock: a late
 tick never shifts the later ones, and a tick more than a period late skips the missed slots instead of
 running them back to back.
+
+The loop measures its own share of the actuation latency on every policy tick: from the arrival of the sensor
+frame the policy read to the command written to the link (`obs_to_cmd_ms`). When it exceeds the latency the
+robot is declared to meet (robot.toml [latency], the figure the gate judges at), it says so once: a log
+warning and a telemetry event, not one per tick.
 """
 
 from __future__ import annotations
@@ -143,6 +148,9 @@ class DeployLoop:
         self.states_received = 0
         self.commands_sent = 0
         self.link_errors = 0
+        self.obs_to_cmd: list[float] = []  # s, sensor frame arrival to command written, per policy tick
+        self.latency_declared = float(robot.actuation_latency_s)
+        self.latency_exceeded = 0  # policy ticks whose obs_to_cmd exceeded latency_declared
 
     # ---- requests from other threads or signal handlers (a plain assignment each) ----------------
 
@@ -272,10 +280,13 @@ class DeployLoop:
 
         mode, target, kp, kd, counts = self._command(now, out)
         lost = self.transport.send(mode, target, kp, kd)
+        sent = self._now()
         if lost is None:
             self.commands_sent += 1
         self._repeat_estop(now)
         record = self._record(now, late, poll, velocity, mode, target, kp, kd, counts, out, inference_s)
+        if out is not None:
+            record["obs_to_cmd_ms"] = round(1e3 * self._check_latency(sent - self.sample.rx_time), 4)
         record.update(_use_ms("", (cpu, wait)))
         if inference_use is not None:
             record.update(_use_ms("inference_", inference_use))
@@ -284,6 +295,19 @@ class DeployLoop:
         self.telemetry.write(record)
         reason = m.transitions[-1].reason if m.transitions else ""
         self.transport.report(record, overruns=self.overruns, missed_ticks=self.missed, reason=reason)
+
+    def _check_latency(self, obs_to_cmd: float) -> float:
+        """Count and keep one policy tick's sensor-to-command time (s); the first time it exceeds the robot's declared
+        latency, warn (log and telemetry) once."""
+        self.obs_to_cmd.append(obs_to_cmd)
+        if obs_to_cmd > self.latency_declared:
+            self.latency_exceeded += 1
+            if self.latency_exceeded == 1:
+                self._event("latency", f"sensor frame to command took {1e3 * obs_to_cmd:.1f} ms, more than the "
+                            f"{1e3 * self.latency_declared:g} ms robot '{self.robot.name}' is declared to meet "
+                            "(robot.toml [latency], the latency the gate judged the policy at); said once, the "
+                            "summary counts every tick")  # fmt: skip
+        return obs_to_cmd
 
     def _command(self, now: float, out) -> tuple:
         """(mode, target, kp, kd, clamp counts) for this tick's state."""
@@ -352,7 +376,7 @@ class DeployLoop:
         self._seen_transitions = len(self.machine.transitions)
 
     def _event(self, what: str, message: str) -> None:
-        (log.warning if what in ("refused", "error", "command_source") else log.info)(message)
+        (log.warning if what in ("refused", "error", "command_source", "latency") else log.info)(message)
         self.telemetry.write({"kind": "event", "t": round(self._now(), 6), "what": what, "message": message})
 
     def _record(self, now, late, poll, velocity, mode, target, kp, kd, counts, out, inference_s) -> dict:
@@ -435,6 +459,12 @@ class DeployLoop:
             "inference_p99_ms": ms(self.inference, 99),
             "inference_max_ms": 1e3 * max(self.inference, default=math.nan),
             "compute_p99_ms": ms(self.compute, 99),
+            # Sensor frame arrival to command written, per policy tick, against the robot's declared latency.
+            "obs_to_cmd_p50_ms": ms(self.obs_to_cmd, 50),
+            "obs_to_cmd_p99_ms": ms(self.obs_to_cmd, 99),
+            "obs_to_cmd_max_ms": 1e3 * max(self.obs_to_cmd, default=math.nan),
+            "latency_declared_ms": 1e3 * self.latency_declared,
+            "latency_exceeded_ticks": self.latency_exceeded,
             "states_received": self.states_received,
             "state_rate_hz": self.states_received / wall if wall > 0 else 0.0,
             "link_errors": self.link_errors,
@@ -476,6 +506,7 @@ def telemetry_header(
             "commands": asdict(meta.commands),
         },
         "control_dt": c.control_dt,
+        "latency_declared_s": robot.actuation_latency_s,  # robot.toml [latency]
         "transport": transport.describe,
         "commands": commands.describe,
         "limits": asdict(limits),

@@ -77,6 +77,11 @@ class Robot:
     model: dict = field(hash=False, compare=False, default_factory=dict)
     # MuJoCo mjOption fields the URDF cannot hold ([mujoco.option] of robot.toml), e.g. (("impratio", 100.0),)
     mujoco_option: tuple[tuple[str, float], ...] = ()
+    # [latency]: the worst actuation latency (s, sensor reading to motor command) the robot is promised to meet, and
+    # where the figure comes from. The gate judges at it; `trot deploy` warns when its loop alone takes longer. Not
+    # part of the contract: a policy does not depend on it, and changing the promise does not change the policy.
+    actuation_latency_s: float = field(default=0.0, compare=False)
+    actuation_latency_source: str = field(default="", compare=False)
 
     @property
     def num_joints(self) -> int:
@@ -194,6 +199,13 @@ def _number(raw: dict, dotted: str, file: Path, lo: float, hi: float, lo_open: b
         bracket = "(" if lo_open else "["
         raise ContractError(file, dotted, value, f"a number in {bracket}{lo}, {hi}]")
     return float(value)
+
+
+def _text(raw: dict, dotted: str, file: Path) -> str:
+    value = _get(raw, dotted, file)
+    if not isinstance(value, str) or not value.strip():
+        raise ContractError(file, dotted, value, "a non-empty string")
+    return value
 
 
 def _vector(raw: dict, dotted: str, file: Path, length: int, kind: type = float) -> list:
@@ -396,4 +408,6 @@ def _validate(raw: dict, folder: Path, f: Path) -> Robot:
         model=model,
         **motor,
         mujoco_option=_mujoco_option(raw, f),
+        actuation_latency_s=_number(raw, "latency.actuation_s", f, 0.0, control_dt * 10),
+        actuation_latency_source=_text(raw, "latency.source", f),
     )

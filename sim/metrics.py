@@ -37,3 +37,50 @@ def tracking_errors(lin_vel: np.ndarray, yaw_rate: np.ndarray, command: np.ndarr
     lin = float(np.linalg.norm(lin_vel - command[..., :2], axis=1).mean())
     yaw = float(np.abs(yaw_rate - command[..., 2]).mean())
     return lin, yaw
+
+
+def stride_windows(measured: np.ndarray, steps: int) -> list[slice]:
+    """Consecutive windows of `steps` samples (one stride each) within every run of True in `measured` (T,).
+
+    Each run is cut from its start into whole strides; the remainder shorter than a stride is left out. A run
+    shorter than one stride is one window of what there is, so that a short run still has a figure.
+    """
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], np.asarray(measured, dtype=np.int8), [0]])))
+    out = []
+    for start, stop in zip(edges[::2], edges[1::2]):
+        whole = (stop - start) // steps
+        out += [slice(start + k * steps, start + (k + 1) * steps) for k in range(whole)] or [slice(start, stop)]
+    return out
+
+
+def stride_tracking_errors(
+    lin_vel: np.ndarray, yaw_rate: np.ndarray, command: np.ndarray, windows: list[slice]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per stride: |mean v_xy - command_xy| (m/s) and |mean yaw rate - command| (rad/s), (W,) each.
+
+    The velocity is averaged over each window before it is compared with the command, so the stride's own sway
+    (a trot's body swings left and right, its heading to and fro, at the gait frequency) cancels out and what is
+    left is the motion a user sees from one stride to the next. lin_vel (T, 2), yaw_rate (T,), command (T, 3).
+    """
+    error = np.column_stack([lin_vel - command[:, :2], yaw_rate - command[:, 2]])  # (T, 3)
+    means = np.array([error[w].mean(axis=0) for w in windows]).reshape(-1, 3)
+    return np.linalg.norm(means[:, :2], axis=1), np.abs(means[:, 2])
+
+
+def heading_swings(yaw_rate: np.ndarray, dt: float, windows: list[slice]) -> np.ndarray:
+    """Per stride: peak-to-peak swing of the heading (rad) about the stride's steady turn, (W,).
+
+    The heading is the yaw rate integrated over the stride, less the stride's mean rate: a steady turn swings 0,
+    a wobble of amplitude A (rad/s) at the stride's frequency f swings A / (pi f).
+    """
+    out = []
+    for w in windows:
+        rate = yaw_rate[w] - yaw_rate[w].mean()
+        heading = np.concatenate([[0.0], np.cumsum(rate) * dt])
+        out.append(heading.max() - heading.min())
+    return np.asarray(out)
+
+
+def peak_to_peak(values: np.ndarray, windows: list[slice]) -> np.ndarray:
+    """Per stride: max - min of `values` (T,) over each window, (W,)."""
+    return np.array([np.ptp(values[w]) for w in windows])

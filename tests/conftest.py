@@ -39,3 +39,29 @@ def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundle") / "tiny.onnx"
     export_bundle(tiny_checkpoint, out)
     return out
+
+
+def write_gate_record(bundle: Path, passed: bool = True, failures: tuple[str, ...] = (), sha256: str | None = None,
+                      latency_s: float = 0.02):  # fmt: skip
+    """A gate record beside `bundle` as a full run writes it (trot.gate_record's schema), for tests of what reads it
+    (flash, inspect): the verdict is the test's, not a gate run's. failures: reasons of one failing judged cell."""
+    from trot.gate_record import GateRecord, file_sha256, record_path
+
+    cells = [{"engine": "pybullet", "command": c, "perturbation": p, "judged": p != "latency_2_steps",
+              "passed": not (failures and (c, p) == ("forward_max", "latency_declared")),
+              "failures": list(failures) if (c, p) == ("forward_max", "latency_declared") else []}
+             for c in ("stand", "forward_max") for p in ("nominal", "latency_declared", "latency_2_steps")]  # fmt: skip
+    record = GateRecord(
+        bundle_sha256=sha256 or file_sha256(bundle), bundle_file=bundle.name, robot="pupper_v3",
+        contract_sha256="0" * 64, passed=passed and not failures, created="2026-12-08T10:00:00+00:00",
+        trot_revision="0123456789ab", engines=("pybullet",), seconds=10.0, seed=0, latency_s=latency_s,
+        latency_source="test", thresholds={}, commands={}, perturbations={}, cells=tuple(cells),
+    )  # fmt: skip
+    record_path(bundle).write_text(record.to_json())
+    return record
+
+
+@pytest.fixture
+def gate_record():
+    """`write_gate_record(bundle, passed=True, failures=(), sha256=None, latency_s=0.02)`: a record beside a bundle."""
+    return write_gate_record

@@ -23,7 +23,7 @@ FOLDER_PACKAGE = {
     "train": "trot.train",
     "isaaclab_trot": "trot.isaaclab",
 }
-BOTTOM = ("trot.robots", "trot.mapping", "trot.bundle", "trot.geometry")
+BOTTOM = ("trot.robots", "trot.mapping", "trot.bundle", "trot.geometry", "trot.gate_record", "trot.revision")
 # package -> the trot packages it may import (itself always)
 ALLOWED = {
     "trot.robots": (),

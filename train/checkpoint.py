@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
 
+from trot.revision import code_revision  # noqa: F401  (re-exported: train's callers import it from here)
 from trot.robots import MODEL_NOTICES, model_differences
 
 CHECKPOINT_RE = re.compile(r"^model_(\d+)\.pt$")
@@ -109,22 +109,3 @@ def find_run(log_root: Path, load_run: str | None) -> Path:
     if not runs:
         raise CheckpointError(f"no runs in {log_root} to resume")
     return runs[-1]
-
-
-def code_revision() -> str:
-    """`<commit>` or `<commit>-dirty` of the trot source tree, or 'unknown' outside git."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (rev + ("-dirty" if dirty else "")) if rev else "unknown"

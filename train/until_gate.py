@@ -3,8 +3,10 @@
 Every `every` iterations the runner saves a checkpoint (atomically), exports it to a bundle and starts the
 quick gate (`trot gate --quick`: seven PyBullet cells) on it in a side process, so training goes on while
 the gate runs; the progress line shows the last result. At the first quick pass training stops and the
-full gate (PyBullet, every cell) runs on that bundle with all cores. When it passes, the bundle is the
-run's `gate_passed.onnx`; when it fails, training resumes and the quick gate goes on. `max_minutes` ends
+full gate (PyBullet, every cell) runs on that bundle with all cores and writes its gate record beside it
+(`model_<it>.onnx.gate.json`). When it passes, the bundle is the run's `gate_passed.onnx`, its record copied along
+(`gate_passed.onnx.gate.json`: the same bytes, so the same hash, which `trot flash` asks for); when it fails,
+training resumes and the quick gate goes on. `max_minutes` ends
 the run either way. `until_gate.json` in the run folder records what happened and when (the figures
 `trot bench train` reads).
 """
@@ -177,6 +179,8 @@ class UntilGate:
     def full_gate(self) -> GateResult:
         """The full gate (PyBullet, every cell, all cores) on the bundle that passed the quick gate."""
         from trot.deploy.bundle import load_bundle
+        from trot.gate_record import record_path
+        from trot.hil.gate.record import write_records
         from trot.hil.gate.report import summary_table, write_report
         from trot.hil.gate.run import run_gate
 
@@ -187,13 +191,17 @@ class UntilGate:
               file=self.out, flush=True)  # fmt: skip
         run = run_gate(load_bundle(bundle), str(self.robot_folder))
         write_report(run, report, plots=False)
+        records = write_records(run, report)
         print(summary_table(run), file=self.out, flush=True)
         result = GateResult(q.iteration, str(bundle), False, run.passed, sum(c.passed for c in run.cells),
                             len(run.cells), q.env_steps, self.elapsed(), str(report))  # fmt: skip
         self.outcome.gates.append(result)
         self.progress.note = result.text()
-        if run.passed:  # the very bundle that passed, byte for byte
-            shutil.copyfile(bundle, self.run_dir / PASSED_BUNDLE)
+        if run.passed:  # the very bundle that passed, byte for byte, and the record of its bytes
+            passed = self.run_dir / PASSED_BUNDLE
+            shutil.copyfile(bundle, passed)
+            if records:
+                shutil.copyfile(records[0], record_path(passed))
         return result
 
     def finish(self, reason: str, env_steps: int) -> Outcome:

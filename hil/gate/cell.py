@@ -27,7 +27,7 @@ import torch
 
 from trot.deploy.bundle import Bundle
 from trot.hil.gate.commands import Segments, command_at
-from trot.hil.gate.judge import SATURATED, CellResult, GateThresholds, judge
+from trot.hil.gate.judge import SATURATED, CellResult, GateThresholds, fall_reason, judge, roll_pitch_deg, tilt_deg
 from trot.hil.gate.perturbations import Perturbation
 from trot.hil.kinematics import quat_mul, rotation
 from trot.randomization import TERMS, EnvParams, Randomizer, sample_term
@@ -226,6 +226,8 @@ class CellSpec:
     seed: int
     thresholds: GateThresholds
     noise_stds: dict | None = None
+    stride_steps: int = 20  # control steps per stride (`judge.stride_steps`: the bundle's gait clock period)
+    judged: bool = True  # False: a stress cell, reported and not part of the verdict
 
 
 def cell_seed(seed: int, command: str, perturbation: str) -> list[int]:
@@ -233,7 +235,8 @@ def cell_seed(seed: int, command: str, perturbation: str) -> list[int]:
     return [seed, zlib.crc32(f"{command}/{perturbation}".encode())]
 
 
-TRACE_KEYS = ("t", "command", "command_start", "lin_vel", "yaw_rate", "height", "tilt_deg", "pos_xy")
+TRACE_KEYS = ("t", "command", "command_start", "lin_vel", "yaw_rate", "height", "tilt_deg", "roll_deg", "pitch_deg",
+              "pos_xy")  # fmt: skip
 
 
 def run_cell(spec: CellSpec) -> CellResult:
@@ -262,12 +265,12 @@ def run_cell(spec: CellSpec) -> CellResult:
             rot = rotation(quat)
             q, _ = engine.joint_state()
             margin = min(margin, float(np.min(np.minimum(q - sim.hard_lower, sim.hard_upper - q))))
-            tilt = math.degrees(math.acos(np.clip(rot[2, 2], -1.0, 1.0)))
-            values = (t + dt, cmd, start, (rot.T @ lin_world)[:2], (rot.T @ ang_world)[2], pos[2], tilt, pos[:2])
+            values = (t + dt, cmd, start, (rot.T @ lin_world)[:2], (rot.T @ ang_world)[2], pos[2], tilt_deg(rot),
+                      *roll_pitch_deg(rot), pos[:2])  # fmt: skip
             for key, value in zip(TRACE_KEYS, values):
                 trace[key].append(value)
             samples.append(s)
-            if tilt > th.max_tilt_deg or s["base_contact"] or pos[2] < th.min_height_ratio * sim.standing_height:
+            if fall_reason(th, rot, pos[2], sim.standing_height, s["base_contact"]):
                 fall_time = t + dt
                 break
     finally:

@@ -19,7 +19,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     """Flags of `trot gate`."""
     p.add_argument("bundle", help="policy bundle (.onnx)")
     p.add_argument("-o", "--output", default=None, help="report folder (default: <bundle name>_gate/ beside it)")
-    p.add_argument("--seconds", type=float, default=10.0, help="length of each cell")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="length of each cell; under 10 s the run writes no gate record")  # fmt: skip
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sensor noise")
     p.add_argument("--mujoco", action="store_true", help="also run the matrix in MuJoCo, side by side")
@@ -37,8 +38,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--quick", action="store_true",
-        help="only the quick subset, in PyBullet: stand, forward_max and turn_left_max nominal, forward_max under "
-        "payload +20%% on friction 0.5 (for gating while training)",
+        help="only the quick subset, in PyBullet: stand, forward_max, backward_max, left_max and turn_left_max "
+        "nominal, forward_max under payload +20%% on friction 0.5 and at the declared latency (for gating while "
+        "training; writes no gate record)",
     )  # fmt: skip
     p.add_argument("--robot", default=None, help="robot name or folder (default: the bundle's robot)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
@@ -49,6 +51,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from trot.hil.gate.cell import ENGINES
     from trot.hil.gate.commands import gate_commands
     from trot.hil.gate.perturbations import resolve
+    from trot.hil.gate.record import write_records
     from trot.hil.gate.report import default_output, outside_training_range, summary_table, write_report
     from trot.hil.gate.run import check_matrix, run_gate
 
@@ -67,13 +70,21 @@ def run_cli(args: argparse.Namespace) -> int:
     engines = ENGINES if args.mujoco else ("pybullet",)
     run = run_gate(bundle, args.robot, engines, commands, perturbations, args.seconds, args.seed, args.jobs,
                    quick=args.quick, pins=args.pin)  # fmt: skip
-    written = write_report(run, Path(args.output) if args.output else default_output(path), plots=args.plots)
+    out = Path(args.output) if args.output else default_output(path)
+    written = write_report(run, out, plots=args.plots)
+    records = write_records(run, out)
     print(f"trot gate: {path}")
     print(summary_table(run))
     for w in outside_training_range(run):
         print(f"warning: {w}")
-    for f in written:
+    for f in written + records:
         print(f"wrote {f}")
+    if records:
+        print(f"gate record: {'PASS' if run.passed else 'FAIL'} for {path} (sha256 {run.bundle_sha256[:16]}…): "
+              f"{records[0]}; `trot flash` reads it")  # fmt: skip
+    else:
+        print(f"no gate record written for {path}: not the full matrix (a subset of commands or perturbations, "
+              "--quick, or cells under 10 s); `trot flash` asks for a full run's")  # fmt: skip
     return 0 if run.passed else 1
 
 

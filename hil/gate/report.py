@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from trot.deploy.bundle import Bundle
-from trot.hil.gate.judge import RATIO_FLOOR, SATURATED, CellResult
+from trot.hil.gate.judge import RATIO_METRICS, SATURATED, CellResult
+from trot.hil.gate.perturbations import STRESS
 from trot.hil.gate.run import GateRun
 from trot.sim.backend import CONTACT_FORCE_N
 
@@ -29,20 +30,34 @@ def _median(ratios: dict) -> float | None:
     return float(np.median(list(ratios.values()))) if ratios else None
 
 
+def _mark(cell: CellResult | None) -> str:
+    """'' for a passing cell or one not run, 'FAIL ' for a failing judged cell, '(fail) ' for a failing stress cell."""
+    if cell is None or cell.passed:
+        return ""
+    return "FAIL " if cell.judged else "(fail) "
+
+
+def _column(p: str) -> str:
+    return f"{p}*" if p in STRESS else p
+
+
 def summary_table(run: GateRun) -> str:
-    """Per engine, commands × perturbations: lin/yaw tracking error (and drift), FAIL on a failing cell."""
+    """Per engine, commands × perturbations: stride lin/yaw tracking error (and drift), FAIL on a failing cell."""
     lines = []
     for engine in run.engines:
-        text = {(c, p): ("" if x is None or x.passed else "FAIL ") + _cell_text(x)
+        text = {(c, p): _mark(x) + _cell_text(x)
                 for c in run.commands for p in run.perturbations for x in [run.cell(engine, c, p)]}  # fmt: skip
-        width = 2 + max(len(t) for t in [*text.values(), *run.perturbations])
-        lines.append(f"{engine}: lin err m/s / yaw err rad/s (d: standing drift m) per cell; FAIL marks a failing "
-                     "cell, n/a one not run")  # fmt: skip
-        lines.append(f"{'':<16}" + "".join(f"{p:>{width}}" for p in run.perturbations))
+        width = 2 + max(len(t) for t in [*text.values(), *map(_column, run.perturbations)])
+        lines.append(f"{engine}: lin err m/s / yaw err rad/s over whole strides (d: standing drift m) per cell; FAIL "
+                     "marks a failing cell, n/a one not run; * a stress column, (fail) not judged")  # fmt: skip
+        lines.append(f"{'':<16}" + "".join(f"{_column(p):>{width}}" for p in run.perturbations))
         for c in run.commands:
             lines.append(f"{c:<16}" + "".join(f"{text[(c, p)]:>{width}}" for p in run.perturbations))
-        lines += [f"{engine}: {run.failed(engine)} of {run.run_count(engine)} cells fail", ""]
-    for metric in RATIO_FLOOR:
+        line = f"{engine}: {run.failed(engine)} of {run.run_count(engine)} judged cells fail"
+        if run.run_count(engine, judged=False):
+            line += f"; stress: {run.failed(engine, False)} of {run.run_count(engine, False)} fail (not judged)"
+        lines += [line, ""]
+    for metric in RATIO_METRICS:
         ratios = run.ratios(metric)
         if ratios:
             lines.append(f"PyBullet/MuJoCo {metric} ratio: median {_median(ratios):.2f} "
@@ -84,26 +99,31 @@ def outside_training_range(run: GateRun) -> list[str]:
 
 def gate_json(run: GateRun) -> dict:
     """Everything of the run as `gate.json` holds it: verdict, settings, definitions, every cell's metrics."""
-    ratios = {m: run.ratios(m) for m in RATIO_FLOOR}
+    ratios = {m: run.ratios(m, judged=None) for m in RATIO_METRICS}
     return {
         "passed": run.passed,
-        "bundle": bundle_summary(run.bundle),
+        "bundle": bundle_summary(run.bundle) | {"sha256": run.bundle_sha256},
         "settings": {"engines": list(run.engines), "seconds": run.seconds, "seed": run.seed, "jobs": run.jobs,
-                     "quick": run.quick},  # fmt: skip
+                     "quick": run.quick, "full": run.full},  # fmt: skip
+        "latency": {"judged_s": run.robot.actuation_latency_s, "source": run.robot.actuation_latency_source,
+                    "column": "latency_declared"},  # fmt: skip
+        "stress": {p: STRESS[p] for p in run.stress},
         "wall_s": run.wall_s,
         "cpu_s": run.cpu_s,
         "thresholds": asdict(run.thresholds),
         "commands": {c: [[f, list(v)] for f, v in segments] for c, segments in run.commands.items()},
-        "perturbations": {n: {"terms": dict(p.terms), "sensor_noise": p.sensor_noise}
+        "perturbations": {n: {"terms": dict(p.terms), "sensor_noise": p.sensor_noise, "judged": n not in STRESS}
                           for n, p in run.perturbations.items()},  # fmt: skip
-        "engines": {e: {"passed": not run.failed(e), "failed_cells": run.failed(e)} for e in run.engines},
+        "engines": {e: {"passed": not run.failed(e), "failed_cells": run.failed(e),
+                        "stress_failed_cells": run.failed(e, judged=False)} for e in run.engines},  # fmt: skip
         "cells": [c.metrics() for c in run.cells],
         "not_run": [{"engine": e, "command": c, "perturbation": p, "why": w} for (e, c, p), w in run.skipped.items()],
         "pybullet_mujoco_ratio": {
             m: {
-                "floor": RATIO_FLOOR[m],
-                "median": _median(r),
-                "cells": [{"command": c, "perturbation": p, "ratio": v} for (c, p), v in r.items()],
+                "floor": "an error below half its cell's bound counts as half the bound",
+                "median": _median(run.ratios(m)),  # over the judged cells
+                "cells": [{"command": c, "perturbation": p, "ratio": v, "judged": p not in STRESS}
+                          for (c, p), v in r.items()],  # fmt: skip
             }
             for m, r in ratios.items()
             if r
@@ -116,23 +136,31 @@ def gate_json(run: GateRun) -> dict:
 THRESHOLD_DOCS = {
     "max_tilt_deg": "fall: base tilt beyond this, degrees (also a fall: the base touching the floor)",
     "min_height_ratio": "fall: base height below this fraction of its standing height",
-    "settle_s": "s; tracking, slip and saturation are averaged after this (at most half the cell)",
+    "settle_s": "s; tracking, swing, slip and saturation are measured after this (at most half the cell)",
     "switch_settle_s": "s; the sequence also skips this long after each change (at most half a segment)",
-    "lin_err_floor": "m/s; mean |v_xy − command_xy| (body frame) ≤ max(this, err_fraction × commanded speed)",
-    "yaw_err_floor": "rad/s; mean |yaw rate − command| ≤ max(this, err_fraction × commanded rate)",
+    "no_clock_stride_s": "s; the stride of a policy without a gait clock (with one: the clock's period)",
+    "lin_err_floor": "m/s; |stride mean v_xy − command_xy| (body frame), mean over the strides, ≤ max(this, "
+    "err_fraction × commanded speed)",
+    "yaw_err_floor": "rad/s; |stride mean yaw rate − command|, mean over the strides, ≤ max(this, err_fraction × "
+    "commanded rate)",
     "err_fraction": "of the commanded speed / yaw rate; a sequence is judged segment by segment",
+    "max_heading_swing_deg": "°, peak-to-peak heading within a stride about its steady turn, mean over the strides",
+    "max_roll_swing_deg": "°, peak-to-peak body roll within a stride, mean over the strides",
+    "max_pitch_swing_deg": "°, peak-to-peak body pitch within a stride, mean over the strides",
     "max_stand_drift": "m, horizontal base displacement over a cell commanded to stand",
     "max_torque_saturation": f"worst joint's fraction of physics steps at ≥ {SATURATED:.0%} of its torque limit",
     "min_joint_margin": "rad, closest approach of any joint to its URDF limit over the whole cell",
     "max_foot_slip": f"m/s, mean horizontal speed of the feet in contact (> {CONTACT_FORCE_N:g} N)",
-    "max_ratio_median": "with --mujoco: median over the cells of each PyBullet/MuJoCo tracking-error ratio",
-    "max_ratio_cell": "with --mujoco: every cell's PyBullet/MuJoCo tracking-error ratio",
+    "max_ratio_median": "with --mujoco: median over the judged cells of each PyBullet/MuJoCo tracking-error ratio "
+    "(an error below half its cell's bound counts as half the bound)",
+    "max_ratio_cell": "with --mujoco: every judged cell's PyBullet/MuJoCo tracking-error ratio",
 }
 
 
 def _md_matrix(run: GateRun, text: dict) -> list[str]:
     """A Markdown table commands × perturbations holding text[(command, perturbation)]."""
-    lines = ["| command | " + " | ".join(run.perturbations) + " |", "|---|" + "---|" * len(run.perturbations)]
+    header = " | ".join(map(_column, run.perturbations))
+    lines = [f"| command | {header} |", "|---|" + "---|" * len(run.perturbations)]
     for c in run.commands:
         lines.append(f"| {c} | " + " | ".join(text.get((c, p), "—") for p in run.perturbations) + " |")
     return lines
@@ -157,9 +185,17 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
         f"# Gate{' (quick)' if run.quick else ''}: `{run.bundle.path.name}`",
         "",
         f"**{'PASS' if run.passed else 'FAIL'}**: "
-        + ", ".join(f"{e} {run.run_count(e) - run.failed(e)} of {run.run_count(e)} cells pass" for e in run.engines)
+        + ", ".join(f"{e} {run.run_count(e) - run.failed(e)} of {run.run_count(e)} judged cells pass"
+                    for e in run.engines)  # fmt: skip
         + "".join(f"; {f}" for f in run.ratio_failures()),
         "",
+        *(f"- stress (reported, not judged): {e} {run.run_count(e, False) - run.failed(e, False)} of "
+          f"{run.run_count(e, False)} cells pass" for e in run.engines if run.run_count(e, False)),  # fmt: skip
+        f"- bundle sha256 `{run.bundle_sha256}`; "
+        + ("a full run: its verdict is the gate record beside the bundle (`trot flash` reads it)" if run.full else
+           "not the full matrix (a subset, `--quick` or cells under 10 s): no gate record written"),  # fmt: skip
+        f"- judged at the robot's declared actuation latency, {run.robot.actuation_latency_s * 1e3:g} ms "
+        f"(`latency_declared`; robot.toml [latency]: {run.robot.actuation_latency_source})",
         f"- bundle `{b['path']}`: robot `{b['robot']}` (contract `{b['contract_sha256'][:12]}`), "
         f"run `{tr.get('run', '')}`, {tr.get('iterations', '?')} iterations, {tr.get('env_steps', '?')} env steps",
         f"- policy through `trot.deploy.runtime.PolicyRuntime`; control {b['control_dt'] * 1e3:g} ms, "
@@ -173,8 +209,9 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
         "",
         "## Thresholds",
         "",
-        "Every cell, nominal or perturbed, is held to the same thresholds (`GateThresholds` in `hil/gate/judge.py`, "
-        "reasoning in `docs/gate.md`).",
+        "Every judged cell, nominal or perturbed, is held to the same thresholds (`GateThresholds` in "
+        "`hil/gate/judge.py`, reasoning in `docs/gate.md`). Tracking is judged on the velocity averaged over each "
+        "stride (the bundle's gait clock period); a stress column (`*`) is run and reported, not judged.",
         "",
         "| threshold | value | meaning |",
         "|---|---|---|",
@@ -182,22 +219,25 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
     ]
     for engine in run.engines:
         lines += ["", f"## Pass/fail: {engine}", "",
-                  "Linear (m/s) / yaw-rate (rad/s) tracking error, d: standing drift (m); ❌ fails, n/a: not run.", ""]
+                  "Linear (m/s) / yaw-rate (rad/s) tracking error over whole strides, d: standing drift (m); ❌ fails, "
+                  "⚠️ a stress cell fails (not judged), n/a: not run; `*` a stress column.", ""]  # fmt: skip
         marks = {}
         for c in run.commands:
             for p in run.perturbations:
                 x = run.cell(engine, c, p)
-                marks[(c, p)] = ("" if x is None else "✅ " if x.passed else "❌ ") + _cell_text(x)
+                mark = "" if x is None else "✅ " if x.passed else "❌ " if x.judged else "⚠️ "
+                marks[(c, p)] = mark + _cell_text(x)
         lines += _md_matrix(run, marks)
     for metric, unit in (("lin_err", "m/s"), ("yaw_err", "rad/s")):
-        ratios = run.ratios(metric)
+        ratios = run.ratios(metric, judged=None)
         if ratios:
             lines += [
                 "",
                 f"## PyBullet / MuJoCo ratio: {metric}",
                 "",
-                f"Each error floored at {RATIO_FLOOR[metric]} {unit}; median **{_median(ratios):.2f}** (at most "
-                f"{run.thresholds.max_ratio_median}; each cell at most {run.thresholds.max_ratio_cell}).",
+                f"An error ({unit}) below half its cell's bound counts as half the bound; median over the judged cells "
+                f"**{_median(run.ratios(metric)):.2f}** (at most {run.thresholds.max_ratio_median}; each judged cell "
+                f"at most {run.thresholds.max_ratio_cell}; stress columns reported only).",
                 "",
             ]
             lines += _md_matrix(run, {k: _fmt(v) for k, v in ratios.items()})
@@ -206,15 +246,22 @@ def gate_markdown(run: GateRun, plots: list[str]) -> str:
             "",
             f"## Metrics: {engine}",
             "",
-            "| command | perturbation | fell | lin err m/s | yaw err rad/s | yaw bias rad/s | drift m "
-            "| peak τ / limit N·m | saturation | joint margin rad | foot slip m/s | failures |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "Stride: errors of the velocity averaged over each stride (judged); per step: mean |error| of each "
+            "control step (reported, the judgement until 2026-12); swing: peak-to-peak within a stride, degrees.",
+            "",
+            "| command | perturbation | fell | strides | lin err m/s stride / per step "
+            "| yaw err rad/s stride / per step | heading / roll / pitch swing ° | drift m | peak τ / limit N·m "
+            "| saturation | joint margin rad "
+            "| foot slip m/s | failures |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for x in (c for c in run.cells if c.engine == engine):
             lines.append(
-                f"| {x.command} | {x.perturbation} | {'yes' if x.fell else 'no'} | {_fmt(x.lin_err, 3)} "
-                f"| {_fmt(x.yaw_err, 3)} | {_fmt(x.yaw_bias, 3)} | {_fmt(x.drift, 3)} "
-                f"| {x.peak_torque:.2f} / {x.torque_limit:.2f} "
+                f"| {x.command} | {_column(x.perturbation)} | {'yes' if x.fell else 'no'} | {x.strides} "
+                f"| {_fmt(x.lin_err, 3)} / {_fmt(x.lin_err_per_step, 3)} "
+                f"| {_fmt(x.yaw_err, 3)} / {_fmt(x.yaw_err_per_step, 3)} "
+                f"| {_fmt(x.heading_swing_deg, 1)} / {_fmt(x.roll_swing_deg, 1)} / {_fmt(x.pitch_swing_deg, 1)} "
+                f"| {_fmt(x.drift, 3)} | {x.peak_torque:.2f} / {x.torque_limit:.2f} "
                 f"| {x.torque_saturation:.3f} | {x.joint_margin:.3f} | {_fmt(x.foot_slip, 3)} "
                 f"| {'; '.join(x.failures)} |"
             )
@@ -233,7 +280,7 @@ TRACE_CELLS = (
 
 def _value(run: GateRun, name: str, c: str, p: str, metric: str) -> float | None:
     if name == "ratio":
-        return run.ratios(metric).get((c, p))
+        return run.ratios(metric, judged=None).get((c, p))
     cell = run.cell(name, c, p)
     return None if cell is None else getattr(cell, metric)
 
@@ -248,7 +295,7 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
     written = [str(out / "tracking_error.png")]
     th = run.thresholds
     metrics = (("lin_err", "lin err m/s", th.lin_err_floor), ("yaw_err", "yaw err rad/s", th.yaw_err_floor))
-    names = [*run.engines, *(["ratio"] if run.ratios("lin_err") else [])]
+    names = [*run.engines, *(["ratio"] if run.ratios("lin_err", judged=None) else [])]
     size = (1.5 + 0.6 * len(run.perturbations), 1.5 + 0.4 * len(run.commands))
     fig, axes = plt.subplots(2, len(names), figsize=(size[0] * len(names), 2 * size[1]), squeeze=False)
     for row, (metric, label, limit) in enumerate(metrics):
@@ -259,7 +306,8 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
             im = ax.imshow(
                 v, cmap="RdBu_r" if ratio else "viridis", vmin=0, vmax=2.0 if ratio else 2 * limit, aspect="auto"
             )
-            ax.set_xticks(range(len(run.perturbations)), run.perturbations, rotation=45, ha="right", fontsize=8)
+            labels = [f"{p} (stress)" if p in STRESS else p for p in run.perturbations]
+            ax.set_xticks(range(len(run.perturbations)), labels, rotation=45, ha="right", fontsize=8)
             ax.set_yticks(range(len(run.commands)), run.commands, fontsize=8)
             ax.set_title(f"PyBullet / MuJoCo {label.split(' ')[0]} err" if ratio else f"{name}: {label}", fontsize=9)
             for i, c in enumerate(run.commands):
@@ -267,10 +315,12 @@ def save_plots(run: GateRun, out: Path) -> list[str]:
                     cell = None if ratio else run.cell(name, c, p)
                     failed = cell is not None and not cell.passed
                     text = "—" if np.isnan(v[i, j]) else f"{v[i, j]:.2f}"
-                    ax.text(j, i, text + ("\n✗" if failed else ""), ha="center", va="center", fontsize=7,
+                    mark = ("\n✗" if cell.judged else "\n(✗)") if failed else ""
+                    ax.text(j, i, text + mark, ha="center", va="center", fontsize=7,
                             color="red" if failed else ("black" if ratio else "white"))  # fmt: skip
             fig.colorbar(im, ax=ax, shrink=0.7)
-    fig.suptitle("tracking error per cell (✗: the cell fails)", fontsize=10)
+    fig.suptitle("tracking error over whole strides per cell (✗: the cell fails; (✗) a stress cell, not judged)",
+                 fontsize=10)  # fmt: skip
     fig.tight_layout()
     fig.savefig(written[0], dpi=100)
     plt.close(fig)

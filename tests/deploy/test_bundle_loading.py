@@ -106,7 +106,8 @@ def test_inspect_prints_every_field_or_the_json(tmp_path, capsys):
     assert run_inspect(argparse.Namespace(bundle=str(path), json=True)) == 0
     assert capsys.readouterr().out == json.dumps(json.loads(written.to_json()), indent=2) + "\n"
     assert run_inspect(argparse.Namespace(bundle=str(path), json=False)) == 0
-    assert capsys.readouterr().out == text + "\n"
+    gate = f"gate                no gate record for {path} (expected {path}.gate.json): run `trot gate {path}`"
+    assert capsys.readouterr().out == text + "\n" + gate + "\n"
     with pytest.raises(SystemExit) as err:
         run_inspect(argparse.Namespace(bundle=str(tmp_path / "none.onnx"), json=False))
     assert str(err.value) == f"trot inspect: {tmp_path / 'none.onnx'}: no such bundle file"
@@ -125,3 +126,33 @@ def test_check_contract_of_a_loaded_bundle_names_its_file(tmp_path):
     stiff = replace(bundle, meta=replace(bundle.meta, contract=replace(bundle.contract, kp=9.5)))
     with pytest.raises(BundleError, match=rf"^{path}: made for robot 'pupper_v3' .*kp: bundle 9\.5, robot 5\.0$"):
         check_contract(stiff, ROBOT)
+
+
+def test_inspect_shows_the_gate_record_and_whether_it_is_for_this_exact_file(tiny_bundle, tmp_path, capsys,
+                                                                              gate_record):  # fmt: skip
+    import shutil
+
+    from trot.gate_record import file_sha256, record_path
+
+    path = tmp_path / "walk.onnx"
+    shutil.copyfile(tiny_bundle, path)
+
+    def gate_line() -> str:
+        assert run_inspect(argparse.Namespace(bundle=str(path), json=False)) == 0
+        return capsys.readouterr().out.splitlines()[-1]
+
+    digest = file_sha256(path)
+    gate_record(path)
+    assert gate_line() == (f"gate                {record_path(path)}: PASS on 2026-12-08 (trot 0123456789ab, 10 s "
+                           "cells, latency 20 ms): judged cells passing pybullet 4 of 4; stress (not judged) pybullet "
+                           f"2 of 2; for this exact file (sha256 {digest[:16]}…)")  # fmt: skip
+    gate_record(path, failures=("yaw err 0.200 > 0.1 rad/s",))
+    assert "FAIL on 2026-12-08" in gate_line() and "judged cells passing pybullet 3 of 4" in gate_line()
+    gate_record(path, sha256="f" * 64)  # the record of another file: a renamed or re-exported bundle
+    assert gate_line() == (f"gate                {record_path(path)} is the gate record of another file (sha256 "
+                           f"ffffffffffffffff…, gated as walk.onnx on 2026-12-08); {path} has sha256 {digest[:16]}…: "
+                           f"gate this file (`trot gate {path}`)")  # fmt: skip
+    record_path(path).write_text("{")
+    assert gate_line().startswith(f"gate                unreadable gate record: {record_path(path)}: not a gate record")
+    assert run_inspect(argparse.Namespace(bundle=str(path), json=True)) == 0
+    assert "gate" not in json.loads(capsys.readouterr().out)  # --json is the bundle's metadata, unchanged

@@ -1,5 +1,9 @@
-"""`trot flash`: versioned files and one pointer switch; the same checks as `trot deploy` before anything is
-copied; rollback; a flash or rollback killed at every step leaves one complete, hash-checked policy."""
+"""`trot flash`: versioned files and one pointer switch; the same checks as `trot deploy` and the gate's verdict
+before anything is copied; rollback; a flash or rollback killed at every step leaves one complete, hash-checked policy.
+
+The tests of copying, rollback and crash safety flash bundles whose gate record (`<bundle>.gate.json`) the test
+writes as passing (`write_gate_record`): they take the gate's verdict as given. The tests under "the gate's
+verdict" check what flash does with a record that is missing, failing, another file's, or overridden by --force."""
 
 import json
 import os
@@ -9,10 +13,12 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
+from conftest import write_gate_record
 
 from trot.deploy.bundle import BundleError
 from trot.deploy.flash import (
@@ -25,21 +31,34 @@ from trot.deploy.flash import (
     rollback,
     sha256_file,
 )
+from trot.gate_record import record_path
 from trot.robots import load_robot
 
 ROBOT = load_robot("pupper_v3")
 KILLED = Path(__file__).with_name("flash_killed.py")
 
 
-def second_bundle(tiny_bundle, tmp_path, run="second"):
-    """The same policy exported under another run name: a different, valid bundle for the same robot."""
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_bundle, tmp_path_factory):
+    """The session's tiny bundle, copied, with a passing gate record beside it (see the module docstring)."""
+    out = tmp_path_factory.mktemp("gated") / "tiny.onnx"
+    shutil.copyfile(tiny_bundle, out)
+    write_gate_record(out)
+    return out
+
+
+def second_bundle(tiny_bundle, tmp_path, run="second", gated=True):
+    """The same policy exported under another run name: a different, valid bundle for the same robot (with a
+    passing gate record beside it unless gated=False)."""
     from trot.bundle import read_bundle_meta
     from trot.train.export import write_bundle
 
     meta = read_bundle_meta(tiny_bundle)
-    meta = type(meta)(meta.contract, meta.observation, meta.commands, type(meta.training)(run=run), meta.robot_model)
+    meta = replace(meta, training=type(meta.training)(run=run), integrity=None)
     out = tmp_path / f"{run}.onnx"
     write_bundle(onnx.load(str(tiny_bundle)), meta, out)
+    if gated:
+        write_gate_record(out)
     return out
 
 
@@ -83,8 +102,7 @@ def test_reflash_keeps_the_previous_policy_rollback_swaps_and_old_versions_are_p
     flash(c, target, ROBOT)
     assert state(folder) == (c_hash, b_hash)
     assert sorted(p.name for p in (folder / "policies").iterdir()) == sorted(
-        [f"{h}.onnx" for h in (b_hash, c_hash)] + [f"{h}.onnx.sha256" for h in (b_hash, c_hash)]
-    )
+        f"{h}.onnx{suffix}" for h in (b_hash, c_hash) for suffix in ("", ".sha256", ".gate.json"))  # fmt: skip
 
 
 def test_rollback_without_a_previous_policy_is_refused(tiny_bundle, tmp_path):
@@ -604,11 +622,14 @@ def test_flash_and_rollback_say_each_step(tiny_bundle, tmp_path):
     lines = flash(a, target, ROBOT)
     assert lines == [
         f"checked {a} (integrity, contract {ROBOT.contract_sha256()[:12]} of robot 'pupper_v3')",
+        f"gate: {record_path(a)}: PASS on 2026-12-08 (trot 0123456789ab, 10 s cells, latency 20 ms): judged cells "
+        f"passing pybullet 4 of 4; stress (not judged) pybullet 2 of 2; for this exact file (sha256 {da[:16]}…)",
         f"copied {a.name} to {root / 'policies' / (da + '.onnx')} (sha256 {da[:16]}… verified, hash file written)",
+        f"copied its gate record to {root / 'policies' / (da + '.onnx.gate.json')}",
         f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyACM0)",
         f"switched {root / POINTER} to policies/{da}.onnx",
     ]
-    assert flash(a, target, ROBOT, ["--transport", "serial", "--port", "/dev/ttyUSB0"])[2:] == [
+    assert flash(a, target, ROBOT, ["--transport", "serial", "--port", "/dev/ttyUSB0"])[4:] == [
         f"wrote {root / 'trot-deploy.service'} (trot deploy --transport serial --port /dev/ttyUSB0)",
         f"policies/{da}.onnx was already the current policy",
     ]
@@ -656,3 +677,103 @@ def test_flash_needs_a_target(capsys):
     with pytest.raises(SystemExit) as err:
         build_parser().parse_args(["flash", "policy.onnx"])
     assert err.value.code == 2 and "the following arguments are required: --target" in capsys.readouterr().err
+
+
+# ---- the gate's verdict -------------------------------------------------------------------------------------
+
+
+def test_a_bundle_without_a_gate_record_is_refused_before_anything_is_copied(tiny_bundle, tmp_path):
+    ungated = second_bundle(tiny_bundle, tmp_path, gated=False)
+    with pytest.raises(FlashError) as err:
+        flash(ungated, DirTarget(tmp_path / "robot"), ROBOT)
+    assert str(err.value) == (f"refused: no gate record for {ungated} (expected {record_path(ungated)}): run "
+                              f"`trot gate {ungated}`. Only a policy that passed the full gate is flashed; --force "
+                              "flashes it anyway and records that on the robot")  # fmt: skip
+    assert not (tmp_path / "robot").exists()
+
+
+def test_a_failing_record_is_refused_naming_what_failed(tiny_bundle, tmp_path, gate_record):
+    failing = second_bundle(tiny_bundle, tmp_path, gated=False)
+    gate_record(failing, failures=("yaw err 0.200 > 0.1 rad/s", "heading swing 12.0° > 10° per stride"))
+    with pytest.raises(FlashError) as err:
+        flash(failing, DirTarget(tmp_path / "robot"), ROBOT)
+    assert str(err.value).startswith(f"refused: {failing} failed the gate (FAIL on 2026-12-08")
+    assert ("pybullet forward_max / latency_declared: yaw err 0.200 > 0.1 rad/s; heading swing 12.0° > 10° per "
+            "stride. Only a policy") in str(err.value)  # fmt: skip
+
+
+def test_the_record_is_bound_to_the_exact_bytes(tiny_bundle, tmp_path):
+    """Another bundle beside a passing record (the record copied with a renamed or re-exported file) is refused,
+    naming both hashes; a one-byte change of a gated bundle is refused too (its integrity check names it first)."""
+    other = second_bundle(tiny_bundle, tmp_path, gated=False)
+    shutil.copyfile(record_path(tiny_bundle), record_path(other))
+    with pytest.raises(FlashError) as err:
+        flash(other, DirTarget(tmp_path / "robot"), ROBOT)
+    assert str(err.value).startswith(f"refused: {record_path(other)} is the gate record of another file (sha256 "
+                                     f"{sha256_file(tiny_bundle)[:16]}…, gated as tiny.onnx on 2026-12-08); {other} "
+                                     f"has sha256 {sha256_file(other)[:16]}…")  # fmt: skip
+    flipped = tmp_path / "flipped.onnx"
+    data = bytearray(tiny_bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    shutil.copyfile(record_path(tiny_bundle), record_path(flipped))
+    with pytest.raises(BundleError, match="changed since export"):
+        flash(flipped, DirTarget(tmp_path / "robot"), ROBOT)
+    assert not (tmp_path / "robot").exists()
+
+
+def test_a_record_judged_at_less_latency_than_the_robot_declares_is_refused(tiny_bundle, tmp_path, gate_record):
+    """A pass judged at 0 ms (a robot folder whose [latency] said 0) does not cover a Pupper declared at 20 ms."""
+    fast = second_bundle(tiny_bundle, tmp_path, gated=False)
+    gate_record(fast, latency_s=0.0)
+    with pytest.raises(FlashError) as err:
+        flash(fast, DirTarget(tmp_path / "robot"), ROBOT)
+    assert str(err.value).startswith(f"refused: {record_path(fast)} judged {fast} at 0 ms of actuation latency; "
+                                     "the robot is declared to meet 20 ms (robot.toml [latency]): gate it")  # fmt: skip
+
+
+def test_force_flashes_and_records_on_the_target_what_it_overrode(tiny_bundle, tmp_path, gate_record):
+    folder = tmp_path / "robot"
+    failing = second_bundle(tiny_bundle, tmp_path, gated=False)
+    gate_record(failing, failures=("yaw err 0.200 > 0.1 rad/s",))
+    lines = flash(failing, DirTarget(folder), ROBOT, force=True)
+    digest = sha256_file(failing)
+    note = json.loads((folder / "policies" / f"{digest}.onnx.force.json").read_text())
+    assert note["forced"] is True and note["bundle_sha256"] == digest and note["user"] and note["at"]
+    assert note["overridden"].startswith(f"{failing} failed the gate (FAIL on 2026-12-08")
+    # The failing record is this file's: it goes along, so the robot holds the verdict it was flashed against.
+    assert (folder / "policies" / f"{digest}.onnx.gate.json").read_bytes() == record_path(failing).read_bytes()
+    assert any(line.startswith("FORCED without a passing gate record") for line in lines)
+    assert state(folder) == (digest, None)
+    # Flashed again with a passing record and no --force: the record replaces the old one, the force note goes.
+    gate_record(failing)
+    lines = flash(failing, DirTarget(folder), ROBOT)
+    assert not (folder / "policies" / f"{digest}.onnx.force.json").exists()
+    assert json.loads((folder / "policies" / f"{digest}.onnx.gate.json").read_text())["passed"] is True
+    assert lines[1].startswith(f"gate: {record_path(failing)}: PASS on 2026-12-08")
+
+
+def test_the_gate_record_goes_along_and_side_files_are_pruned_with_their_version(tiny_bundle, tmp_path):
+    folder = tmp_path / "robot"
+    a, b, c = tiny_bundle, second_bundle(tiny_bundle, tmp_path, "b"), second_bundle(tiny_bundle, tmp_path, "c")
+    flash(a, DirTarget(folder), ROBOT)
+    da = sha256_file(a)
+    assert (folder / "policies" / f"{da}.onnx.gate.json").read_bytes() == record_path(a).read_bytes()
+    flash(b, DirTarget(folder), ROBOT)
+    flash(c, DirTarget(folder), ROBOT)
+    kept = {sha256_file(b), sha256_file(c)}
+    assert sorted(p.name for p in (folder / "policies").iterdir()) == sorted(
+        f"{h}.onnx{suffix}" for h in kept for suffix in ("", ".sha256", ".gate.json"))  # fmt: skip
+
+
+def test_flash_cli_refuses_without_a_passing_record_and_force_overrides(tiny_bundle, tmp_path, capsys):
+    from trot.cli import build_parser
+    from trot.deploy.flash import run_flash
+
+    parse = build_parser().parse_args
+    ungated = second_bundle(tiny_bundle, tmp_path, gated=False)
+    with pytest.raises(SystemExit) as err:
+        run_flash(parse(["flash", str(ungated), "--target", str(tmp_path / "robot")]))
+    assert str(err.value).startswith(f"trot flash: refused: no gate record for {ungated}")
+    assert run_flash(parse(["flash", str(ungated), "--target", str(tmp_path / "robot"), "--force"])) == 0
+    assert "trot flash: FORCED without a passing gate record" in capsys.readouterr().out

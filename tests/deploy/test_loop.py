@@ -1,7 +1,9 @@
 """The deploy loop against a fake transport: fixed rate without drift, a command every tick, telemetry, command
 sources, CLI refusals, and the import rule for the robot side."""
 
+import dataclasses
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -230,6 +232,47 @@ def test_a_full_garbage_collection_of_a_large_heap_does_not_stall_a_tick(bundle,
                               limits=SafetyLimits(soft_start_s=5.0))  # fmt: skip
     assert tel.ticks[10]["cpu_ms"] < result.summary["overrun_ms"], tel.ticks[10]
     assert gc.get_freeze_count() == 0  # the heap is the collector's again after the run
+
+
+class LateFrames(FakeTransport):
+    """Every State arrived `age_s` before the loop polls it (a slow link or driver between sensors and host)."""
+
+    def __init__(self, age_s: float):
+        super().__init__()
+        self.age_s = age_s
+
+    def poll(self) -> Poll:
+        out = super().poll()
+        out.samples[0] = dataclasses.replace(out.samples[0], rx_time=out.samples[0].rx_time - self.age_s)
+        return out
+
+
+def test_sensor_to_command_latency_is_measured_and_a_breach_of_the_declared_figure_is_said_once(bundle, tmp_path,
+                                                                                                caplog):  # fmt: skip
+    """Frames 30 ms old when read, against the Pupper's declared 20 ms (robot.toml [latency]): every policy tick
+    measures at least 30 ms from the frame's arrival to its command written; one warning, in the log and the
+    telemetry, however many ticks exceed it; the summary counts them all."""
+    with caplog.at_level(logging.WARNING, logger="trot.deploy"):
+        result, _, tel = run_fake(bundle, tmp_path, duration=1.0, transport=LateFrames(0.03))
+    policy_ticks = [t for t in tel.ticks if "action" in t]
+    assert len(policy_ticks) >= 10 and all(t["obs_to_cmd_ms"] >= 30.0 for t in policy_ticks)
+    assert all("obs_to_cmd_ms" not in t for t in tel.ticks if "action" not in t)  # measured where the policy ran
+    warnings = [e for e in tel.events if e["what"] == "latency"]
+    assert len(warnings) == 1 and "more than the 20 ms robot 'pupper_v3' is declared to meet" in warnings[0]["message"]
+    assert sum("is declared to meet" in r.getMessage() for r in caplog.records) == 1
+    s = result.summary
+    assert s["latency_declared_ms"] == 20.0 and s["latency_exceeded_ticks"] == len(policy_ticks)
+    assert s["obs_to_cmd_p50_ms"] >= 30.0 and tel.header["latency_declared_s"] == 0.02
+
+
+def test_no_latency_warning_within_the_declared_figure(bundle, tmp_path):
+    """The same late frames on a robot declared to meet 0.5 s: measured, never warned about."""
+    robot = dataclasses.replace(ROBOT, actuation_latency_s=0.5)
+    path = tmp_path / "t.jsonl"
+    result = run_loop(bundle, robot, LateFrames(0.03), ConstantCommand(), path, FAST, LoopConfig(duration_s=0.8))
+    tel = read_telemetry(path)
+    assert not [e for e in tel.events if e["what"] == "latency"] and result.summary["latency_exceeded_ticks"] == 0
+    assert result.summary["obs_to_cmd_p50_ms"] >= 30.0
 
 
 def test_host_estop_sends_estop_frames_then_damping_then_off(bundle, tmp_path):

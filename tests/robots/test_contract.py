@@ -133,3 +133,27 @@ def test_mujoco_options_are_read_and_a_bad_one_is_refused(tmp_path):
     folder = go2_copy(tmp_path, "impratio = 100", "timestep = 0.001")
     with pytest.raises(ContractError, match=r"'mujoco\.option\.timestep'.*other than timestep"):
         build_model(load_robot(folder))
+
+
+def test_the_declared_latency_is_read_with_its_source_and_stays_out_of_the_contract(tmp_path):
+    """robot.toml [latency]: the Pupper is promised one control step, 0.02 s, until measured; changing the promise
+    does not change the contract (nor its hash), since a policy does not depend on it."""
+    pupper = load_robot("pupper_v3")
+    assert pupper.actuation_latency_s == 0.02 and "pupperv3-mjx" in pupper.actuation_latency_source
+    assert load_robot("go2").actuation_latency_s == 0.02 and "chosen" in load_robot("go2").actuation_latency_source
+    assert not any("latency" in key for key in pupper.contract())
+    slower = load_robot(broken_copy(tmp_path, "actuation_s = 0.02", "actuation_s = 0.03"))
+    assert slower.actuation_latency_s == 0.03 and slower.contract_sha256() == pupper.contract_sha256()
+    for old, new, field, expected in (
+        ("actuation_s = 0.02", "actuation_s = -0.01", "latency.actuation_s", "a number in [0.0, 0.2]"),
+        ("actuation_s = 0.02", "# none", "latency.actuation_s", "a value (field is missing)"),
+        ('source = "not measured', 'source = "', "latency.source", "a non-empty string"),
+    ):  # fmt: skip
+        folder = broken_copy(tmp_path, old, new)
+        if field == "latency.source":  # an empty string: the rest of the line is the old text, drop it
+            toml = folder / "robot.toml"
+            toml.write_text("\n".join(line if not line.startswith('source = "') else 'source = ""'
+                                      for line in toml.read_text().splitlines()) + "\n")  # fmt: skip
+        with pytest.raises(ContractError) as e:
+            load_robot(folder)
+        assert e.value.field == field and e.value.expected == expected

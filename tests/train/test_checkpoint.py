@@ -155,7 +155,8 @@ def test_code_revision_is_the_short_commit_with_a_dirty_mark_or_unknown(monkeypa
     import re
     import subprocess
 
-    from trot.train.checkpoint import code_revision
+    from trot import revision
+    from trot.train.checkpoint import code_revision  # trot.revision's, re-exported
 
     assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?|unknown", code_revision())
 
@@ -168,7 +169,7 @@ def test_code_revision_is_the_short_commit_with_a_dirty_mark_or_unknown(monkeypa
 
         return run
 
-    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", ""]))
+    monkeypatch.setattr(revision.subprocess, "run", fake(["0123456789ab\n", ""]))
     assert code_revision() == "0123456789ab"
     (rev, rev_kw), (status, status_kw) = calls
     root = rev[2]
@@ -176,13 +177,13 @@ def test_code_revision_is_the_short_commit_with_a_dirty_mark_or_unknown(monkeypa
     assert rev == ["git", "-C", root, "rev-parse", "--short=12", "HEAD"]
     assert status == ["git", "-C", root, "status", "--porcelain", "--untracked-files=no"]
     assert rev_kw == status_kw == {"capture_output": True, "text": True, "timeout": 5}
-    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["0123456789ab\n", " M train/runner.py\n"]))
+    monkeypatch.setattr(revision.subprocess, "run", fake(["0123456789ab\n", " M train/runner.py\n"]))
     assert code_revision() == "0123456789ab-dirty"
-    monkeypatch.setattr(checkpoint.subprocess, "run", fake(["", ""]))
+    monkeypatch.setattr(revision.subprocess, "run", fake(["", ""]))
     assert code_revision() == "unknown"
 
     def missing(cmd, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(checkpoint.subprocess, "run", missing)
+    monkeypatch.setattr(revision.subprocess, "run", missing)
     assert code_revision() == "unknown"

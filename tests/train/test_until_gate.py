@@ -121,13 +121,17 @@ def test_a_passing_quick_gate_stops_training_and_the_cap_stops_it_too(tmp_path):
 def test_the_full_gate_after_a_quick_pass_writes_its_report_and_the_passing_bundle(
     tiny_checkpoint, tmp_path, monkeypatch
 ):
-    """The full gate's plumbing on a one-cell matrix (the full matrix is 72 PyBullet cells, minutes of CPU):
-    the shipped policy stands still, so the gate passes and the run's checkpoint becomes gate_passed.onnx."""
+    """The full gate's plumbing on a one-cell matrix (the full matrix is 72 PyBullet cells, minutes of CPU), taken
+    as the full run it stands for: the shipped policy stands still, so the gate passes, the run's checkpoint becomes
+    gate_passed.onnx and the gate record of its bytes goes along."""
+    import dataclasses
+
     import trot.hil.gate.run as gate_run
+    from trot.gate_record import file_sha256, read_record, record_path
 
     real = gate_run.run_gate
-    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: real(
-        bundle, robot, commands=["stand"], perturbations=["nominal"], seconds=4.0, jobs=1))  # fmt: skip
+    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: dataclasses.replace(real(
+        bundle, robot, commands=["stand"], perturbations=["nominal"], seconds=4.0, jobs=1), full=True))  # fmt: skip
     watch = _watch(tmp_path)
     shutil.copyfile(tiny_checkpoint, tmp_path / "model_9.pt")
     bundle = tmp_path / "gate" / "model_9.onnx"
@@ -137,6 +141,9 @@ def test_the_full_gate_after_a_quick_pass_writes_its_report_and_the_passing_bund
     assert (result.quick, result.passed, result.cells_passed, result.cells) == (False, True, 1, 1)
     assert json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())["passed"]
     assert (tmp_path / "gate_passed.onnx").is_file() and watch.progress.note == "full gate @10: 1/1"
+    record = read_record(record_path(tmp_path / "gate_passed.onnx"))
+    assert record.passed and record.bundle_sha256 == file_sha256(tmp_path / "gate_passed.onnx") == file_sha256(bundle)
+    assert record_path(bundle).read_bytes() == record_path(tmp_path / "gate_passed.onnx").read_bytes()
     outcome = watch.finish("passed", 1000)
     assert outcome.passed is result
     assert json.loads((tmp_path / SUMMARY).read_text())["passed"]["cells_passed"] == 1
