@@ -1,0 +1,153 @@
+"""What `trot train --until_gate` promises (docs/until_gate.md): when a quick gate counts as passed (a crashed, killed
+or refusing gate never does), and that only a passing full gate leaves `gate_passed.onnx`, the very bundle it passed."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trot.robots import load_robot
+from trot.train.progress import Progress
+from trot.train.until_gate import SUMMARY, GateResult, UntilGate, UntilGateCfg, read_report
+
+PUPPER_FOLDER = load_robot("pupper_v3").folder
+
+
+def _watch(run: Path, robot_folder: Path = PUPPER_FOLDER) -> UntilGate:
+    progress = Progress(0, 10, stream=open("/dev/null", "w"), quiet=True)  # noqa: SIM115
+    return UntilGate(UntilGateCfg(every=1000, max_minutes=60), run, robot_folder, 0, progress)
+
+
+def _gated_bundle(run: Path, tiny_bundle: Path, it: int) -> Path:
+    """The bundle of iteration `it` where the run keeps it (docs/until_gate.md): gate/model_<it>.onnx."""
+    bundle = run / "gate" / f"model_{it}.onnx"
+    shutil.copyfile(tiny_bundle, bundle)
+    return bundle
+
+
+# ---- the quick gate's verdict: exit status and report together ------------------------------------------------------
+
+SEVEN = [True] * 7
+
+
+@pytest.mark.parametrize(
+    ("code", "report", "expected"),
+    [
+        (0, SEVEN, (True, 7, 7)),  # every cell passed, and the gate says so
+        (1, [True, False, True, True, False, True, True], (False, 5, 7)),  # a failing gate: its cells still counted
+        (0, None, (False, 0, 0)),  # exited 0 but wrote no report
+        (1, None, (False, 0, 0)),  # crashed (a Python traceback) before its report
+        (-9, None, (False, 0, 0)),  # killed (out of memory, a signal)
+        (2, None, (False, 0, 0)),  # refused the bundle
+        (0, '{"passed": true, "cells": [{"passed": tr', (False, 0, 0)),  # a report cut short
+        (0, '{"passed": true}', (False, 0, 0)),  # not the gate's format
+        (0, [], (False, 0, 0)),  # no cells
+        (0, [True, False], (False, 1, 2)),  # a failed cell, whatever the exit status says
+        (1, SEVEN, (False, 7, 7)),  # every cell passed but the gate failed (the engines' ratios)
+        (-9, SEVEN, (False, 7, 7)),  # a report left behind by a gate that was then killed
+    ],
+)  # fmt: skip
+def test_a_gate_counts_as_passed_only_when_it_exited_0_and_its_report_has_cells_all_passed(
+    tmp_path, code, report, expected
+):
+    gate_json = tmp_path / "gate.json"
+    if isinstance(report, list):
+        report = json.dumps({"passed": all(report), "cells": [{"passed": p} for p in report]})
+    if report is not None:
+        gate_json.write_text(report)
+    result = read_report(GateResult(4, "b.onnx", True, False, 0, 0, 1000, 12.5, str(tmp_path)), gate_json, code)
+    assert (result.passed, result.cells_passed, result.cells) == expected, (code, report)
+    assert (result.iteration, result.env_steps, result.known_at_s) == (4, 1000, 12.5)  # the rest is kept
+
+
+def test_a_quick_gate_killed_before_its_report_counts_as_failed_and_training_goes_on(tiny_bundle, tmp_path):
+    watch = _watch(tmp_path)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 0)
+    watch.side.start(0, bundle, 64)
+    watch.side.proc.kill()  # the side process dies (out of memory, a signal) before it writes anything
+    watch.side.proc.wait()
+    watch.after_iteration(None, 1)  # no Stop: training goes on
+    (result,) = watch.outcome.gates
+    assert (result.quick, result.passed, result.cells_passed, result.cells) == (True, False, 0, 0)
+    assert (result.iteration, result.bundle, result.env_steps) == (0, str(bundle), 64)
+    assert watch.quick_passed is None and watch.outcome.first_quick_pass is None
+    assert watch.progress.note == "quick gate @1: 0/0"
+    assert not watch.side.busy  # ready for the next gate
+
+
+def test_a_side_gate_that_refuses_its_bundle_counts_as_failed_and_its_log_says_why(tiny_bundle, tmp_path):
+    """The real `python -m trot.hil.gate --quick` on a Pupper bundle, told the robot is a Go2: it refuses (status 2)
+    without a report; the refusal is in the bundle's quick log, where docs/until_gate.md says to look."""
+    watch = _watch(tmp_path, load_robot("go2").folder)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 24)
+    watch.side.start(24, bundle, 4096)
+    try:
+        code = watch.side.proc.wait(timeout=240)  # a refusal takes seconds; running the cells would take minutes
+    except Exception:
+        watch.side.stop()
+        raise AssertionError("the side gate did not refuse a Pupper bundle gated for a Go2: it ran") from None
+    assert code == 2
+    watch.after_iteration(None, 25)
+    (result,) = watch.outcome.gates
+    assert (result.passed, result.cells_passed, result.cells, result.iteration) == (False, 0, 0, 24)
+    assert result.report == str(tmp_path / "gate" / "model_24_quick")
+    assert not (tmp_path / "gate" / "model_24_quick" / "gate.json").exists()
+    log = (tmp_path / "gate" / "model_24.quick.log").read_text()
+    assert log.startswith(f"trot gate: {bundle}: made for robot 'pupper_v3'") and "not for 'go2'" in log, log
+    assert watch.progress.note == "quick gate @25: 0/0"
+
+
+# ---- the full gate: gate_passed.onnx only after a pass ---------------------------------------------------------------
+
+
+@pytest.fixture
+def one_cell_full_gate(monkeypatch):
+    """The full gate on one PyBullet cell of 3 s (the full matrix is 72 cells, minutes of CPU): set `cell[0]` to the
+    command. The untrained policy stands (it passes `stand`) and cannot walk (it fails `forward_max`)."""
+    import trot.hil.gate.run as gate_run
+
+    real, cell = gate_run.run_gate, ["stand"]
+    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: real(
+        bundle, robot, commands=cell, perturbations=["nominal"], seconds=3.0, jobs=1))  # fmt: skip
+    return cell
+
+
+def test_a_failing_full_gate_leaves_no_gate_passed_bundle_and_the_run_says_no_policy_passed(
+    tiny_bundle, tmp_path, one_cell_full_gate, capsys
+):
+    one_cell_full_gate[0] = "forward_max"
+    watch = _watch(tmp_path)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 9)
+    watch.quick_passed = GateResult(9, str(bundle), True, True, 7, 7, 1000, 1.0, "r")
+    result = watch.full_gate()
+    assert (result.quick, result.passed, result.cells_passed, result.cells) == (False, False, 0, 1)
+    assert (result.iteration, result.bundle, result.env_steps) == (9, str(bundle), 1000)
+    report = json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())
+    assert report["passed"] is False and len(report["cells"]) == 1
+    assert not (tmp_path / "gate_passed.onnx").exists(), "gate_passed.onnx written for a policy that failed the gate"
+    assert watch.progress.note == "full gate @10: 0/1"
+    outcome = watch.finish("iterations", 2000)
+    assert outcome.passed is None and outcome.gates == [result]
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert summary["reason"] == "iterations" and summary["passed"] is None and summary["env_steps"] == 2000
+    out = capsys.readouterr().out
+    assert "the quick gate passed at iteration 10; running the full gate" in out
+    assert "trot train: NO policy passed the full gate: the iterations ran out" in out
+    assert "last: full gate @10: 0/1" in out
+
+
+def test_a_passing_full_gate_makes_the_bundle_that_passed_gate_passed_onnx(tiny_bundle, tmp_path, one_cell_full_gate,
+                                                                          capsys):  # fmt: skip
+    watch = _watch(tmp_path)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 9)
+    watch.quick_passed = GateResult(9, str(bundle), True, True, 7, 7, 1000, 1.0, "r")
+    result = watch.full_gate()
+    assert (result.quick, result.passed, result.cells_passed, result.cells) == (False, True, 1, 1)
+    assert json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())["passed"] is True
+    assert (tmp_path / "gate_passed.onnx").read_bytes() == bundle.read_bytes()
+    outcome = watch.finish("passed", 1000)
+    assert outcome.passed is result
+    summary = json.loads((tmp_path / SUMMARY).read_text())
+    assert summary["reason"] == "passed" and summary["passed"]["cells_passed"] == 1
+    assert f"bundle {tmp_path / 'gate_passed.onnx'}" in capsys.readouterr().out
