@@ -347,3 +347,104 @@ def test_a_linear_command_above_min_speed_is_kept_whole():
     env = LocomotionEnv(replace(PUPPER, num_envs=64, commands=commands, randomization=NOMINAL))
     c = env.commands
     assert ((0.2 <= c[:, 0]) & (c[:, 0] <= 0.3)).all() and (c[:, 1] != 0).all() and (c[:, 2] != 0).all()
+
+
+def _place(env, qpos_rows: list[tuple[float, list[float]]]) -> None:
+    """Each env's base at (height m, quaternion w x y z), joints at the standing pose, at rest."""
+    b = env.sim_backend
+    qpos = b.home_qpos().repeat(env.num_envs, 1)
+    for i, (z, quat) in enumerate(qpos_rows):
+        qpos[i, b.root_qpos_adr + 2] = z
+        qpos[i, b.root_qpos_adr + 3 : b.root_qpos_adr + 7] = torch.tensor(quat, dtype=torch.float64)
+    b.reset_envs(torch.arange(env.num_envs), qpos, torch.zeros(env.num_envs, b.num_qvel, dtype=torch.float64))
+
+
+def _roll(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg) / 2), math.sin(math.radians(deg) / 2), 0.0, 0.0]
+
+
+def test_a_tilt_beyond_max_tilt_deg_ends_the_episode_and_one_within_it_does_not():
+    """terminations.max_tilt_deg (60°): rolled 55° the episode goes on, 65° it ends as a fall (in the air: no
+    contact decides it)."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=2, randomization=NOMINAL))
+    _place(env, [(1.0, _roll(55.0)), (1.0, _roll(65.0))])
+    _, _, dones, extras = env.step(torch.zeros(2, 12))
+    assert dones.tolist() == [False, True] and not extras["time_outs"].any()
+    assert extras["log"]["termination/fall"].item() == 1.0
+
+
+@pytest.mark.parametrize("base_contact", [True, False])
+def test_the_base_touching_the_ground_ends_the_episode_only_when_configured(base_contact):
+    """On its back on the floor with every tilt allowed: the base touches the ground; terminations.base_contact
+    decides whether that is a fall."""
+    terminations = replace(PUPPER.terminations, max_tilt_deg=180.0, base_contact=base_contact)
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, randomization=NOMINAL, terminations=terminations))
+    _place(env, [(0.06, [0.0, 1.0, 0.0, 0.0])])
+    fell = [bool(env.step(torch.zeros(1, 12))[2][0]) for _ in range(5)]
+    assert any(fell) == base_contact, fell
+
+
+def test_a_foot_s_air_time_is_paid_once_at_touchdown_and_counts_the_steps_it_was_off_the_floor():
+    """Dropped from 3 cm above the standing height, each foot is in the air for some control steps, then lands: the
+    air time it lands with is the time since the last step it was seen on the floor (the reset), the landing step
+    included, and it is a first contact only on that step; a foot on the floor has no air time."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, randomization=NOMINAL,
+                                init=replace(PUPPER.init, joint_pos_noise=0.0, base_vel_noise=0.0)))  # fmt: skip
+    height = env.sim_backend.home_qpos()[env.sim_backend.root_qpos_adr + 2].item()
+    _place(env, [(height + 0.03, [1.0, 0.0, 0.0, 0.0])])
+    landed_at = [None] * 4
+    for step in range(1, 16):
+        env.step(torch.zeros(1, 12))
+        for foot in range(4):
+            down, first = bool(env.foot_contact[0, foot]), bool(env.first_contact[0, foot])
+            if landed_at[foot] is None and down:
+                landed_at[foot] = step
+                assert first and env.touchdown_air_time[0, foot].item() == pytest.approx(step * env.dt)
+            else:
+                assert not first, (foot, step)
+            if down:
+                assert env.feet_air_time[0, foot].item() == 0.0
+            else:
+                assert env.feet_air_time[0, foot].item() == pytest.approx(step * env.dt)
+    assert all(s is not None and s > 1 for s in landed_at), landed_at  # every foot was in the air, then landed
+
+
+def test_the_gait_clock_is_episode_time_times_the_gait_frequency_and_restarts_with_the_episode():
+    """Pupper's clock runs at 2.5 Hz: 5 control steps of 0.02 s are a quarter cycle, where the policy's gait_phase
+    input is (sin, cos) = (1, 0); a new episode starts it at 0 again, (0, 1)."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, episode_length_s=0.2, randomization=NOMINAL,
+                                observations=replace(PUPPER.observations, add_noise=False)))  # fmt: skip
+    spec = env.cfg.observations.policy
+    at = 0
+    for term in spec.metadata(env.num_actions)["terms"]:
+        if term["name"] == "gait_phase":
+            break
+        at += term["size"]
+    phases = []
+    for _ in range(10):
+        _, _, dones, _ = env.step(torch.zeros(1, 12))
+        phases.append((env.gait_clock.item(), env.get_observations()["policy"][0, at : at + 2].tolist()))
+    assert phases[4][0] == pytest.approx(0.25) and phases[4][1] == pytest.approx([1.0, 0.0], abs=1e-6)
+    assert phases[8][0] == pytest.approx(0.45)
+    assert dones.all()  # the 10th step ends the 0.2 s episode
+    assert phases[9][1] == pytest.approx([0.0, 1.0], abs=1e-6)  # the new episode's first observation
+
+
+@pytest.mark.parametrize(
+    ("command", "moving"),
+    [((0.03, 0.03, 0.0), False), ((0.0, 0.0, 0.06), True), ((0.03, 0.03, 0.02), True), ((0.0, 0.0, -0.04), False)],
+)
+def test_a_command_asks_to_move_when_its_linear_speed_plus_yaw_rate_exceeds_min_speed(command, moving):
+    """|v_xy| + |yaw rate| > min_speed (0.05; docs/isaaclab.md): 0.042 + 0 no, 0 + 0.06 yes, 0.042 + 0.02 yes."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, randomization=NOMINAL))
+    env.commands[:] = torch.tensor(command, dtype=torch.float64)
+    env.step(torch.zeros(1, 12))
+    assert env.moving_command.tolist() == [moving]
+
+
+def test_a_timed_out_episode_logs_its_length_in_seconds():
+    env = LocomotionEnv(replace(PUPPER, num_envs=2, episode_length_s=0.1, randomization=NOMINAL))
+    for _ in range(5):
+        _, _, dones, extras = env.step(torch.zeros(2, 12))
+    assert dones.all() and extras["log"]["episode/length_s"].item() == pytest.approx(0.1)
+    assert extras["log"]["termination/time_out"].item() == 1.0

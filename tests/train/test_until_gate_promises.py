@@ -9,7 +9,7 @@ import pytest
 
 from trot.robots import load_robot
 from trot.train.progress import Progress
-from trot.train.until_gate import SUMMARY, GateResult, UntilGate, UntilGateCfg, read_report
+from trot.train.until_gate import SUMMARY, GateResult, Stop, UntilGate, UntilGateCfg, read_report
 
 PUPPER_FOLDER = load_robot("pupper_v3").folder
 
@@ -35,6 +35,7 @@ SEVEN = [True] * 7
     ("code", "report", "expected"),
     [
         (0, SEVEN, (True, 7, 7)),  # every cell passed, and the gate says so
+        (0, [True], (True, 1, 1)),  # a matrix of one cell
         (1, [True, False, True, True, False, True, True], (False, 5, 7)),  # a failing gate: its cells still counted
         (0, None, (False, 0, 0)),  # exited 0 but wrote no report
         (1, None, (False, 0, 0)),  # crashed (a Python traceback) before its report
@@ -67,8 +68,10 @@ def test_a_quick_gate_killed_before_its_report_counts_as_failed_and_training_goe
     watch.side.start(0, bundle, 64)
     watch.side.proc.kill()  # the side process dies (out of memory, a signal) before it writes anything
     watch.side.proc.wait()
+    before = watch.elapsed()
     watch.after_iteration(None, 1)  # no Stop: training goes on
     (result,) = watch.outcome.gates
+    assert before <= result.known_at_s <= watch.elapsed()  # when the run learnt it
     assert (result.quick, result.passed, result.cells_passed, result.cells) == (True, False, 0, 0)
     assert (result.iteration, result.bundle, result.env_steps) == (0, str(bundle), 64)
     assert watch.quick_passed is None and watch.outcome.first_quick_pass is None
@@ -96,6 +99,88 @@ def test_a_side_gate_that_refuses_its_bundle_counts_as_failed_and_its_log_says_w
     log = (tmp_path / "gate" / "model_24.quick.log").read_text()
     assert log.startswith(f"trot gate: {bundle}: made for robot 'pupper_v3'") and "not for 'go2'" in log, log
     assert watch.progress.note == "quick gate @25: 0/0"
+
+
+def test_training_stops_at_a_quick_pass_or_at_the_cap_saying_which(tmp_path):
+    """The hook's Stop carries why (runner.learn_until_gate saves a checkpoint at the cap and runs the full gate after
+    a quick pass): 'quick_pass' for a passing quick gate, 'cap' past max_minutes, checked after every iteration."""
+    watch = _watch(tmp_path)
+    watch.side.poll = lambda now_s: GateResult(3, "b.onnx", True, True, 7, 7, 100, 5.0, "r")
+    with pytest.raises(Stop) as stop:
+        watch.after_iteration(None, 3)
+    assert stop.value.reason == "quick_pass"
+    watch.side.poll = lambda now_s: None
+    watch.elapsed = lambda: 60 * 60.0  # the 60 min cap, to the tick
+    with pytest.raises(Stop) as stop:
+        watch.after_iteration(None, 4)
+    assert stop.value.reason == "cap"
+
+
+# ---- when a quick gate runs, and on what ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_checkpoint, tmp_path_factory):
+    """A real runner of the tiny training run (8 envs x 8 steps, one iteration: 64 env steps trained)."""
+    from trot.sim.locomotion import LocomotionEnv
+    from trot.train.checkpoint import load_checkpoint
+    from trot.train.config import TrainCfg, from_dict
+    from trot.train.runner import TrotRunner
+
+    cfg = from_dict(TrainCfg, load_checkpoint(tiny_checkpoint)["trot"]["config"])
+    runner = TrotRunner(LocomotionEnv(cfg.env), cfg, run_dir=tmp_path_factory.mktemp("runner"))
+    runner.load(str(tiny_checkpoint))
+    return runner
+
+
+def _schedule(tmp_path, every: int, start_it: int) -> UntilGate:
+    progress = Progress(start_it, start_it + 100, stream=open("/dev/null", "w"), quiet=True)  # noqa: SIM115
+    return UntilGate(UntilGateCfg(every=every, max_minutes=60), tmp_path, PUPPER_FOLDER, start_it, progress)
+
+
+def test_a_quick_gate_runs_every_n_iterations_on_the_checkpoint_of_that_iteration_and_one_at_a_time(runner, tmp_path):
+    """Every 5 iterations (after the 5th, 10th, ... as the progress line counts them) the run saves a checkpoint,
+    exports it and starts the quick gate on it; while that gate runs no result is read and no other starts, and
+    the next one is due at the next multiple of 5 after it ended (docs/until_gate.md)."""
+    from trot.deploy.bundle import load_bundle
+
+    watch = _schedule(tmp_path, every=5, start_it=0)
+    try:
+        watch.after_iteration(runner, 0)  # no gate started yet: nothing to read
+        watch.after_iteration(runner, 3)
+        assert not watch.side.busy and not list(tmp_path.glob("model_*.pt"))
+        watch.after_iteration(runner, 4)  # the 5th iteration
+        assert watch.side.busy and watch.progress.note == "quick gate @5: running"
+        bundle = tmp_path / "gate" / "model_4.onnx"
+        assert (tmp_path / "model_4.pt").is_file()
+        assert load_bundle(bundle).contract.name == "pupper_v3"  # a verified bundle of the run's policy
+        assert watch.side.pending.bundle == str(bundle) and watch.side.pending.iteration == 4
+        assert watch.side.pending.env_steps == 64 == runner.logger.tot_timesteps
+        watch.after_iteration(runner, 5)  # the gate runs (seven PyBullet cells take minutes): nothing yet
+        watch.after_iteration(runner, 9)  # due, but one gate at a time
+        assert watch.outcome.gates == [] and watch.progress.note == "quick gate @5: running"
+        assert not (tmp_path / "model_9.pt").exists()
+        watch.side.stop()
+        watch.after_iteration(runner, 10)  # no longer busy, but the 11th is not a multiple of 5
+        assert not watch.side.busy
+        watch.after_iteration(runner, 14)
+        assert watch.side.busy and watch.side.pending.iteration == 14
+        assert (tmp_path / "gate" / "model_14.onnx").is_file()
+    finally:
+        watch.side.stop()
+
+
+def test_a_resumed_run_trains_n_iterations_before_its_first_quick_gate(runner, tmp_path):
+    """Resumed at iteration 7 with a gate every 5: the 10th iteration is only the 3rd of this run; the first gate
+    comes after the 15th."""
+    watch = _schedule(tmp_path, every=5, start_it=7)
+    try:
+        watch.after_iteration(runner, 9)
+        assert not watch.side.busy and not (tmp_path / "model_9.pt").exists()
+        watch.after_iteration(runner, 14)
+        assert watch.side.busy and watch.side.pending.iteration == 14
+    finally:
+        watch.side.stop()
 
 
 # ---- the full gate: gate_passed.onnx only after a pass ---------------------------------------------------------------
