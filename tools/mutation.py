@@ -110,6 +110,7 @@ def build_tree(root: Path, module: Module) -> None:
     for package, folder in PACKAGES.items():
         shutil.copytree(REPO / folder, root / "src" / package, ignore=SKIP, dirs_exist_ok=True)
     shutil.copytree(REPO / "tests", root / "tests", ignore=SKIP)
+    shutil.copytree(REPO / "docs", root / "docs", ignore=SKIP)  # tests hold the docs to the code (terms, tables)
     write_settings(root, module)
 
 
@@ -135,7 +136,8 @@ def write_settings(root: Path, module: Module) -> None:
     tests = [t for t in module.tests if not t.startswith("tests/") or (REPO / t.split("::")[0]).exists()]
     if not any(t.startswith("tests/") for t in tests):
         raise FileNotFoundError(f"none of {module.tests} in this checkout")
-    settings = dict(tool["mutmut"], only_mutate=[mirror_path(module.source)], pytest_add_cli_args_test_selection=tests)
+    settings = dict(tool["mutmut"], only_mutate=[mirror_path(module.source)], pytest_add_cli_args_test_selection=tests,
+                    also_copy=["docs/"])  # fmt: skip
     markers = json.dumps(tool["pytest"]["ini_options"]["markers"])
     lines = ["[tool.mutmut]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()), "",
              "[tool.pytest.ini_options]", f"markers = {markers}"]  # fmt: skip
