@@ -197,7 +197,7 @@ def test_train_scale_draws_commands_beyond_the_promised_ranges_and_the_bundle_ke
     from trot.train.export import bundle_metadata
 
     commands = replace(PUPPER.commands, train_scale=1.25, standing_fraction=0.0, min_speed=0.0)
-    env = LocomotionEnv(replace(PUPPER, num_envs=4096, commands=commands))
+    env = LocomotionEnv(replace(PUPPER, num_envs=4096, commands=commands, randomization=RandomizationCfg.nominal()))
     drawn = env.commands.numpy()
     for axis, (lo, hi) in enumerate((commands.vx, commands.vy, commands.yaw_rate)):
         x = drawn[:, axis]
