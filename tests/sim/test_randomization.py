@@ -522,3 +522,53 @@ def test_pushes_come_from_every_horizontal_direction():
                  for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1))]  # fmt: skip
     assert all(70 <= q <= 130 for q in quadrants), f"pushes per quadrant (+x+y, -x+y, -x-y, +x-y): {quadrants}"
     assert unit.mean(0).norm() < 0.1
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("name", "lo", "hi", "schedule", "interval_s", "field", "value", "expected"),
+    [
+        ("gravity_scale", 0.0, 1.0, None, None, "", "gravity_scale", f"a randomization term: one of {sorted(TERMS)}"),
+        ("friction", 1.2, 0.6, None, None, ".range", [1.2, 0.6], "finite [min, max] with min <= max"),
+        ("friction", NAN, 1.0, None, None, ".range", "nan", "finite [min, max] with min <= max"),
+        ("friction", 0.5, math.inf, None, None, ".range", [0.5, math.inf], "finite [min, max] with min <= max"),
+        ("friction", -0.5, 1.0, None, None, ".range", [-0.5, 1.0],
+         "within the physical bounds [0.0, 5.0] (floor-foot sliding friction coefficient)"),
+        ("payload_mass", 0.0, 12.0, None, None, ".range", [0.0, 12.0],
+         "within the physical bounds [-1.0, 10.0] kg (mass added to the base at its centre of mass)"),
+        ("contact_timeconst", 0.005, 0.02, None, None, ".range", [0.005, 0.02],
+         "at least 2 physics steps (0.008 s for pupper_v3): MuJoCo raises a shorter one to that without a word"),
+        ("actuation_latency", 0.004, 0.01, None, None, ".range", [0.004, 0.01],
+         "whole physics steps of 0.004 s (pupper_v3)"),
+        ("observation_latency", 0.01, 0.02, None, None, ".range", [0.01, 0.02],
+         "whole control steps of 0.02 s (pupper_v3)"),
+        ("kp_scale", 0.5, 1.5, "sometimes", None, ".schedule", "sometimes", "one of ('startup', 'reset', 'interval')"),
+        ("friction", 0.5, 1.5, "interval", None, ".schedule", "interval", "'startup' or 'reset' for a model term"),
+        ("push_velocity", 0.0, 0.5, "reset", None, ".schedule", "reset", "'interval' (an event) for an event term"),
+        ("push_velocity", 0.0, 0.5, None, -1.0, ".interval_s", -1.0, "a time > 0 s"),
+    ],
+)  # fmt: skip
+def test_a_refusal_names_the_file_the_field_the_value_and_what_was_expected(
+    name, lo, hi, schedule, interval_s, field, value, expected
+):
+    cfg = RandomizationCfg().with_term(name, lo, hi, schedule, interval_s)
+    with pytest.raises(ContractError) as e:
+        validate(cfg, ROBOT, "robots/pupper_v3/task.toml")
+    where = ("robots/pupper_v3/task.toml", f"randomization.terms.{name}{field}", expected)
+    assert (e.value.file, e.value.field, e.value.expected) == where
+    if value == "nan":
+        assert math.isnan(e.value.value[0])
+    else:
+        assert e.value.value == value
+
+
+def test_ranges_inside_the_bounds_and_on_whole_steps_are_accepted():
+    """The edges of what validate allows: a range at both physical bounds, latencies of whole steps (0.012 s is
+    3 physics steps, 0.04 s 2 control steps), the stiffest contact MuJoCo keeps (2 physics steps)."""
+    cfg = RandomizationCfg.nominal()
+    for name, lo, hi in (("friction", 0.0, 5.0), ("actuation_latency", 0.0, 0.012), ("observation_latency", 0.0, 0.04),
+                         ("contact_timeconst", 0.008, 1.0), ("payload_mass", -1.0, 10.0)):  # fmt: skip
+        cfg = cfg.with_term(name, lo, hi)
+    validate(cfg, ROBOT)
