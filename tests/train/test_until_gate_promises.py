@@ -216,6 +216,8 @@ def test_a_failing_full_gate_leaves_no_gate_passed_bundle_and_the_run_says_no_po
     assert outcome.passed is None and outcome.gates == [result]
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert summary["reason"] == "iterations" and summary["passed"] is None and summary["env_steps"] == 2000
+    assert summary["cfg"] == {"every": 1000, "max_minutes": 60} and summary["wall_s"] > 0
+    assert [(g["iteration"], g["quick"], g["passed"]) for g in summary["gates"]] == [(9, False, False)]
     out = capsys.readouterr().out
     assert "the quick gate passed at iteration 10; running the full gate" in out
     assert "trot train: NO policy passed the full gate: the iterations ran out" in out
@@ -236,3 +238,23 @@ def test_a_passing_full_gate_makes_the_bundle_that_passed_gate_passed_onnx(tiny_
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert summary["reason"] == "passed" and summary["passed"]["cells_passed"] == 1
     assert f"bundle {tmp_path / 'gate_passed.onnx'}" in capsys.readouterr().out
+
+
+def test_the_run_s_last_line_says_how_it_ended():
+    """What `trot train --until_gate` prints last: a pass with the full gate's cells, iteration (counted from 1), env
+    steps and minutes and where the bundle is; otherwise why it ended, and the last gate's result or that none came."""
+    from trot.train.until_gate import Outcome
+
+    run, cfg = Path("/runs/r"), UntilGateCfg(every=25, max_minutes=30.0)
+    full = GateResult(249, "b.onnx", False, True, 72, 72, 1_234_567, 900.0, "r")
+    quick = GateResult(99, "q.onnx", True, False, 3, 7, 500_000, 600.0, "r")
+    assert Outcome("passed", 930.0, 1_300_000, passed=full, gates=[quick, full]).message(run, cfg) == (
+        "trot train: the policy passed the full gate (72/72 cells) at iteration 250, 1,234,567 env steps, after "
+        "15.5 min; bundle /runs/r/gate_passed.onnx"
+    )
+    assert Outcome("cap", 1800.0, 2_000_000, gates=[full, quick]).message(run, cfg) == (
+        "trot train: NO policy passed the full gate: the 30 min cap was hit after 30.0 min; last: quick gate @100: 3/7"
+    )
+    assert Outcome("iterations", 90.0, 10_000).message(run, cfg) == (
+        "trot train: NO policy passed the full gate: the iterations ran out after 1.5 min; no gate result yet"
+    )
