@@ -448,3 +448,135 @@ def test_a_timed_out_episode_logs_its_length_in_seconds():
         _, _, dones, extras = env.step(torch.zeros(2, 12))
     assert dones.all() and extras["log"]["episode/length_s"].item() == pytest.approx(0.1)
     assert extras["log"]["termination/time_out"].item() == 1.0
+
+
+def test_resets_start_near_the_standing_pose_facing_any_way_and_nearly_at_rest():
+    """InitCfg: joints uniformly within ±joint_pos_noise (0.1 rad) of the default pose, a yaw anywhere in ±π, base
+    velocities uniformly within ±base_vel_noise (0.1); the robot level, actions and air times zero."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=256, randomization=NOMINAL))
+    s = env.sim_backend.read()
+    off = s.joint_pos - env.default_joint_pos
+    assert off.abs().max() <= 0.1 + 1e-12 and off.abs().max() > 0.099 and 0.04 < off.abs().mean() < 0.06
+    w, z = s.base_quat[:, 0], s.base_quat[:, 3]
+    yaw = 2 * torch.atan2(z, w)
+    yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))
+    assert yaw.min() < -0.9 * math.pi and yaw.max() > 0.9 * math.pi
+    assert torch.allclose(s.base_quat[:, 1:3], torch.zeros(256, 2, dtype=torch.float64))  # level
+    for v in (s.base_lin_vel_world, s.base_ang_vel):
+        assert v.abs().max() <= 0.1 + 1e-12 and v.abs().max() > 0.099
+    assert not env.actions.any() and not env.last_actions.any() and not env.feet_air_time.any()
+    assert not env.episode_length_buf.any()
+
+
+def test_a_fifth_of_the_commands_are_exactly_zero():
+    """standing_fraction 0.2: the share of commands that are zero in all three axes (see stand_still)."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=2000, randomization=NOMINAL))
+    zero = (env.commands == 0).all(1).double().mean().item()
+    assert 0.17 < zero < 0.23, zero
+    moving = env.commands[~(env.commands == 0).all(1)]
+    assert (moving[:, 2] != 0).all()  # a drawn command is never zero in yaw but for standing
+
+
+def test_actions_are_clipped_and_targets_held_inside_the_soft_joint_limits():
+    """action_clip 4: an action of 100 is 4 (what the policy's last_action input shows); 4 x 0.25 rad on the FL
+    abduction (default 0, URDF upper 0.42, soft 0.32) would be 1 rad: the target stops at 0.32 and, in the air, the
+    joint settles there."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, randomization=NOMINAL, observations=_noiseless()))
+    _place(env, [(1.0, [1.0, 0.0, 0.0, 0.0])])
+    actions = torch.zeros(1, 12)
+    actions[0, 4] = 100.0
+    for _ in range(10):
+        env.step(actions)
+    assert env.actions[0, 4].item() == 4.0 and _policy_term(env, "last_action")[0, 4] == pytest.approx(4.0)
+    soft_upper = env.robot.soft_joint_limits.upper[4]
+    assert soft_upper == pytest.approx(0.32)
+    assert env.sim.joint_pos[0, 4].item() == pytest.approx(soft_upper, abs=0.02)
+
+
+def _noiseless():
+    return replace(PUPPER.observations, add_noise=False)
+
+
+def _policy_term(env, name, frame: int = 0):
+    """Term `name` of policy history frame `frame` (0 newest), unscaled."""
+    spec = env.cfg.observations.policy
+    terms = spec.metadata(env.num_actions)["terms"]
+    size = sum(t["size"] for t in terms)
+    at = frame * size
+    for t in terms:
+        if t["name"] == name:
+            return env.get_observations()["policy"][:, at : at + t["size"]] / t["scale"]
+        at += t["size"]
+    raise KeyError(name)
+
+
+def test_a_new_episode_s_history_holds_only_its_own_first_frame():
+    """After a reset, every frame of the policy's history is the new episode's first (as the robot's first
+    observation fills its history), with no action yet; the other env's history goes on."""
+    env = LocomotionEnv(replace(PUPPER, num_envs=2, episode_length_s=0.1, randomization=NOMINAL,
+                                observations=_noiseless()))  # fmt: skip
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        _, _, dones, _ = env.step(0.5 * torch.randn(2, 12, generator=gen))
+    assert dones.all()
+    env.episode_length_buf[1] = 3  # env 1 now times out in two steps, env 0 in five
+    _, _, dones, _ = env.step(0.5 * torch.randn(2, 12, generator=gen))
+    obs = env.get_observations()["policy"]
+    frame = obs.shape[1] // env.cfg.observations.policy_history
+    history = [obs[:, k * frame : (k + 1) * frame] for k in range(env.cfg.observations.policy_history)]
+    assert dones.tolist() == [False, False]
+    assert not torch.equal(history[0][1], history[1][1])  # env 1's frames differ: it moves
+    _, _, dones, _ = env.step(0.5 * torch.randn(2, 12, generator=gen))
+    assert dones.tolist() == [False, True]
+    obs = env.get_observations()["policy"]
+    frames = [obs[1, k * frame : (k + 1) * frame] for k in range(env.cfg.observations.policy_history)]
+    assert all(torch.equal(f, frames[0]) for f in frames[1:]), "the last episode's frames are still in the history"
+    assert not _policy_term(env, "last_action")[1].any()
+
+
+def test_observations_are_float32_and_clipped_at_their_bound():
+    env = LocomotionEnv(replace(PUPPER, num_envs=4, randomization=NOMINAL,
+                                observations=replace(PUPPER.observations, clip=0.5)))  # fmt: skip
+    env.step(torch.randn(4, 12, generator=torch.Generator().manual_seed(0)))
+    for group in ("policy", "critic"):
+        obs = env.get_observations()[group]
+        assert obs.dtype == torch.float32 and obs.abs().max().item() == 0.5, group
+
+
+def test_a_pushed_robot_is_observed_moving_at_its_new_velocity_in_the_same_step():
+    """A push acts after the physics step; the critic's base_lin_vel (body frame, scale 2) that step already shows
+    the velocity the push left, as the backend reads it."""
+    terms = NOMINAL.with_term("push_velocity", 0.5, 0.5, "interval", interval_s=ROBOT.control_dt)
+    env = LocomotionEnv(replace(PUPPER, num_envs=3, randomization=terms))
+    env.step(torch.zeros(3, 12))
+    from trot import mapping
+
+    s = env.sim_backend.read()
+    body = mapping.quat_rotate_inverse(torch, s.base_quat, s.base_lin_vel_world)
+    critic = env.get_observations()["critic"][:, :3] / 2.0  # base_lin_vel comes first in the critic's frame
+    np.testing.assert_allclose(critic, body, atol=1e-5)
+    assert (body[:, :2].norm(dim=1) > 0.3).all()  # 0.5 m/s kicks: the robots move
+
+
+def test_the_physics_time_is_logged_in_milliseconds_per_step():
+    import time as clock
+
+    env = LocomotionEnv(replace(PUPPER, num_envs=8, randomization=NOMINAL))
+    start = clock.perf_counter()
+    _, _, _, extras = env.step(torch.zeros(8, 12))
+    wall_ms = 1e3 * (clock.perf_counter() - start)
+    assert 0 < extras["log"]["perf/physics_ms_per_step"] <= wall_ms
+
+
+def test_each_episode_logs_its_own_reward_sums():
+    """reward/<name> is an episode's sum per second of episode, and the sums restart with the next episode: two falls
+    in a row log one penalty each."""
+    fall = RewardTerm("termination", -5.0, terminal=True)
+    env = LocomotionEnv(replace(PUPPER, num_envs=1, rewards={"fall": fall}, randomization=NOMINAL))
+    logged = []
+    for _ in range(2):
+        _place(env, [(0.3, [0.0, 1.0, 0.0, 0.0])])
+        _, _, dones, extras = env.step(torch.zeros(1, 12))
+        assert dones.all()
+        logged.append(extras["log"]["reward/fall"].item())
+    assert logged == pytest.approx([-5.0 * 0.02 / env.cfg.episode_length_s] * 2)
