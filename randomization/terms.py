@@ -257,7 +257,8 @@ def validate(cfg: RandomizationCfg, robot: Robot, where: str = "config") -> None
             raise ContractError(where, f"{at}.schedule", term.schedule, f"one of {SCHEDULES}")
         if (term.schedule == "interval") != (spec.kind == "event"):
             expected = "'interval' (an event)" if spec.kind == "event" else "'startup' or 'reset'"
-            raise ContractError(where, f"{at}.schedule", term.schedule, f"{expected} for a {spec.kind} term")
+            article = "an" if spec.kind[0] in "aeiou" else "a"
+            raise ContractError(where, f"{at}.schedule", term.schedule, f"{expected} for {article} {spec.kind} term")
         if not term.interval_s > 0:
             raise ContractError(where, f"{at}.interval_s", term.interval_s, "a time > 0 s")
 

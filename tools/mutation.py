@@ -1,8 +1,10 @@
-"""Mutation testing of the robot side, the mapping, the bundle and the checkpoint code: a benchmark-style command.
+"""Mutation testing of the robot side, the mapping, the bundle, the checkpoint, the task, randomization and
+train-until-gate code: a benchmark-style command.
 
-    python tools/mutation.py                      # every module but the loop, one after the other, 1 worker
+    python tools/mutation.py                      # every module but those run on request, one after another, 1 worker
     python tools/mutation.py safety protocol -j 2 # some modules, 2 workers
     python tools/mutation.py mapping --show       # and the diff of every surviving mutant
+    python tools/mutation.py mapping --survivors  # after adding tests: only the last run's open survivors again
 
 mutmut (3.x, the `mutation` extra) mutates one module at a time and runs only that module's fast tests (MODULES
 below) against each mutant. mutmut names modules after their path, and trot's packages live in folders that
@@ -40,10 +42,18 @@ DOC = REPO / "docs" / "testing.md"
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 
 
+# The sim tests but the pinned rewards (see "task" below) and the MuJoCo Warp copies of the physics tests.
+NOT_PINNED = ("-k", "not same_seed_gives_the_rewards_pinned and not mjwarp")
+
+
 @dataclass(frozen=True)
 class Module:
     source: str  # repository path
     tests: tuple[str, ...]  # the fast tests that exercise it (pytest node ids or -k expressions after "-k")
+    # mutmut's CPU limit per mutant is 2 x multiplier x (its tests' time + timeout_constant). The task's code runs in
+    # nearly every sim test (a minute in all): pyproject's 10 would give a mutant that loops 20 minutes; at 1.5 mutants
+    # that fail their tests in 20 s of CPU were cut off as timeouts (torch's and MuJoCo's threads count too).
+    timeout_multiplier: float | None = None
 
 
 MODULES = {
@@ -62,9 +72,30 @@ MODULES = {
     "bundle": Module("trot/bundle.py", ("tests/trot/test_bundle.py",)),
     "mapping": Module("trot/mapping.py", ("tests/trot/test_mapping.py", "tests/deploy/test_runtime.py")),
     "checkpoint": Module("train/checkpoint.py", ("tests/train/test_checkpoint.py",)),
+    # What a policy learns: the task and its randomization. The pinned-rewards test is left out: a re-pinning after a
+    # deliberate change would let through whatever it alone caught, so the behaviour tests must catch it. MuJoCo Warp
+    # on the CPU adds nothing here (the same write_params contract, tested per backend) but minutes of compiling.
+    "task": Module("sim/task.py", ("tests/sim/test_task_config.py", "tests/sim/test_locomotion.py", *NOT_PINNED), 4.0),
+    # The mirror maps are checked on Go2 only: sim/symmetry.py finds no mirror image in the authors' Pupper body yet.
+    "locomotion": Module("sim/locomotion.py", (
+        "tests/sim/test_locomotion.py", "tests/sim/test_rewards.py", "tests/sim/test_randomization.py",
+        "tests/sim/test_symmetry.py::test_the_mirror_image_of_a_walk_is_the_walk_the_mirrored_actions_make[go2-0.001]",
+        *NOT_PINNED), 4.0),
+    "rewards": Module("sim/rewards.py", ("tests/sim/test_rewards.py", "tests/sim/test_locomotion.py", *NOT_PINNED),
+                      4.0),
+    "rand_terms": Module("randomization/terms.py", ("tests/sim/test_randomization.py", "tests/sim/test_task_config.py",
+                                                    *NOT_PINNED), 4.0),
+    "rand_params": Module("randomization/params.py", ("tests/sim/test_randomization.py", *NOT_PINNED), 4.0),
+    "randomizer": Module("randomization/randomizer.py", ("tests/sim/test_randomization.py", *NOT_PINNED), 4.0),
+    # What may reach a robot: train-until-gate's verdicts and its gate_passed.onnx.
+    "until_gate": Module("train/until_gate.py", ("tests/train/test_until_gate.py",
+                                                 "tests/train/test_until_gate_promises.py")),
+    # The gate's verdict of a cell (hil/gate/judge.py). Not measured yet: run it by name once its tests settle.
+    "gate_judge": Module("hil/gate/judge.py", ("tests/hil/test_gate.py",)),
 }
-# Run only when named: its tests run the loop in real time (about 25 s a mutant, hours for the module on 2 cores).
-ON_REQUEST = {"loop"}
+# Run only when named: the loop's tests run it in real time (about 25 s a mutant, hours for the module on 2 cores);
+# the gate's judge is not measured yet.
+ON_REQUEST = {"loop", "gate_judge"}
 CAUGHT = {"killed", "timeout", "segfault"}  # a test failed, hung or crashed with the mutant in
 
 
@@ -75,20 +106,48 @@ def mirror_path(source: str) -> str:
     return f"src/{package}/{rest}"
 
 
+SKIP = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
 def build_tree(root: Path, module: Module) -> None:
     """A scratch tree: the sources as src/trot/..., the tests, and a pyproject.toml with this module's settings."""
     if root.exists():
         shutil.rmtree(root)
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package, folder in PACKAGES.items():
-        shutil.copytree(REPO / folder, root / "src" / package, ignore=skip, dirs_exist_ok=True)
-    shutil.copytree(REPO / "tests", root / "tests", ignore=skip)
+        shutil.copytree(REPO / folder, root / "src" / package, ignore=SKIP, dirs_exist_ok=True)
+    shutil.copytree(REPO / "tests", root / "tests", ignore=SKIP)
+    shutil.copytree(REPO / "docs", root / "docs", ignore=SKIP)  # tests hold the docs to the code (terms, tables)
+    write_settings(root, module)
+
+
+def refresh_tests(root: Path, module: Module, timeouts: bool = False) -> list[str]:
+    """Reuse the last run's scratch tree with this checkout's tests and settings; return the mutants that survived that
+    run and are not listed as equivalent (and, with `timeouts`, those it stopped at the CPU limit). The module's source
+    must be the one that run mutated (mutants are numbered in it)."""
+    copied = root / mirror_path(module.source)
+    if not copied.is_file() or not (root / "mutants").is_dir():
+        raise SystemExit(f"mutation: no earlier run of {module.source} in {root}: run it whole first")
+    if copied.read_bytes() != (REPO / module.source).read_bytes():
+        raise SystemExit(f"mutation: {module.source} changed since the run in {root}: its mutants differ, run it whole")
+    shutil.rmtree(root / "tests")
+    shutil.copytree(REPO / "tests", root / "tests", ignore=SKIP)  # mutmut copies tests/ into mutants/ at each run
+    write_settings(root, module)
+    known = equivalents()
+    again = {"timeout"} if timeouts else set()
+    return sorted(k for k, s in statuses(root).items() if (s not in CAUGHT and k not in known) or s in again)
+
+
+def write_settings(root: Path, module: Module) -> None:
+    """The scratch tree's pyproject.toml: the common mutmut settings, this module and its tests."""
     tool = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]
     # Test files this checkout lacks are left out (an older revision measured with the same command).
     tests = [t for t in module.tests if not t.startswith("tests/") or (REPO / t.split("::")[0]).exists()]
     if not any(t.startswith("tests/") for t in tests):
         raise FileNotFoundError(f"none of {module.tests} in this checkout")
-    settings = dict(tool["mutmut"], only_mutate=[mirror_path(module.source)], pytest_add_cli_args_test_selection=tests)
+    settings = dict(tool["mutmut"], only_mutate=[mirror_path(module.source)], pytest_add_cli_args_test_selection=tests,
+                    also_copy=["docs/"])  # fmt: skip
+    if module.timeout_multiplier is not None:
+        settings["timeout_multiplier"] = module.timeout_multiplier
     markers = json.dumps(tool["pytest"]["ini_options"]["markers"])
     lines = ["[tool.mutmut]", *(f"{k} = {json.dumps(v)}" for k, v in settings.items()), "",
              "[tool.pytest.ini_options]", f"markers = {markers}"]  # fmt: skip
@@ -129,23 +188,36 @@ def statuses(root: Path) -> dict[str, str]:
     return out
 
 
-def run_module(name: str, module: Module, work: Path, workers: int, tiny: Path, show: bool) -> dict:
-    """Mutate one module and run its tests against every mutant; the figures of the run."""
+def run_module(
+    name: str, module: Module, work: Path, workers: int, tiny: Path, show: bool, survivors: bool = False,
+    timeouts: bool = False,
+) -> dict:
+    """Mutate one module and run its tests against every mutant (or, with `survivors`, against the last run's open
+    survivors only, with the tests as they are now); the figures of the run."""
     root = work / name
+    again: list[str] = []
     try:
-        build_tree(root, module)
+        if survivors:
+            again = refresh_tests(root, module, timeouts)
+            if not again:
+                print(f"  {name}: no open survivor to run again")
+        else:
+            build_tree(root, module)
     except FileNotFoundError as e:
         print(f"  {name}: not run: {e}")
         return {"module": name, "mutants": 0, "caught": 0, "equivalent": 0, "open": [], "wall_s": 0.0, "rate": 0.0}
     # Exists before Python starts: a PYTHONPATH folder missing at start-up is cached as absent for the whole run.
-    (root / "mutants" / "src").mkdir(parents=True)
+    (root / "mutants" / "src").mkdir(parents=True, exist_ok=survivors)
     # PYTHONPATH: the subprocesses a test starts import the mutants too.
     env = dict(os.environ, TROT_TEST_TINY_DIR=str(tiny), MUJOCO_GL="osmesa", PYTHONPATH=str(root / "mutants" / "src"))
     start = time.monotonic()
-    out = subprocess.run([MUTMUT, "run", "--max-children", str(workers)], cwd=root, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    if survivors and not again:
+        out = subprocess.CompletedProcess([], 0, "", "")
+    else:
+        out = subprocess.run([MUTMUT, "run", "--max-children", str(workers), *again], cwd=root, env=env,
+                             capture_output=True, text=True)  # fmt: skip
     wall = time.monotonic() - start
-    (root / "mutmut.log").write_text(out.stdout + out.stderr)
+    (root / ("mutmut-survivors.log" if survivors else "mutmut.log")).write_text(out.stdout + out.stderr)
     if out.returncode != 0:
         raise SystemExit(f"mutation: mutmut failed on {name} (see {root / 'mutmut.log'}):\n{out.stderr[-3000:]}")
     result = statuses(root)
@@ -192,16 +264,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-j", "--workers", type=int, default=1, help="mutants tested at once (default 1; 2 cores here)")
     p.add_argument("--workdir", default="/tmp/trot-mutation", help="scratch folder (default /tmp/trot-mutation)")
     p.add_argument("--show", action="store_true", help="print the diff of every surviving mutant")
+    p.add_argument("--survivors", action="store_true",
+                   help="reuse each module's last scratch tree with the tests as they are now and run only its open "
+                   "survivors again (after adding tests; the module's source must be unchanged)")  # fmt: skip
+    p.add_argument("--timeouts", action="store_true",
+                   help="with --survivors: also the mutants the last run stopped at its CPU limit (after raising it)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         p.error(f"unknown modules {unknown}; expected some of {', '.join(MODULES)}")
     work = Path(args.workdir)
     tiny = work / "tiny"
-    make_tiny(tiny)
+    if not (args.survivors and (tiny / "tiny.onnx").is_file()):  # the survivors run again against the same one
+        make_tiny(tiny)
     rows = []
     for name in args.modules or [m for m in MODULES if m not in ON_REQUEST]:
-        figures = run_module(name, MODULES[name], work, args.workers, tiny, args.show)
+        figures = run_module(name, MODULES[name], work, args.workers, tiny, args.show, args.survivors, args.timeouts)
         rows.append(figures)
         print(f"{name:<14} {figures['mutants']:>5} mutants  {figures['caught']:>5} caught  "
               f"{figures['equivalent']:>3} equivalent  {len(figures['open']):>4} open  "

@@ -129,14 +129,15 @@ class SideGate:
 
 
 def read_report(result: GateResult, gate_json: Path, code: int) -> GateResult:
-    """Fill `result` from a gate's report; a gate that wrote none (a crash) counts as failed with 0 cells."""
+    """Fill `result` from a gate's exit status and report (docs/until_gate.md): passed only when the gate exited 0
+    and its report lists at least one cell, every one passed; a gate that crashed or wrote no readable report counts
+    as failed, with the cells its report lists (0 of 0 without one)."""
     try:
-        cells = json.loads(gate_json.read_text())["cells"]
-    except (OSError, ValueError, KeyError):
+        cells = [bool(c["passed"]) for c in json.loads(gate_json.read_text())["cells"]]
+    except (OSError, ValueError, KeyError, TypeError):  # no report, a truncated one, or not the gate's format
         cells = []
-    result.cells = len(cells)
-    result.cells_passed = sum(bool(c["passed"]) for c in cells)
-    result.passed = code == 0 and bool(cells)
+    result.cells, result.cells_passed = len(cells), sum(cells)
+    result.passed = code == 0 and 0 < result.cells_passed == result.cells
     return result
 
 

@@ -4,6 +4,7 @@ sources, CLI refusals, and the import rule for the robot side."""
 import dataclasses
 import gc
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -34,22 +35,34 @@ FAST = SafetyLimits(soft_start_s=0.2, fade_in_s=0.2, shutdown_damping_s=0.1)
 
 
 class FakeTransport:
-    """A robot standing still at the default pose; one State per poll; records every command."""
+    """A robot standing still at the default pose; one State per poll; records every command.
+
+    `max_polls` bounds the run: a loop still polling after that many ticks (one poll a tick) never reached DONE, and
+    the poll fails the test naming the loop's state, instead of the test hanging."""
 
     name = "fake"
     describe = "fake transport"
 
-    def __init__(self, poll_hook=None):
+    def __init__(self, poll_hook=None, max_polls: int | None = None):
         self.sent: list[tuple[float, ControlMode, np.ndarray]] = []
         self.estops: list[int] = []
         self.seq = 0
         self.poll_hook = poll_hook
+        self.max_polls = max_polls
+        self.loop = None  # the loop under test, named when the bound is hit
         self.closed = False
 
     def open(self, timeout_s: float) -> str:
         return "fake peer"
 
     def poll(self) -> Poll:
+        if self.max_polls is not None and self.seq >= self.max_polls:
+            m = self.loop.machine if self.loop is not None else None
+            raise AssertionError(
+                f"the loop was still running after {self.seq} ticks ({self.seq * ROBOT.control_dt:.1f} s of control "
+                f"periods), past the end of its run: state {m.state.name if m else '?'}, last transitions "
+                f"{[f'{t.src.name}->{t.dst.name} ({t.cause})' for t in m.transitions[-6:]] if m else '?'}"
+            )
         if self.poll_hook:
             self.poll_hook(self)
         self.seq += 1
@@ -78,11 +91,26 @@ def bundle(tiny_bundle):
     return load_bundle(tiny_bundle)
 
 
+# A run ends within its duration plus the longest damping (an e-stop's or a shutdown's, 1 s by default); this many
+# seconds of control periods past its duration mean it never will.
+OVERRUN_BOUND_S = 5.0
+
+
 def run_fake(bundle, tmp_path, duration=1.0, limits=FAST, transport=None, commands=None, ready=None, runtime=None):
+    """Run the loop on a fake transport for `duration` s, bounded in ticks: one that does not end fails, naming its
+    state (the loop ticks at most once a control period, so the bound is never reached by a busy machine)."""
     transport = transport or FakeTransport()
+    if transport.max_polls is None:
+        transport.max_polls = math.ceil((duration + OVERRUN_BOUND_S) / ROBOT.control_dt)
+
+    def on_ready(loop):
+        transport.loop = loop
+        if ready is not None:
+            ready(loop)
+
     path = tmp_path / "t.jsonl"
     result = run_loop(bundle, ROBOT, transport, commands or ConstantCommand(), path, limits,
-                      LoopConfig(duration_s=duration), runtime=runtime, ready=ready)  # fmt: skip
+                      LoopConfig(duration_s=duration), runtime=runtime, ready=on_ready)  # fmt: skip
     return result, transport, read_telemetry(path)
 
 
@@ -191,6 +219,37 @@ def test_overruns_and_missed_ticks_are_counted(bundle, tmp_path):
     result, _, _ = run_fake(bundle, tmp_path, duration=0.6, transport=FakeTransport(poll_hook=stall),
                             limits=SafetyLimits(soft_start_s=5.0))  # fmt: skip
     assert result.summary["overruns"] >= 1 and result.summary["missed_ticks"] >= 1
+
+
+def test_the_gait_clock_counts_the_control_periods_a_late_tick_skipped(bundle, tmp_path):
+    """The policy's gait_phase input is the clock of training's episodes: control periods since the policy started,
+    run or skipped. A tick stalled 3.5 periods in RUNNING makes the loop skip slots to stay on its grid; every policy
+    observation's phase must still be that of the slot its tick ran in, counted from the policy's first tick."""
+    from trot import mapping
+
+    period = bundle.contract.control_dt
+    polls = []
+
+    def stall(transport):
+        polls.append(1)
+        if len(polls) == 30:  # soft start and fade-in take 0.4 s (20 ticks): this one is in RUNNING
+            time.sleep(3.5 * period)
+
+    result, _, tel = run_fake(bundle, tmp_path, duration=1.0, transport=FakeTransport(poll_hook=stall))
+    assert result.summary["missed_ticks"] >= 2
+    policy = [tick for tick in tel.ticks if "obs" in tick]
+    assert tel.ticks[29]["state"] == "RUNNING" and tel.ticks[29] in policy
+    # Which control period of the grid (start + k * period) each tick ran in: its deadline's, plus any it skipped.
+    grid_start = tel.ticks[0]["t"] - tel.ticks[0]["late_ms"] / 1e3
+    slot = np.array([np.floor((tick["t"] - grid_start) / period + 1e-6) for tick in policy])
+    spec = bundle.meta.observation.to_spec()
+    sizes = {t["name"]: t["size"] for t in spec.metadata(ROBOT.num_joints)["terms"]}
+    names = [t.name for t in spec.terms]
+    at = sum(sizes[n] for n in names[: names.index("gait_phase")])  # in the newest frame, which comes first
+    seen = np.array([tick["obs"][at : at + 2] for tick in policy])
+    expected = mapping.gait_phase(np, slot - slot[0], period, spec.gait_frequency_hz)
+    why = "the gait phase (sin, cos) of each policy tick against its control period since the first: skipped ones count"
+    np.testing.assert_allclose(seen, expected, atol=1e-5, err_msg=why)
 
 
 def test_a_tick_the_loop_itself_made_late_counts_as_its_own_overrun(bundle, tmp_path):

@@ -343,6 +343,23 @@ def test_estop_damps_then_turns_the_motors_off_and_stays_off(cause):
     assert c.m.state == Mode.DONE and c.m.faulted
 
 
+def test_an_estop_still_asserted_once_the_motors_are_off_keeps_them_off():
+    """OFF is latched (docs: safety.py, `Mode.OFF`): the host keeps its e-stop request and the MCU keeps reporting
+    ESTOP while the motors are off; neither may start a new e-stop (damping again, then OFF again, for ever), and a
+    stop request still ends the run."""
+    c = running()
+    c.m.estop(c.t, "estop_host", "e-stop: keyboard")
+    c.run_until(Mode.OFF)
+    transitions = len(c.m.transitions)
+    for _ in range(200):  # 4 s: four times the e-stop's damping
+        c.m.estop(c.t, "estop_host", "e-stop: keyboard")
+        c.tick(status=StatusFlags.ESTOP)
+        assert c.m.state == Mode.OFF, c.m.transitions[transitions:]
+    assert len(c.m.transitions) == transitions
+    c.m.request_stop(c.t, "SIGINT (Ctrl-C)")
+    assert c.m.state == Mode.DONE
+
+
 def test_estop_overrides_damping_after_a_fault():
     c = running()
     c.tick(quat=roll_quat(80))

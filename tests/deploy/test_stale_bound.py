@@ -48,9 +48,15 @@ def test_stream_stopped_right_after_a_poll_damps_within_the_bound_from_arrival(t
     poll = transport.poll
 
     def poll_then_maybe_stop():
-        """Right after the 10th poll in RUNNING: let one more State leave the emulator, then stop its stream."""
-        got = poll()
+        """Right after the 10th poll in RUNNING: let one more State leave the emulator, then stop its stream. Bounded:
+        a loop still polling 5 s of control periods past its 2 s never reached DONE, and fails naming its state."""
         loop = loops[0]
+        stop["polls"] = stop.get("polls", 0) + 1
+        if stop["polls"] > (2.0 + 5.0) / DT:
+            last = [f"{t.src.name}->{t.dst.name} ({t.cause})" for t in loop.machine.transitions[-4:]]
+            raise AssertionError(f"the loop still ran after {stop['polls']} ticks of a 2 s run: state "
+                                 f"{loop.machine.state.name}, last transitions {last}")  # fmt: skip
+        got = poll()
         if loop.machine.state == Mode.RUNNING and "poll_t" not in stop:
             stop["running_polls"] = stop.get("running_polls", 0) + 1
             if stop["running_polls"] == 10:

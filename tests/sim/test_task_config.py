@@ -135,3 +135,61 @@ def test_tracking_rewards_still_pay_for_errors_inside_the_gate_bounds(robot):
         sigmas = [t.params["sigma"] for t in cfg.rewards.values() if t.func == func and t.weight > 0]
         assert math.exp(-(bound**2) / max(sigmas)) > 0.96, f"{robot} {func}: a wide kernel keeps the coarse signal"
         assert math.exp(-(bound**2) / min(sigmas)) <= 0.9, f"{robot} {func}: flat within the gate bound {bound}"
+
+
+def _refusal(cfg, prefix: str = ""):
+    from trot.sim.task import validate_env_cfg
+
+    with pytest.raises(ContractError) as e:
+        validate_env_cfg(cfg, load_robot("pupper_v3"), "robots/pupper_v3/task.toml", prefix)
+    return e.value
+
+
+def test_each_task_refusal_names_the_file_the_field_the_value_and_what_was_expected():
+    from dataclasses import replace
+
+    from trot import mapping
+    from trot.mapping import ObsTerm
+    from trot.sim.config import RewardTerm
+    from trot.sim.rewards import REWARDS
+
+    good = task_cfg("pupper_v3")
+    obs = good.observations
+    where = "robots/pupper_v3/task.toml"
+    cases = [
+        (replace(good, observations=replace(obs, critic_terms=(*obs.critic_terms, ObsTerm("lidar")))),
+         "observations.critic_terms", ["lidar"], f"names from {sorted(mapping.OBS_VOCABULARY)}"),
+        (replace(good, observations=replace(obs, gait_frequency_hz=0.0)), "observations.gait_frequency_hz", 0.0,
+         f"the gait clock in Hz > 0: set in {PUPPER_DIR / 'task.toml'}, which task_cfg(robot) lays over the shared "
+         "defaults"),
+        (replace(good, commands=replace(good.commands, train_scale=0.5)), "commands.train_scale", 0.5,
+         "a number ≥ 1 (training must cover the command ranges that the bundle promises and the gate tests)"),
+        (replace(good, rewards={"x": RewardTerm("fly", 1.0)}), "rewards.x.func", "fly",
+         f"a reward function: one of {sorted(REWARDS)}"),
+        (replace(good, rewards={"x": RewardTerm("feet_air_time", 1.0, {"target_s": 0.2, "k": 1.0})}),
+         "rewards.x.params", {"target_s": 0.2, "k": 1.0}, "the params of feet_air_time: ['target_s']"),
+        (replace(good, gait=replace(good.gait, pairs=None)), "gait.pairs", None,
+         "the two groups of feet of the gait for reward terms ['gait_contact', 'swing_height'] (set it in the robot's "
+         "task.toml)"),
+    ]  # fmt: skip
+    for cfg, field, value, expected in cases:
+        e = _refusal(cfg)
+        assert (e.file, e.field, e.value, e.expected) == (where, field, value, expected), field
+        assert _refusal(cfg, prefix="env.").field == "env." + field  # as trot train names the --set fields
+
+
+def test_the_gait_clock_is_needed_by_a_critic_term_too_and_only_weighted_gait_rewards_need_the_gait():
+    from dataclasses import replace
+
+    from trot.sim.task import validate_env_cfg
+
+    good = task_cfg("pupper_v3")
+    obs = good.observations
+    no_clock = replace(obs, gait_frequency_hz=None,
+                       policy_terms=tuple(t for t in obs.policy_terms if t.name != "gait_phase"))  # fmt: skip
+    assert _refusal(replace(good, observations=no_clock)).field == "observations.gait_frequency_hz"
+    no_phase = replace(no_clock, critic_terms=tuple(t for t in obs.critic_terms if t.name != "gait_phase"))
+    rewards = {n: replace(t, weight=0.0) if t.func in ("gait_contact", "swing_height") else t
+               for n, t in good.rewards.items()}  # fmt: skip
+    validate_env_cfg(replace(good, observations=no_phase, gait=replace(good.gait, pairs=None), rewards=rewards),
+                     load_robot("pupper_v3"))  # fmt: skip
