@@ -46,7 +46,10 @@ def robot_mirror(robot: Robot, gait_pairs=None) -> Mirror:
     anchor, axis = data.xanchor[joints] @ REFLECT, data.xaxis[joints] @ REFLECT
     perm, sign = [], []
     for i, name in enumerate(robot.joint_names):
-        j = _partner(anchor[i], data.xanchor[joints])
+        # Joints can share an anchor (the Pupper's hip flexion and abduction): the partner is the one whose axis is
+        # parallel to the image's too.
+        parallel = np.abs(data.xaxis[joints] @ axis[i]) > 1 - 1e-3
+        j = _partner(anchor[i], np.where(parallel[:, None], data.xanchor[joints], np.inf))
         # A reflection turns a rotation by t about an axis into one by -t about the axis's image.
         s = 0.0 if j is None else -float(np.dot(data.xaxis[joints[j]], axis[i]))
         if abs(abs(s) - 1.0) > 1e-3:

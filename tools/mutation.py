@@ -76,10 +76,9 @@ MODULES = {
     # deliberate change would let through whatever it alone caught, so the behaviour tests must catch it. MuJoCo Warp
     # on the CPU adds nothing here (the same write_params contract, tested per backend) but minutes of compiling.
     "task": Module("sim/task.py", ("tests/sim/test_task_config.py", "tests/sim/test_locomotion.py", *NOT_PINNED), 4.0),
-    # The mirror maps are checked on Go2 only: sim/symmetry.py finds no mirror image in the authors' Pupper body yet.
     "locomotion": Module("sim/locomotion.py", (
         "tests/sim/test_locomotion.py", "tests/sim/test_rewards.py", "tests/sim/test_randomization.py",
-        "tests/sim/test_symmetry.py::test_the_mirror_image_of_a_walk_is_the_walk_the_mirrored_actions_make[go2-0.001]",
+        "tests/sim/test_symmetry.py",
         *NOT_PINNED), 4.0),
     "rewards": Module("sim/rewards.py", ("tests/sim/test_rewards.py", "tests/sim/test_locomotion.py", *NOT_PINNED),
                       4.0),

@@ -70,16 +70,18 @@ def load_checkpoint(path: str | Path, robot=None) -> dict:
     if robot is not None:
         meta = ckpt["trot"]["robot"]
         if meta["contract_sha256"] != robot.contract_sha256():
-            model = ckpt["trot"].get("robot_model")
-            body = ("; the robot model differs: " + "; ".join(model_differences(model, robot.model))
-                    if model is not None and model != robot.model else
-                    "" if model is not None else
-                    "; the run records no robot model (it predates trot's model digests), so it cannot say which "
-                    "body it was trained on")  # fmt: skip
-            notice = f". {MODEL_NOTICES[robot.name]}" if model != robot.model and robot.name in MODEL_NOTICES else ""
+            model, body = ckpt["trot"].get("robot_model"), ""
+            if meta["name"] == robot.name:  # another robot's run: its name says enough
+                if model is None:
+                    body = ("; the run records no robot model (it predates trot's model digests), so it cannot say "
+                            "which body it was trained on")  # fmt: skip
+                elif model != robot.model:
+                    body = "; the robot model differs: " + "; ".join(model_differences(model, robot.model))
+                if model != robot.model and robot.name in MODEL_NOTICES:
+                    body += f". {MODEL_NOTICES[robot.name]}"
             raise CheckpointError(
                 f"{path}: trained for robot '{meta['name']}' with contract {meta['contract_sha256'][:12]}, "
-                f"but the robot here is '{robot.name}' with contract {robot.contract_sha256()[:12]}{body}{notice}"
+                f"but the robot here is '{robot.name}' with contract {robot.contract_sha256()[:12]}{body}"
             )
     return ckpt
 

@@ -53,7 +53,8 @@ def test_train_creates_events_config_and_checkpoints(tiny_run):
     assert {"torch", "numpy", "python", "env"} <= set(meta["rng"])
     assert "optimizer_state_dict" in ckpt and any("obs_normalizer" in k for k in ckpt["actor_state_dict"])
     assert meta["env_steps"] == 2 * 8 * 8
-    assert set(meta) == {"robot", "task", "config", "code_revision", "run", "env_steps", "created", "rng"}
+    assert set(meta) == {"robot", "robot_model", "task", "config", "code_revision", "run", "env_steps", "created",
+                         "rng"}  # fmt: skip
 
 
 def test_tensorboard_has_every_reward_term_and_timing(tiny_run):
