@@ -21,6 +21,7 @@ from trot.robots import ContractError, Robot
 
 FOOT_TOUCH_MARGIN = 1.25  # touch-sensor sphere radius / foot radius: catches the contact point
 BASE_TOUCH_MARGIN = 0.005  # m, base touch-sensor box grows by this much on each side
+SENSOR_SITE_GROUP = 4  # the sensor sites: a group MuJoCo does not draw by default (sitegroup 0-2), out of renders
 
 
 def build_spec(robot: Robot, floor_friction: float = 1.0) -> mujoco.MjSpec:
@@ -118,7 +119,7 @@ def _set_options(spec: mujoco.MjSpec, robot: Robot) -> None:
 
 def _add_base_sensors(spec: mujoco.MjSpec, robot: Robot) -> None:
     base = spec.body(robot.base_link)
-    base.add_site(name="imu", pos=list(robot.imu_pos))
+    base.add_site(name="imu", pos=list(robot.imu_pos), group=SENSOR_SITE_GROUP)
     # No accelerometer: it forces MuJoCo's post-constraint pass every step (about 10 % of the
     # step time) and no policy term uses it; the emulator's accelerometer comes from PyBullet.
     for kind, name in (
@@ -135,6 +136,7 @@ def _add_base_sensors(spec: mujoco.MjSpec, robot: Robot) -> None:
                 pos=geom.pos,
                 quat=geom.quat,
                 size=list(np.asarray(geom.size) + BASE_TOUCH_MARGIN),
+                group=SENSOR_SITE_GROUP,
             )
             spec.add_sensor(
                 name="base_touch",
@@ -151,7 +153,8 @@ def _add_foot_sensor(spec: mujoco.MjSpec, robot: Robot, link: str, index: int) -
     if not spheres:
         raise ValueError(f"{robot.urdf_path}: foot link '{link}' has no collision sphere")
     name = f"foot{index}"
-    body.add_site(name=name, pos=spheres[0].pos, size=[robot.foot_radius * FOOT_TOUCH_MARGIN, 0, 0])
+    body.add_site(name=name, pos=spheres[0].pos, size=[robot.foot_radius * FOOT_TOUCH_MARGIN, 0, 0],
+                  group=SENSOR_SITE_GROUP)  # fmt: skip
     site = mujoco.mjtObj.mjOBJ_SITE
     for kind, suffix in (
         (mujoco.mjtSensor.mjSENS_TOUCH, "touch"),

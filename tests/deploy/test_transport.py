@@ -30,6 +30,7 @@ class FakeMcu:
         self.ack, self.after_ack, self.after_ack_delay = ack, after_ack, after_ack_delay
         self.decoder, self.received, self.raw = Decoder(N), [], b""
         self.stop, self.paused, self.idle = threading.Event(), threading.Event(), threading.Event()
+        self.acked = threading.Event()  # set once the ack and `after_ack` are written
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -56,6 +57,7 @@ class FakeMcu:
                         time.sleep(self.after_ack_delay)
                         os.write(self.master, self.after_ack)
                     self.ack = None
+                    self.acked.set()
 
     def pause(self) -> None:
         """Stop reading, and return once the serving thread has seen it: a read it had already begun (a
@@ -323,6 +325,7 @@ def test_every_chunk_read_between_two_looks_is_decoded(mcu, monkeypatch):
     link = SerialTransport(m.port, 1_000_000, N, ROBOT_ID)
     try:
         link.open(5.0)  # the ack and, 50 ms later, a State in a read of its own, both before the loop looks again
+        assert m.acked.wait(5.0)  # State 1 is out before 2 and 3 (on a busy machine its thread can be late)
         for seq in (2, 3):
             time.sleep(0.05)
             m.write(encode(state(seq)))

@@ -99,7 +99,11 @@ class Robot:
             for shape in c.getCollisionShapeData(self.body, j):
                 if shape[2] == p.GEOM_SPHERE:
                     self.feet.append(j)
-                    self.foot_offsets.append(np.array(c.getDynamicsInfo(self.body, j)[3]) + np.array(shape[5]))
+                    # Collision data is in the link's inertial frame, which PyBullet turns to the principal
+                    # axes of a full inertia tensor: back into the link frame.
+                    inertial_pos, inertial_orn = c.getDynamicsInfo(self.body, j)[3:5]
+                    turn = np.array(c.getMatrixFromQuaternion(inertial_orn)).reshape(3, 3)
+                    self.foot_offsets.append(np.array(inertial_pos) + turn @ np.array(shape[5]))
                     self.foot_radius = shape[3][0]
         c.changeDynamics(self.floor, -1, lateralFriction=1.0)
         for j in self.feet:
@@ -115,9 +119,13 @@ class Robot:
         self.default = np.array(meta["default_joint_pos"], dtype=float)
         for j, q in zip(self.ids, self.default):
             c.resetJointState(self.body, j, q, 0.0)
-        c.resetBasePositionAndOrientation(self.body, [0, 0, 0], [0, 0, 0, 1])
+        # PyBullet's base pose is its inertial frame's, turned to the principal axes of a full inertia tensor: the
+        # base link frame (the IMU's, the robot's) is that pose times the inverse of the link's inertial transform.
+        self.base_inertial = c.getDynamicsInfo(self.body, -1)[3:5]
+        self.base_link = c.invertTransform(*self.base_inertial)
+        self.set_base_link([0, 0, 0])
         lowest = min(f[2] for f in self.foot_positions())
-        c.resetBasePositionAndOrientation(self.body, [0, 0, self.foot_radius - lowest], [0, 0, 0, 1])
+        self.set_base_link([0, 0, self.foot_radius - lowest])
         c.resetBaseVelocity(self.body, [0, 0, 0], [0, 0, 0])
 
     def foot_positions(self) -> list[np.ndarray]:
@@ -131,13 +139,21 @@ class Robot:
         states = self.c.getJointStates(self.body, self.ids)
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
 
+    def set_base_link(self, pos) -> None:
+        """Put the base link frame upright at `pos`."""
+        inertial = self.c.multiplyTransforms(pos, [0, 0, 0, 1], *self.base_inertial)
+        self.c.resetBasePositionAndOrientation(self.body, *inertial)
+
     def pose(self) -> tuple[np.ndarray, np.ndarray]:
-        pos, q = self.c.getBasePositionAndOrientation(self.body)
+        """The base link frame's position and orientation (w, x, y, z)."""
+        pos, q = self.c.multiplyTransforms(*self.c.getBasePositionAndOrientation(self.body), *self.base_link)
         return np.array(pos), np.array([q[3], q[0], q[1], q[2]])
 
     def velocity(self) -> tuple[np.ndarray, np.ndarray]:
-        v, w = self.c.getBaseVelocity(self.body)
-        return np.array(v), np.array(w)
+        """The base link origin's linear velocity (not the centre of mass's) and the angular one, world frame."""
+        v, w = (np.array(x) for x in self.c.getBaseVelocity(self.body))
+        com = np.array(self.c.getBasePositionAndOrientation(self.body)[0])
+        return v + np.cross(w, self.pose()[0] - com), w
 
     def step(self, target) -> np.ndarray:
         """One physics_dt of PD toward `target`, its damping implicit: tau_d = -(I + h D W)^-1 D qd with D = kd plus

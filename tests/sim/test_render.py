@@ -9,7 +9,7 @@ from trot.sim.mujoco_model import build_model
 from trot.sim.render import STILL_DISTANCE, make_camera, robot_radius
 
 
-@pytest.mark.parametrize("name, radius", [("pupper_v3", 0.220), ("go2", 0.464)])
+@pytest.mark.parametrize("name, radius", [("pupper_v3", 0.215), ("go2", 0.464)])
 def test_the_still_frames_the_whole_robot_at_a_distance_that_scales_with_it(name, radius):
     model = build_model(load_robot(name))
     assert robot_radius(model) == pytest.approx(radius, abs=0.002)  # m, about the base at the default pose
