@@ -89,11 +89,12 @@ MODULES = {
     # What may reach a robot: train-until-gate's verdicts and its gate_passed.onnx.
     "until_gate": Module("train/until_gate.py", ("tests/train/test_until_gate.py",
                                                  "tests/train/test_until_gate_promises.py")),
-    # The gate's verdict of a cell (hil/gate/judge.py). Not measured yet: run it by name once its tests settle.
+    # The gate's verdict of a cell (hil/gate/judge.py). Not measured yet: mutmut's clean run fails while the shipped
+    # walk.onnx does not walk (test_every_cell_passing_exits_0); run it by name once the trained policy ships.
     "gate_judge": Module("hil/gate/judge.py", ("tests/hil/test_gate.py",)),
 }
 # Run only when named: the loop's tests run it in real time (about 25 s a mutant, hours for the module on 2 cores);
-# the gate's judge is not measured yet.
+# the gate's judge is not measured yet (above).
 ON_REQUEST = {"loop", "gate_judge"}
 CAUGHT = {"killed", "timeout", "segfault"}  # a test failed, hung or crashed with the mutant in
 
