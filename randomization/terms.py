@@ -56,11 +56,18 @@ def _payload_mass(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
     p.payload_mass[ids] = v
 
 
-def _com_offset(axis: int) -> Callable:
-    def apply(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
-        p.com_offset[ids, axis] = v
+# One plain function per axis, not one made by a factory when this module is imported: mutmut (tools/mutation.py)
+# credits a function's mutants to the tests that call it, and a factory is called by the import, not by the tests.
+def _com_offset_x(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.com_offset[ids, 0] = v
 
-    return apply
+
+def _com_offset_y(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.com_offset[ids, 1] = v
+
+
+def _com_offset_z(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
+    p.com_offset[ids, 2] = v
 
 
 def _kp_scale(p: EnvParams, ids: torch.Tensor, v: torch.Tensor) -> None:
@@ -127,9 +134,9 @@ TERMS: dict[str, TermSpec] = {
     "payload_mass": TermSpec(
         "model", "kg", 0.0, (-1.0, 10.0), _payload_mass, help="mass added to the base at its centre of mass"
     ),
-    "com_offset_x": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(0), help="base centre-of-mass shift, body x"),
-    "com_offset_y": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(1), help="base centre-of-mass shift, body y"),
-    "com_offset_z": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset(2), help="base centre-of-mass shift, body z"),
+    "com_offset_x": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset_x, help="base centre-of-mass shift, body x"),
+    "com_offset_y": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset_y, help="base centre-of-mass shift, body y"),
+    "com_offset_z": TermSpec("model", "m", 0.0, (-0.1, 0.1), _com_offset_z, help="base centre-of-mass shift, body z"),
     "contact_timeconst": TermSpec(
         "model", "s", CONTACT_SOLREF[0], (0.0, 1.0), _contact_timeconst, min_physics_steps=2,
         help="contact softness: MuJoCo's solref time constant of the floor, feet and base (longer is softer)",

@@ -1,8 +1,11 @@
 """What `trot train --until_gate` promises (docs/until_gate.md): when a quick gate counts as passed (a crashed, killed
 or refusing gate never does), and that only a passing full gate leaves `gate_passed.onnx`, the very bundle it passed."""
 
+import contextlib
+import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +17,21 @@ from trot.train.until_gate import SUMMARY, GateResult, Stop, UntilGate, UntilGat
 PUPPER_FOLDER = load_robot("pupper_v3").folder
 
 
-def _watch(run: Path, robot_folder: Path = PUPPER_FOLDER) -> UntilGate:
+def _watch(run: Path, robot_folder: Path = PUPPER_FOLDER, out=None) -> UntilGate:
     progress = Progress(0, 10, stream=open("/dev/null", "w"), quiet=True)  # noqa: SIM115
-    return UntilGate(UntilGateCfg(every=1000, max_minutes=60), run, robot_folder, 0, progress)
+    return UntilGate(UntilGateCfg(every=1000, max_minutes=60), run, robot_folder, 0, progress, out)
+
+
+class Terminal(io.StringIO):
+    """The terminal `trot train` hands the hook (its own stdout goes to train.log): what was flushed is what the user
+    has seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = ""
+
+    def flush(self):
+        self.seen = self.getvalue()
 
 
 def _gated_bundle(run: Path, tiny_bundle: Path, it: int) -> Path:
@@ -77,6 +92,40 @@ def test_a_quick_gate_killed_before_its_report_counts_as_failed_and_training_goe
     assert watch.quick_passed is None and watch.outcome.first_quick_pass is None
     assert watch.progress.note == "quick gate @1: 0/0"
     assert not watch.side.busy  # ready for the next gate
+
+
+def test_a_quick_gate_that_exits_0_with_its_report_where_it_was_told_passes_and_stops_training(
+    tiny_bundle, tmp_path, monkeypatch
+):
+    """The side process's verdict read back: a stand-in for `python -m trot.hil.gate` (seven PyBullet cells take
+    minutes; the real process is run by the refusal test below and, whole, by test_until_gate.py's slow test) writes
+    a report of seven passed cells where its `-o` says and exits 0. The hook finds it at
+    gate/model_<it>_quick/gate.json (docs/until_gate.md), counts it passed and stops training."""
+    fake = tmp_path / "fake_python"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        + """import json, pathlib, sys
+args = sys.argv[1:]
+out = pathlib.Path(args[args.index("-o") + 1])
+out.mkdir(parents=True)
+(out / "gate.json").write_text(json.dumps({"passed": True, "cells": [{"passed": True}] * 7}))
+(out / "argv.json").write_text(json.dumps(args))
+"""
+    )
+    fake.chmod(0o755)
+    watch = _watch(tmp_path)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 4)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    watch.side.start(4, bundle, 640)
+    assert watch.side.proc.wait(timeout=60) == 0
+    with pytest.raises(Stop, match="quick_pass"):
+        watch.after_iteration(None, 5)
+    report = tmp_path / "gate" / "model_4_quick"
+    assert json.loads((report / "argv.json").read_text())[:4] == ["-m", "trot.hil.gate", str(bundle), "--quick"]
+    (result,) = watch.outcome.gates
+    assert (result.quick, result.passed, result.cells_passed, result.cells) == (True, True, 7, 7)
+    assert (result.iteration, result.bundle, result.env_steps, result.report) == (4, str(bundle), 640, str(report))
+    assert watch.quick_passed is result and watch.progress.note == "quick gate @5: 7/7"
 
 
 def test_a_side_gate_that_refuses_its_bundle_counts_as_failed_and_its_log_says_why(tiny_bundle, tmp_path):
@@ -170,15 +219,21 @@ def test_a_quick_gate_runs_every_n_iterations_on_the_checkpoint_of_that_iteratio
         watch.side.stop()
 
 
-def test_a_resumed_run_trains_n_iterations_before_its_first_quick_gate(runner, tmp_path):
-    """Resumed at iteration 7 with a gate every 5: the 10th iteration is only the 3rd of this run; the first gate
-    comes after the 15th."""
-    watch = _schedule(tmp_path, every=5, start_it=7)
+@pytest.mark.parametrize("start_it", [6, 7])
+def test_a_resumed_run_trains_n_iterations_before_its_first_quick_gate(runner, tmp_path, start_it):
+    """Resumed at iteration 7 (or 6) with a gate every 5: the 10th iteration is only the 3rd (4th) of this run; the
+    first gate comes after the 15th. The resumed run gates in its own run folder, whose gate/ the first part of the
+    run made: its bundles stay."""
+    earlier = tmp_path / "gate" / "model_4.onnx"
+    earlier.parent.mkdir()
+    earlier.write_bytes(b"the first part's bundle")
+    watch = _schedule(tmp_path, every=5, start_it=start_it)
     try:
         watch.after_iteration(runner, 9)
         assert not watch.side.busy and not (tmp_path / "model_9.pt").exists()
         watch.after_iteration(runner, 14)
         assert watch.side.busy and watch.side.pending.iteration == 14
+        assert earlier.read_bytes() == b"the first part's bundle"
     finally:
         watch.side.stop()
 
@@ -188,13 +243,16 @@ def test_a_resumed_run_trains_n_iterations_before_its_first_quick_gate(runner, t
 
 @pytest.fixture
 def one_cell_full_gate(monkeypatch):
-    """The full gate on one PyBullet cell of 3 s (the full matrix is 72 cells, minutes of CPU): set `cell[0]` to the
-    command. The untrained policy stands (it passes `stand`) and cannot walk (it fails `forward_max`)."""
+    """The full gate on one PyBullet cell of 3 s (the full matrix is 72 cells, minutes of CPU), taken as the full run
+    it stands for (so it writes its gate record): set `cell[0]` to the command. The untrained policy stands (it passes
+    `stand`) and cannot walk (it fails `forward_max`)."""
+    import dataclasses
+
     import trot.hil.gate.run as gate_run
 
     real, cell = gate_run.run_gate, ["stand"]
-    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: real(
-        bundle, robot, commands=cell, perturbations=["nominal"], seconds=3.0, jobs=1))  # fmt: skip
+    monkeypatch.setattr(gate_run, "run_gate", lambda bundle, robot: dataclasses.replace(real(
+        bundle, robot, commands=cell, perturbations=["nominal"], seconds=3.0, jobs=1), full=True))  # fmt: skip
     return cell
 
 
@@ -211,6 +269,7 @@ def test_a_failing_full_gate_leaves_no_gate_passed_bundle_and_the_run_says_no_po
     report = json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())
     assert report["passed"] is False and len(report["cells"]) == 1
     assert not (tmp_path / "gate_passed.onnx").exists(), "gate_passed.onnx written for a policy that failed the gate"
+    assert not (tmp_path / "gate_passed.onnx.gate.json").exists()
     assert watch.progress.note == "full gate @10: 0/1"
     outcome = watch.finish("iterations", 2000)
     assert outcome.passed is None and outcome.gates == [result]
@@ -225,19 +284,71 @@ def test_a_failing_full_gate_leaves_no_gate_passed_bundle_and_the_run_says_no_po
 
 
 def test_a_passing_full_gate_makes_the_bundle_that_passed_gate_passed_onnx(tiny_bundle, tmp_path, one_cell_full_gate,
-                                                                          capsys):  # fmt: skip
-    watch = _watch(tmp_path)
+                                                                          monkeypatch):  # fmt: skip
+    """gate_passed.onnx is the bundle that passed, byte for byte, with the gate record of its bytes beside it (what
+    `trot flash` asks for), and the full gate's report folder holds the report and the record, no plots (they would
+    cost the training process minutes). What the run says goes to the terminal `trot train` hands the hook, not to
+    its own stdout (train.log), each line flushed when printed: the full gate runs for minutes after the first."""
+    import trot.hil.gate.run as gate_run
+    from trot.gate_record import file_sha256, read_record, record_path
+
+    terminal, log = Terminal(), io.StringIO()
+    seen_at_start = []
+    inner = gate_run.run_gate
+    monkeypatch.setattr(gate_run, "run_gate", lambda b, r: seen_at_start.append(terminal.seen) or inner(b, r))
+    watch = _watch(tmp_path, out=terminal)
     bundle = _gated_bundle(tmp_path, tiny_bundle, 9)
     watch.quick_passed = GateResult(9, str(bundle), True, True, 7, 7, 1000, 1.0, "r")
-    result = watch.full_gate()
+    with contextlib.redirect_stdout(log):
+        before = watch.elapsed()
+        result = watch.full_gate()
+        after = watch.elapsed()
+        table = terminal.seen
+        outcome = watch.finish("passed", 1000)
     assert (result.quick, result.passed, result.cells_passed, result.cells) == (False, True, 1, 1)
-    assert json.loads((tmp_path / "gate" / "model_9_full" / "gate.json").read_text())["passed"] is True
+    assert before <= result.known_at_s <= after
+    report = tmp_path / "gate" / "model_9_full"
+    assert result.report == str(report)
+    assert json.loads((report / "gate.json").read_text())["passed"] is True
     assert (tmp_path / "gate_passed.onnx").read_bytes() == bundle.read_bytes()
-    outcome = watch.finish("passed", 1000)
+    record = read_record(record_path(tmp_path / "gate_passed.onnx"))
+    assert record.passed and record.bundle_sha256 == file_sha256(tmp_path / "gate_passed.onnx")
+    assert record_path(tmp_path / "gate_passed.onnx").read_bytes() == record_path(bundle).read_bytes()
+    assert (report / record_path(bundle).name).read_bytes() == record_path(bundle).read_bytes()
+    assert not list(report.glob("*.png")), sorted(p.name for p in report.iterdir())
     assert outcome.passed is result
     summary = json.loads((tmp_path / SUMMARY).read_text())
     assert summary["reason"] == "passed" and summary["passed"]["cells_passed"] == 1
-    assert f"bundle {tmp_path / 'gate_passed.onnx'}" in capsys.readouterr().out
+    assert seen_at_start == ["trot train: the quick gate passed at iteration 10; running the full gate\n"]
+    assert "pybullet: 0 of 1 judged cells fail" in table and "stand" in table  # the full gate's summary table
+    assert terminal.seen.startswith(table) and terminal.seen.rstrip("\n").endswith(
+        f"; bundle {tmp_path / 'gate_passed.onnx'}"
+    )
+    assert "trot train: the policy passed the full gate (1/1 cells) at iteration 10" in terminal.seen
+    assert terminal.seen == terminal.getvalue() and log.getvalue() == ""
+
+
+def test_a_capped_run_says_so_on_the_terminal(tmp_path):
+    terminal, log = Terminal(), io.StringIO()
+    watch = _watch(tmp_path, out=terminal)
+    with contextlib.redirect_stdout(log):
+        outcome = watch.finish("cap", 640)
+    assert outcome.reason == "cap" and outcome.passed is None
+    assert terminal.seen.startswith("trot train: NO policy passed the full gate: the 60 min cap was hit after 0.0 min")
+    assert log.getvalue() == ""
+
+
+def test_the_full_gate_holds_the_bundle_to_the_run_s_robot(tiny_bundle, tmp_path, one_cell_full_gate):
+    """The full gate judges on the robot the run trains (its folder: latency, limits, gate commands), not on the one
+    the bundle names: a Pupper bundle in a run told it is a Go2 is refused, and nothing passes."""
+    from trot.bundle import BundleError
+
+    watch = _watch(tmp_path, load_robot("go2").folder)
+    bundle = _gated_bundle(tmp_path, tiny_bundle, 9)
+    watch.quick_passed = GateResult(9, str(bundle), True, True, 7, 7, 1000, 1.0, "r")
+    with pytest.raises(BundleError, match="made for robot 'pupper_v3'.*not for 'go2'"):
+        watch.full_gate()
+    assert not (tmp_path / "gate_passed.onnx").exists()
 
 
 def test_the_run_s_last_line_says_how_it_ended():
