@@ -362,20 +362,24 @@ def local_sshd(tmp_path):
         "Subsystem sftp /usr/lib/openssh/sftp-server\n"
         f"PidFile {tmp_path / 'sshd.pid'}\n"
     )
-    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE, text=True)
+    # sshd logs every connection on stderr: into a file, not a pipe nobody reads (a full pipe blocks sshd, and the
+    # kill-point test's 50-odd connections then hang on the 60 s ssh timeout).
+    log = open(tmp_path / "sshd.log", "w")  # noqa: SIM115  (closed with the server)
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=log, text=True)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 break
         if proc.poll() is not None:
-            pytest.skip(f"sshd could not start on 127.0.0.1: {proc.stderr.read()[-500:]}")
+            pytest.skip(f"sshd could not start on 127.0.0.1: {(tmp_path / 'sshd.log').read_text()[-500:]}")
         time.sleep(0.05)
     opts = ["-o", f"Port={port}", "-i", str(key), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]  # fmt: skip
     yield opts
     proc.terminate()
     proc.wait(timeout=10)
+    log.close()
 
 
 def test_flash_over_ssh_to_localhost(local_sshd, tiny_bundle, tmp_path):
