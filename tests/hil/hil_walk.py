@@ -26,9 +26,11 @@ SHIPPED_POLICY = load_robot("pupper_v3").folder / "policies" / "walk.onnx"
 COMMAND = (0.2, 0.0, 0.0)  # vx m/s, vy m/s, yaw rate rad/s
 SECONDS = 20
 SAMPLE_PERIOD_S = 0.05
-# m/s, mean |v - command|: the gate's bound before it became max(0.05 m/s, 20 % of the command). The shipped
-# policy was trained before the stricter gate (docs/gate.md), so the walk is held to what it still meets.
-MAX_LIN_ERR = 0.15
+# m/s, mean |v - command| over samples 50 ms apart: the gate's bound at 0.2 m/s (0.05, judged on stride averages)
+# plus the within-stride sway a per-sample mean also counts, up to 0.04 m/s in the shipped policy's gate report
+# (lin_err_per_step - lin_err, forward cells). The shipped policy walks it at 0.031-0.040 over every transport
+# (docs/benchmarks.md); one that trots in place reads 0.2.
+MAX_LIN_ERR = 0.09
 
 
 def shipped_policy(over: str) -> Path:
