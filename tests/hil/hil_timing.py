@@ -77,6 +77,15 @@ def contention(tel, emulator_stats, period_s: float, stale_periods: float) -> st
         if stalls:
             t = stalls[-1]
             return f"a tick started {t['late_ms']:.0f} ms late after {t['wait_ms']:.0f} ms waiting for a CPU"
+    if fault["cause"] == "imu_frozen" and fault["src"] in ("HANDSHAKE", "SOFT_START"):
+        # The emulated robot stands still, physics held, until the host's first command reaches it (EmulatorOptions.
+        # wait_for_host): until then its IMU reads bit-identical values, which a real IMU's noise never does. When
+        # the IMU never changed from the first State to the fault, the command came late (over DDS, the robot's
+        # reader matching the loop's writer on a busy machine), not a stuck sensor.
+        imu = [(t["imu_quat"], t["gyro"], t["accel"]) for t in tel.ticks[: fault["tick"] + 1] if "imu_quat" in t]
+        if imu and all(x == imu[0] for x in imu):
+            return ("the emulated robot was still held waiting for the loop's first command, its IMU constant "
+                    "since the first State")  # fmt: skip
     # Any fault (a WATCHDOG_DAMPING status included: it means a trip) after the emulator's watchdog damped the
     # robot because its own clock jumped (its thread waited for a CPU longer than the watchdog's 100 ms less a
     # period): the robot the loop saw had been let go by the machine.
