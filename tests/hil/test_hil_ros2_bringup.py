@@ -245,11 +245,17 @@ def test_a_strict_refusal_is_a_refusal_naming_the_controller(bundle, namespace, 
     """A controller of the authors' the profile does not know is active and claims the same interfaces: the STRICT
     switch fails, nothing is switched, and trot refuses with the controller manager's message."""
     with stack(namespace) as emu:
-        emu.link.controllers["forward_kp_controller"].interfaces = frozenset({"kp", "position"})
-        emu.link.controllers["neural_controller"].state = "inactive"
-        emu.link.controllers["forward_position_controller"].state = "active"
-        emu.link._activity_dirty = True
-        time.sleep(0.05)
+        # Between two physics ticks (the emulator's lock): a tick publishing the boot states meanwhile would clear
+        # the flag after writing the old states, and trot would see neural_controller still active.
+        with emu._lock:
+            emu.link.controllers["forward_kp_controller"].interfaces = frozenset({"kp", "position"})
+            emu.link.controllers["neural_controller"].state = "inactive"
+            emu.link.controllers["forward_position_controller"].state = "active"
+            emu.link._activity_dirty = True
+        deadline = time.monotonic() + 10.0  # the next tick publishes them; a busy machine can delay it
+        while emu.link._activity_dirty and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not emu.link._activity_dirty, "test setup: the emulator never published the controllers' new states"
         result, tel, _ = run_deploy(bundle, namespace, tmp_path, 1.0)
         states = emu.link.states()
     assert result.exit_code == 2
