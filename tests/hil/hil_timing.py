@@ -30,21 +30,19 @@ NICE = -10  # what the onboard systemd unit asks for (Nice=-10)
 def onboard_priority():
     """Run the calling thread, and the threads and processes it starts, at nice -10 when permitted, with the GIL
     handed over as `trot bench deploy` does beside its in-process emulator."""
-    switch = sys.getswitchinterval()
+    switch, before = sys.getswitchinterval(), os.getpriority(os.PRIO_PROCESS, 0)
     sys.setswitchinterval(EMULATOR_SWITCH_INTERVAL_S)
     try:
-        before = os.getpriority(os.PRIO_PROCESS, 0)
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-        except PermissionError:
-            print(f"hil: running at nice {before}: raising the priority to {NICE} needs CAP_SYS_NICE")
-            yield before
-            return
-        try:
-            yield NICE
-        finally:
-            os.setpriority(os.PRIO_PROCESS, 0, before)
+        os.setpriority(os.PRIO_PROCESS, 0, NICE)
+        raised = True
+    except PermissionError:
+        print(f"hil: running at nice {before}: raising the priority to {NICE} needs CAP_SYS_NICE")
+        raised = False
+    try:
+        yield NICE if raised else before
     finally:
+        if raised:
+            os.setpriority(os.PRIO_PROCESS, 0, before)
         sys.setswitchinterval(switch)
 
 
@@ -95,6 +93,15 @@ def contention(tel, emulator_stats, period_s: float, stale_periods: float) -> st
     return None
 
 
+def fast_dds_type_lookup(stderr: str | None) -> str | None:
+    """Why a deploy process on rclpy (Fast DDS 3.2.3) that refused at the handshake met Fast DDS, not trot: its
+    type lookup logged a failed registration of the robot's type and that topic did not match within the open's
+    budget (CI, once in 4 full runs beside a busy process: no Imu within 3 s, rclpy on both sides)."""
+    if stderr and "Inconsistent TypeObject" in stderr and "refused: no " in stderr:
+        return "Fast DDS's type lookup failed to register a remote type ('Inconsistent TypeObject'); no match in time"
+    return None
+
+
 def tolerate_contention(last: dict, period_s: float, stale_periods: float):
     """Decorator: rerun a test whose failure `contention` puts down to the machine (the test records its run's
     telemetry and emulator stats in `last`)."""
@@ -107,10 +114,13 @@ def tolerate_contention(last: dict, period_s: float, stale_periods: float):
                 try:
                     return test(*args, **kwargs)
                 except AssertionError:
-                    why = contention(last.get("tel"), last.get("emulator"), period_s, stale_periods)
+                    why = contention(last.get("tel"), last.get("emulator"), period_s, stale_periods) or (
+                        fast_dds_type_lookup(last.get("stderr"))
+                    )
                     if why is None or attempt == ATTEMPTS:
                         raise
-                    print(f"{test.__name__}: attempt {attempt} met CPU contention ({why}); running it again")
+                    print(f"{test.__name__}: attempt {attempt} failed on the machine, not the code ({why}); "
+                          "running it again")  # fmt: skip
 
         return run
 

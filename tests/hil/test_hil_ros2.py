@@ -490,6 +490,6 @@ def test_shipped_policy_walks_forward_over_ros2_for_20_s(topics, tmp_path, loopb
                                     "--ros_namespace", topics.namespace,
                                     each=lambda: cmd_vel.write(twist), env=deploy_env(deploy_backend))  # fmt: skip
     print(emu.stats.summary(ROBOT.physics_dt))
-    LAST["tel"] = read_telemetry(telemetry)
+    LAST["tel"], LAST["stderr"] = read_telemetry(telemetry), walk.err
     hil_walk.check_walk(walk, telemetry, f"ROS 2 (deploy {deploy_backend}, robot {robot_backend})")
     assert_loopback_only(loopback, processes=1 + (deploy_backend == "dds"))

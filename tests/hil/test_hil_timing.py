@@ -43,3 +43,12 @@ def test_an_inference_fault_is_the_machines_only_when_its_cpu_time_fits_the_peri
     assert "waiting for a CPU" in why(waited)
     slow = telemetry([{"inference_ms": 31.0, "inference_cpu_ms": 29.0}], "inference", "FADE_IN")
     assert why(slow) is None
+
+
+def test_only_a_handshake_refusal_beside_fast_dds_type_lookup_error_is_rerun():
+    logged = "[TYPELOOKUP_SERVICE_REPLY_LISTENER Error] Error registering remote type: Inconsistent TypeObject"
+    refused = "deploy: refused: no Imu on /ns/imu/data within 3.0 s"
+    assert "type lookup" in hil_timing.fast_dds_type_lookup(f"{logged}\n{refused}")
+    assert hil_timing.fast_dds_type_lookup(refused) is None  # no Fast DDS error: trot's own refusal
+    assert hil_timing.fast_dds_type_lookup(f"{logged}\ndeploy: RUNNING -> DAMPING: state stale") is None
+    assert hil_timing.fast_dds_type_lookup(None) is None
