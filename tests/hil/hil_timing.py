@@ -53,6 +53,13 @@ def contention(tel, emulator_stats, period_s: float, stale_periods: float) -> st
         return None
     faults = [tr for tr in tel.transitions if tr["dst"] in ("DAMPING", "ESTOP_DAMPING")]
     if not faults:
+        # No fault of the loop's, yet the robot's own command watchdog damped it (a walk that sagged): the loop
+        # sent every command on time, so they were late in this process, the emulated robot's side (its
+        # subscriber thread, on rclpy its executor, waiting for a CPU or the GIL), where no robot's would be.
+        summary = getattr(tel, "summary", None) or {}
+        if getattr(emulator_stats, "watchdog_trips", 0) and summary.get("own_overrun_pct", 100.0) == 0.0:
+            return ("the emulated robot's command watchdog tripped while the loop sent every command on time: "
+                    "the commands were late on the emulator's side of this process")  # fmt: skip
         return None
     fault = faults[0]
     tick = tel.ticks[fault["tick"]] if 0 <= fault["tick"] < len(tel.ticks) else {}

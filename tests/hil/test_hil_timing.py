@@ -52,3 +52,14 @@ def test_only_a_handshake_refusal_beside_fast_dds_type_lookup_error_is_rerun():
     assert hil_timing.fast_dds_type_lookup(refused) is None  # no Fast DDS error: trot's own refusal
     assert hil_timing.fast_dds_type_lookup(f"{logged}\ndeploy: RUNNING -> DAMPING: state stale") is None
     assert hil_timing.fast_dds_type_lookup(None) is None
+
+
+def test_a_robot_watchdog_trip_without_a_loop_fault_is_the_machines_only_if_the_loop_was_on_time():
+    """A walk that sagged with no fault of the loop's: the emulated robot's watchdog damped it. Rerun when the loop
+    sent every command on time (the lateness was on the emulator's side of the test process); not when it did not."""
+    tripped = SimpleNamespace(watchdog_trips=1, max_late_ms=44.0)
+    on_time = SimpleNamespace(ticks=[], transitions=[], summary={"own_overrun_pct": 0.0})
+    late = SimpleNamespace(ticks=[], transitions=[], summary={"own_overrun_pct": 0.4})
+    assert "watchdog tripped" in hil_timing.contention(on_time, tripped, PERIOD_S, STALE_PERIODS)
+    assert hil_timing.contention(late, tripped, PERIOD_S, STALE_PERIODS) is None
+    assert hil_timing.contention(on_time, SimpleNamespace(watchdog_trips=0), PERIOD_S, STALE_PERIODS) is None
